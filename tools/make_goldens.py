@@ -313,6 +313,12 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
     Linear weights std 0.2 make attention scores ~N(0, 0.04 * H), i.e. peaked but not one-hot
     softmaxes at H = 32..36; the classifier gets std 0.5 so the logits spread and rankings mean
     something. LayerNorm weight ~ 1 +- 0.2 and bias ~ +-0.1, never ones/zeros.
+
+    Embeddings are std 0.02 (HF's initializer_range), and each word row also gets its own offset
+    (std 0.25), the same on every dimension. The embedding LayerNorm then sees a variance of
+    ~1e-3 and a mean ~10x its spread, as real checkpoints can, so that a wrong layer_norm_eps
+    (1e-7 vs 1e-12: ~3e-4) or a one-pass variance (~2e-4) shows in the `embeddings` stage, while
+    torch's own float32 error stays ~4e-6. Larger offsets push torch's error towards 1e-5.
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -322,8 +328,11 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
                 value = 1.0 + 0.2 * z
             elif name.endswith("LayerNorm.bias") or name.endswith(".bias"):
                 value = 0.1 * z
+            elif name.endswith("word_embeddings.weight"):
+                # includes the [PAD] row, which nn.Embedding(padding_idx=0) zeroes
+                value = 0.02 * z + 0.25 * torch.randn((p.shape[0], 1), generator=g, dtype=torch.float32)
             elif "embeddings" in name:
-                value = 0.1 * z  # includes the [PAD] row that nn.Embedding(padding_idx=0) zeroes
+                value = 0.02 * z
             elif name.startswith("classifier."):
                 value = 0.5 * z
             else:
