@@ -1,0 +1,143 @@
+"""The public API: a cross-encoder that scores (query, passage) pairs.
+
+It mirrors sentence-transformers' CrossEncoder (predict, rank) so that switching is a change
+of import, with one deliberate difference: predict returns raw logits unless an activation is
+asked for (sentence-transformers applies a sigmoid by default to single-logit models).
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from minibert import ops as reference_ops
+from minibert.config import load_config
+from minibert.errors import ConfigError, InputError, ModelFormatError
+from minibert.model import default_ops, forward, pad_batch
+from minibert.tokenize import check_pair, load_tokenizer
+from minibert.weights import load_params
+
+ACTIVATIONS = (None, "sigmoid", "softmax")
+
+
+class CrossEncoder:
+    """A BERT cross-encoder loaded from a HuggingFace model directory.
+
+    Args:
+        model_name_or_path: a directory with config.json, model.safetensors and
+            tokenizer.json or vocab.txt (as saved by transformers' save_pretrained).
+        max_length: tokens per pair, special tokens included; pairs are truncated
+            longest-first. Default: tokenizer_config.json's model_max_length, capped by
+            the model's max_position_embeddings.
+        ops: the op set, `minibert.ops` (NumPy) or `minibert.kernels` (Numba). Default: the
+            Numba kernels when numba is installed, unless MINIBERT_NO_NUMBA=1.
+    """
+
+    def __init__(self, model_name_or_path, max_length=None, ops=None):
+        path = Path(model_name_or_path)
+        if not path.is_dir():
+            raise ModelFormatError(
+                f"{path}: no such model directory (expected a folder with config.json, "
+                "model.safetensors and tokenizer.json or vocab.txt)")
+        if not (path / "config.json").is_file():
+            raise ModelFormatError(f"{path}: no config.json in the model directory")
+        self.path = path
+        self.config = load_config(path)
+        self.tokenizer = load_tokenizer(path, self.config, max_length)
+        self.params = load_params(path, self.config)
+        self.ops = ops if ops is not None else default_ops()
+
+    @property
+    def max_length(self) -> int:
+        return self.tokenizer.max_length
+
+    @property
+    def num_labels(self) -> int:
+        return self.config.num_labels
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(self.config.id2label) or {i: f"LABEL_{i}" for i in range(self.num_labels)}
+
+    def __repr__(self):
+        return (f"CrossEncoder({str(self.path)!r}, layers={self.config.num_hidden_layers}, "
+                f"hidden={self.config.hidden_size}, num_labels={self.num_labels}, "
+                f"max_length={self.max_length}, ops={self.ops.__name__})")
+
+    def predict(self, sentences, batch_size=32, activation=None, show_progress_bar=False):
+        """Scores for (query, passage) pairs, in input order.
+
+        Returns float32 [n] when num_labels == 1, else [n, num_labels]: raw logits by default,
+        or with activation="sigmoid" / "softmax". A single pair (q, p) gives a single score.
+        """
+        _check_batch_size(batch_size)
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {ACTIVATIONS}, found {activation!r}")
+        if activation == "softmax" and self.num_labels == 1:
+            raise ConfigError("softmax over a single logit is always 1.0; use activation='sigmoid'")
+        single = isinstance(sentences, (tuple, list)) and len(sentences) == 2 and isinstance(sentences[0], str)
+        pairs = [sentences] if single else _as_list(sentences)
+
+        encoded = self.tokenizer.encode_pairs(pairs)
+        logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
+        # Longest first, so that each padded batch holds pairs of similar length.
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = pad_batch([encoded[i] for i in rows], pad_id=self.config.pad_token_id or 0)
+            logits[rows] = forward(self.params, self.config, *batch, ops=self.ops)
+            if show_progress_bar:
+                print(f"\rscored {min(start + batch_size, len(order))}/{len(order)} pairs",
+                      end="", file=sys.stderr, flush=True)
+        if show_progress_bar and order:
+            print(file=sys.stderr)
+
+        scores = _activate(logits, activation)
+        scores = scores[:, 0] if self.num_labels == 1 else scores
+        return scores[0] if single else scores
+
+    def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32, activation=None):
+        """Passages sorted by score, best first (ties by corpus_id): [{"corpus_id", "score"[, "text"]}]."""
+        if self.num_labels != 1:
+            raise ConfigError(
+                f"rank needs a single-logit relevance model; this one has num_labels={self.num_labels} "
+                f"({', '.join(self.id2label.values())}); use predict for per-label scores")
+        if not isinstance(query, str):
+            raise InputError(f"the query must be a str, found {type(query).__name__}")
+        if isinstance(documents, str):
+            raise InputError("documents must be a list of str, found a single str")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ConfigError(f"top_k must be a positive integer or None, found {top_k!r}")
+        documents = _as_list(documents)
+        for index, document in enumerate(documents):
+            check_pair((query, document), index)
+        scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation=activation)
+        order = np.lexsort((np.arange(len(documents)), -scores.astype(np.float64)))  # by score, then id
+        results = []
+        for i in order[:top_k]:
+            hit = {"corpus_id": int(i), "score": float(scores[i])}
+            if return_documents:
+                hit["text"] = documents[i]
+            results.append(hit)
+        return results
+
+
+def _as_list(items):
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise InputError(f"expected a list of (query, passage) pairs, found {type(items).__name__}")
+    return list(items)
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, found {batch_size!r}")
+
+
+def _activate(logits, activation):
+    if activation == "sigmoid":
+        # exp of a non-positive number only, so it cannot overflow
+        e = np.exp(-np.abs(logits))
+        return np.where(logits >= 0, 1 / (1 + e), e / (1 + e)).astype(np.float32)
+    if activation == "softmax":
+        return reference_ops.softmax(logits)
+    return logits

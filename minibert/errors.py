@@ -1,0 +1,26 @@
+"""Everything minibert raises on purpose derives from MinibertError.
+
+The leaf classes also derive from ValueError, so code written against plain Python
+exceptions keeps working. Messages say what was expected, what was found, and where
+(file, field, tensor, pair index).
+"""
+
+
+class MinibertError(Exception):
+    """Base class of every error minibert raises on purpose."""
+
+
+class ConfigError(MinibertError, ValueError):
+    """A bad model configuration (config.json, tokenizer_config.json) or a bad option value."""
+
+
+class ModelFormatError(MinibertError, ValueError):
+    """Model files that are missing, unreadable, or do not fit a BERT cross-encoder."""
+
+
+class UnsafeCheckpointError(ModelFormatError):
+    """A checkpoint that would run code or reach outside its own data to be loaded."""
+
+
+class InputError(MinibertError, ValueError):
+    """Input text that cannot be scored (not a pair of two strings, not encodable text)."""

@@ -1,0 +1,155 @@
+"""Pairs of texts -> token ids, as transformers' BERT tokenizer makes them for a cross-encoder.
+
+A pair becomes [CLS] query [SEP] passage [SEP], with token type 0 for the first three parts
+and 1 for the last two, truncated 'longest_first' to max_length tokens (special tokens
+included): the longer side loses a token until the pair fits.
+
+Two things transformers does that minibert does too:
+- The vocabulary comes from tokenizer.json (or vocab.txt), but a BERT tokenizer's text
+  normalization (lowercasing, accent stripping, CJK splitting) follows tokenizer_config.json,
+  with BertTokenizer's defaults where it is silent.
+- Padding and truncation settings stored inside tokenizer.json are not inherited: some files
+  (all-MiniLM-L6-v2's among them) pad every input to 128 tokens, which would waste compute
+  and silently change the effective max length. minibert sets its own truncation and pads
+  nothing here; batches are padded later, by the model code.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
+from tokenizers.models import WordPiece
+from tokenizers.processors import TemplateProcessing
+
+from minibert.config import BertConfig, read_json
+from minibert.errors import ConfigError, InputError, ModelFormatError
+
+# model_max_length values above this are "no limit" placeholders (transformers writes 1e30).
+_SANE_MODEL_MAX_LENGTH = 1_000_000
+MIN_MAX_LENGTH = 3  # room for [CLS], [SEP], [SEP]
+
+
+class PairTokenizer:
+    def __init__(self, tokenizer: Tokenizer, max_length: int, source: str):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.source = source
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length, strategy="longest_first", direction="right", stride=0)
+
+    def encode_pairs(self, pairs) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(query, passage), ...] -> [(ids [T_i], type_ids [T_i]), ...], int64, unpadded."""
+        checked = [check_pair(pair, index) for index, pair in enumerate(pairs)]
+        encodings = self.tokenizer.encode_batch(checked, add_special_tokens=True)
+        return [(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encodings]
+
+
+def check_pair(pair, index: int) -> tuple[str, str]:
+    """A pair must be two str that are valid Unicode text (no lone surrogates)."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        found = f"a {type(pair).__name__} of length {len(pair)}" if isinstance(pair, (tuple, list)) \
+            else f"{type(pair).__name__}"
+        raise InputError(f"pair {index}: expected (query, passage), two strings; found {found}")
+    for side, text in zip(("query", "passage"), pair):
+        if not isinstance(text, str):
+            raise InputError(f"pair {index}: the {side} must be a str, found {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"pair {index}: the {side} is not valid Unicode text ({exc.reason} at position {exc.start})"
+            ) from None
+    return (pair[0], pair[1])
+
+
+def load_tokenizer(model_dir: str | Path, config: BertConfig, max_length: int | None = None) -> PairTokenizer:
+    model_dir = Path(model_dir)
+    tc_path = model_dir / "tokenizer_config.json"
+    tc = read_json(tc_path, ConfigError) if tc_path.is_file() else {}
+    if not isinstance(tc, dict):
+        raise ConfigError(f"{tc_path}: expected a JSON object")
+    max_length = resolve_max_length(max_length, tc, config, tc_path)
+
+    json_path, vocab_path = model_dir / "tokenizer.json", model_dir / "vocab.txt"
+    if json_path.is_file():
+        try:
+            tokenizer = Tokenizer.from_file(str(json_path))
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise ModelFormatError(f"{json_path}: cannot load tokenizer: {exc}") from None
+        source = json_path
+        if isinstance(tokenizer.model, WordPiece) and isinstance(tokenizer.normalizer, normalizers.BertNormalizer):
+            tokenizer.normalizer = _bert_normalizer(tc, clean_text=tokenizer.normalizer.clean_text)
+    elif vocab_path.is_file():
+        tokenizer, source = _from_vocab_txt(vocab_path, tc), vocab_path
+    else:
+        raise ModelFormatError(f"{model_dir}: no tokenizer: expected tokenizer.json or vocab.txt")
+
+    cls, sep = _token(tc, "cls_token", "[CLS]"), _token(tc, "sep_token", "[SEP]")
+    ids = {}
+    for token in (cls, sep):
+        ids[token] = tokenizer.token_to_id(token)
+        if ids[token] is None:
+            raise ModelFormatError(f"{source}: special token {token!r} is not in the vocabulary")
+    tokenizer.post_processor = TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, ids[cls]), (sep, ids[sep])],
+    )
+    return PairTokenizer(tokenizer, max_length, str(source))
+
+
+def resolve_max_length(max_length, tc: dict, config: BertConfig, tc_path: Path) -> int:
+    """An explicit max_length must fit the model; the default is min(model_max_length, positions)."""
+    limit = config.max_position_embeddings
+    if max_length is not None:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
+                or not MIN_MAX_LENGTH <= max_length <= limit:
+            raise ConfigError(
+                f"max_length must be an integer in [{MIN_MAX_LENGTH}, {limit}] "
+                f"(max_position_embeddings of {config.source}), found {max_length!r}")
+        return int(max_length)
+    declared = tc.get("model_max_length")
+    if isinstance(declared, int) and not isinstance(declared, bool) \
+            and MIN_MAX_LENGTH <= declared <= _SANE_MODEL_MAX_LENGTH:
+        return min(declared, limit)
+    return limit
+
+
+def _token(tc: dict, key: str, default: str) -> str:
+    value = tc.get(key, default)
+    if isinstance(value, dict):  # an AddedToken serialized as {"content": ...}
+        value = value.get("content", default)
+    return str(value)
+
+
+def _bert_normalizer(tc: dict, clean_text: bool = True):
+    # BertTokenizer's defaults: lowercase, strip accents when lowercasing, split CJK characters.
+    return normalizers.BertNormalizer(
+        clean_text=clean_text,
+        handle_chinese_chars=bool(tc.get("tokenize_chinese_chars", True)),
+        strip_accents=tc.get("strip_accents"),
+        lowercase=bool(tc.get("do_lower_case", True)),
+    )
+
+
+def _from_vocab_txt(path: Path, tc: dict) -> Tokenizer:
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{path}: cannot read vocabulary: {exc}") from None
+    if lines and lines[-1] == "":
+        lines.pop()  # the file's final newline
+    vocab = {}
+    for index, token in enumerate(lines):
+        vocab[token] = index  # as transformers: a repeated token keeps its last index
+    unk = _token(tc, "unk_token", "[UNK]")
+    if unk not in vocab:
+        raise ModelFormatError(f"{path}: the unknown token {unk!r} is not in the vocabulary")
+    tokenizer = Tokenizer(WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
+    tokenizer.normalizer = _bert_normalizer(tc)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = [_token(tc, key, default) for key, default in (
+        ("unk_token", "[UNK]"), ("sep_token", "[SEP]"), ("pad_token", "[PAD]"),
+        ("cls_token", "[CLS]"), ("mask_token", "[MASK]"))]
+    tokenizer.add_special_tokens([s for s in specials if s in vocab])
+    return tokenizer

@@ -1,0 +1,220 @@
+"""Checkpoint -> parameter tree.
+
+The parameters are a small tree of frozen dataclasses holding float32 arrays. HuggingFace's
+tensor names live in one table here (`_skeleton`) and nowhere else. Linear weights keep
+PyTorch's [out, in] layout, so `ops.linear` computes x @ W.T + b exactly as nn.Linear does.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from minibert.config import BertConfig
+from minibert.errors import ModelFormatError
+
+
+@dataclass(frozen=True)
+class Linear:
+    weight: np.ndarray  # [out, in]
+    bias: np.ndarray    # [out]
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    weight: np.ndarray  # [H]
+    bias: np.ndarray    # [H]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    word: np.ndarray        # [V, H]
+    position: np.ndarray    # [P, H]
+    token_type: np.ndarray  # [TV, H]
+    norm: LayerNorm
+
+
+@dataclass(frozen=True)
+class EncoderLayer:
+    query: Linear      # H -> H
+    key: Linear        # H -> H
+    value: Linear      # H -> H
+    attn_out: Linear   # H -> H
+    attn_norm: LayerNorm
+    ffn_in: Linear     # H -> I
+    ffn_out: Linear    # I -> H
+    ffn_norm: LayerNorm
+
+
+@dataclass(frozen=True)
+class BertParams:
+    embeddings: Embeddings
+    layers: tuple[EncoderLayer, ...]
+    pooler: Linear      # H -> H, then tanh
+    classifier: Linear  # H -> L
+
+
+class _Spec(NamedTuple):
+    name: str                # HuggingFace tensor name, without the "bert." prefix
+    shape: tuple[int, ...]
+
+
+# The one table of HuggingFace tensor names: the parameter tree with _Spec leaves.
+# Encoder names are given without the "bert." prefix that BertForSequenceClassification
+# checkpoints carry; the classifier has no prefix.
+def _skeleton(c: BertConfig) -> BertParams:
+    H, I, L = c.hidden_size, c.intermediate_size, c.num_labels
+
+    def linear(name, n_out, n_in):
+        return Linear(_Spec(f"{name}.weight", (n_out, n_in)), _Spec(f"{name}.bias", (n_out,)))
+
+    def norm(name):
+        return LayerNorm(_Spec(f"{name}.weight", (H,)), _Spec(f"{name}.bias", (H,)))
+
+    def layer(i):
+        p = f"encoder.layer.{i}."
+        return EncoderLayer(
+            query=linear(p + "attention.self.query", H, H),
+            key=linear(p + "attention.self.key", H, H),
+            value=linear(p + "attention.self.value", H, H),
+            attn_out=linear(p + "attention.output.dense", H, H),
+            attn_norm=norm(p + "attention.output.LayerNorm"),
+            ffn_in=linear(p + "intermediate.dense", I, H),
+            ffn_out=linear(p + "output.dense", H, I),
+            ffn_norm=norm(p + "output.LayerNorm"),
+        )
+
+    return BertParams(
+        embeddings=Embeddings(
+            word=_Spec("embeddings.word_embeddings.weight", (c.vocab_size, H)),
+            position=_Spec("embeddings.position_embeddings.weight", (c.max_position_embeddings, H)),
+            token_type=_Spec("embeddings.token_type_embeddings.weight", (c.type_vocab_size, H)),
+            norm=norm("embeddings.LayerNorm"),
+        ),
+        layers=tuple(layer(i) for i in range(c.num_hidden_layers)),
+        pooler=linear("pooler.dense", H, H),
+        classifier=linear("classifier", L, H),
+    )
+
+
+def _leaves(tree):
+    """The leaves of a parameter tree, depth first."""
+    if isinstance(tree, _Spec):
+        yield tree
+    elif isinstance(tree, tuple):
+        for item in tree:
+            yield from _leaves(item)
+    elif dataclasses.is_dataclass(tree):
+        for f in dataclasses.fields(tree):
+            yield from _leaves(getattr(tree, f.name))
+    else:
+        yield tree
+
+
+def _map_leaves(fn, tree):
+    """The same tree with every leaf replaced by fn(leaf)."""
+    if isinstance(tree, _Spec):
+        return fn(tree)
+    if isinstance(tree, tuple):
+        return tuple(_map_leaves(fn, item) for item in tree)
+    if dataclasses.is_dataclass(tree):
+        return type(tree)(**{f.name: _map_leaves(fn, getattr(tree, f.name)) for f in dataclasses.fields(tree)})
+    return fn(tree)
+
+
+def _is_ignored(key: str) -> bool:
+    # Non-persistent buffers that older transformers versions saved: not parameters.
+    return key.endswith("embeddings.position_ids") or key.endswith("embeddings.token_type_ids")
+
+
+# Older checkpoints name LayerNorm parameters gamma/beta; transformers renames them on load.
+_LEGACY_SUFFIXES = {".LayerNorm.gamma": ".LayerNorm.weight", ".LayerNorm.beta": ".LayerNorm.bias"}
+
+
+def _canonical(key: str, encoder_prefix: str) -> str:
+    """Checkpoint key -> table key: drop the encoder prefix, rename gamma/beta."""
+    if encoder_prefix and key.startswith(encoder_prefix):
+        key = key[len(encoder_prefix):]
+    for old, new in _LEGACY_SUFFIXES.items():
+        if key.endswith(old):
+            key = key[: -len(old)] + new
+    return key
+
+
+def find_checkpoint(model_dir: Path) -> Path:
+    path = model_dir / "model.safetensors"
+    if path.is_file():
+        return path
+    present = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
+    others = [n for n in present if n.endswith((".bin", ".safetensors", ".index.json", ".pt", ".ckpt"))]
+    hint = f" (found {', '.join(others)}, a format minibert does not read yet)" if others else ""
+    raise ModelFormatError(f"{model_dir}: no model.safetensors{hint}")
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of a .safetensors file, as NumPy arrays."""
+    from safetensors import SafetensorError, safe_open
+
+    tensors = {}
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise ModelFormatError(f"{path}: cannot read safetensors file: {exc}") from None
+    return tensors
+
+
+def load_params(model_dir: str | Path, config: BertConfig) -> BertParams:
+    """Read the checkpoint in `model_dir` and check it against `config`, tensor by tensor."""
+    path = find_checkpoint(Path(model_dir))
+    return params_from_tensors(read_safetensors(path), config, source=str(path))
+
+
+def params_from_tensors(tensors: dict[str, np.ndarray], config: BertConfig, source: str) -> BertParams:
+    """Map HuggingFace-named tensors onto the parameter tree; every problem is reported at once."""
+    skeleton = _skeleton(config)
+    expected = dict(_leaves(skeleton))  # HF name (no prefix) -> shape
+    # BertForSequenceClassification saves the encoder under "bert."; a bare BertModel saves none.
+    prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
+
+    found: dict[str, np.ndarray] = {}
+    unexpected = []
+    for key, array in tensors.items():
+        if _is_ignored(key):
+            continue
+        name = _canonical(key, prefix)
+        if name in expected and name not in found:
+            found[name] = array
+        else:
+            unexpected.append(key)
+
+    if not any(name.startswith("classifier.") for name in found):
+        raise ModelFormatError(
+            f"{source}: no classifier tensors: this is a bare BERT encoder (BertModel), not a "
+            "cross-encoder. A cross-encoder checkpoint is a BertForSequenceClassification, "
+            "with a 'classifier' head on the pooled [CLS] output")
+
+    problems = []
+    for name, shape in expected.items():
+        shown = name if name.startswith("classifier.") else prefix + name
+        if name not in found:
+            problems.append(f"missing tensor {shown}, expected shape {list(shape)}")
+        elif tuple(found[name].shape) != shape:
+            problems.append(f"tensor {shown}: expected shape {list(shape)}, found {list(found[name].shape)}")
+    problems += [f"unexpected tensor {key}" for key in unexpected]
+    if problems:
+        raise ModelFormatError(
+            f"{source}: checkpoint does not match {config.source}:\n  " + "\n  ".join(problems))
+
+    return _map_leaves(lambda spec: _as_float32(found[spec.name], spec.name, source), skeleton)
+
+
+def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
+    if array.dtype == np.float32:
+        return np.ascontiguousarray(array)
+    if array.dtype in (np.float16, np.float64):
+        return np.ascontiguousarray(array, dtype=np.float32)
+    raise ModelFormatError(f"{source}: tensor {name} has dtype {array.dtype}; expected a floating-point tensor")
