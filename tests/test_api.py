@@ -1,0 +1,200 @@
+"""The public CrossEncoder API: shapes, order, activations, rank, errors, op-set selection."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minibert
+from minibert import ConfigError, CrossEncoder, InputError, MinibertError, ModelFormatError, UnsafeCheckpointError
+from minibert import ops
+
+GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
+PAIRS = [
+    ("what is the capital of france", "paris is the capital of france"),
+    ("what is the capital of france", "the cat sat on the mat"),
+    ("how fast is a fish", ""),
+    ("how fast is a fish", "   "),
+    ("why is the sky blue", "the big blue river and the green tree " * 20),
+    ("what is the capital of france", "paris is the capital of france"),  # a duplicate
+]
+
+
+@pytest.fixture(scope="module")
+def ce():
+    return CrossEncoder(GOLDENS / "tiny-l1")
+
+
+@pytest.fixture(scope="module")
+def ce3():
+    return CrossEncoder(GOLDENS / "tiny-l3")
+
+
+def test_error_hierarchy_is_importable_from_the_root():
+    for cls in (ConfigError, ModelFormatError, InputError, UnsafeCheckpointError):
+        assert issubclass(cls, MinibertError)
+    assert issubclass(UnsafeCheckpointError, ModelFormatError)
+    assert set(minibert.__all__) >= {"CrossEncoder", "MinibertError", "ConfigError", "ModelFormatError",
+                                     "UnsafeCheckpointError", "InputError"}
+
+
+def test_predict_shape_dtype_and_order(ce):
+    scores = ce.predict(PAIRS)
+    assert scores.shape == (len(PAIRS),) and scores.dtype == np.float32
+    # Input order is kept whatever the batching: each pair alone gives its own score.
+    for i, pair in enumerate(PAIRS):
+        assert abs(ce.predict([pair])[0] - scores[i]) <= 1e-5
+    assert scores[0] == scores[5]  # duplicates kept, same score
+    for batch_size in (1, 2, 5):
+        np.testing.assert_allclose(ce.predict(PAIRS, batch_size=batch_size), scores, atol=1e-5, rtol=0)
+
+
+def test_predict_single_pair_returns_one_score(ce):
+    single = ce.predict(PAIRS[0])
+    assert np.ndim(single) == 0 and abs(single - ce.predict(PAIRS[:1])[0]) == 0
+    assert np.ndim(ce.predict(list(PAIRS[1]))) == 0
+
+
+def test_predict_empty(ce, ce3):
+    assert ce.predict([]).shape == (0,) and ce.predict([]).dtype == np.float32
+    assert ce3.predict([]).shape == (0, 3)
+
+
+def test_multilabel_shape_and_softmax(ce3):
+    logits = ce3.predict(PAIRS)
+    assert logits.shape == (len(PAIRS), 3) and logits.dtype == np.float32
+    probs = ce3.predict(PAIRS, activation="softmax")
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    e = np.exp(logits.astype(np.float64) - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probs, e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
+    assert ce3.num_labels == 3 and len(ce3.id2label) == 3
+
+
+def test_raw_logits_by_default_and_sigmoid_when_asked(ce):
+    logits = ce.predict(PAIRS)
+    probs = ce.predict(PAIRS, activation="sigmoid")
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits.astype(np.float64))), rtol=1e-6)
+    assert probs.dtype == np.float32
+    assert np.any((logits < 0) | (logits > 1)), "the fixture should have logits outside [0, 1]"
+
+
+def test_softmax_over_a_single_logit_is_refused(ce):
+    with pytest.raises(ConfigError, match="always 1.0"):
+        ce.predict(PAIRS, activation="softmax")
+
+
+@pytest.mark.parametrize("kwargs", [{"activation": "relu"}, {"batch_size": 0}, {"batch_size": 2.5}])
+def test_bad_options(ce, kwargs):
+    with pytest.raises(ConfigError):
+        ce.predict(PAIRS, **kwargs)
+
+
+@pytest.mark.parametrize("bad, what", [
+    (("q", None), "passage must be a str, found NoneType"),
+    ((b"q", "p"), "query must be a str, found bytes"),
+    (("q", "p", "x"), "a tuple of length 3"),
+    (("q", "bad \ud800 surrogate"), "not valid Unicode"),
+    ("just a string", "found str"),
+    (("q", 3), "found int"),
+])
+def test_bad_pair_is_an_input_error_naming_its_index(ce, bad, what):
+    with pytest.raises(InputError, match=f"pair 2: .*{what}"):
+        ce.predict([PAIRS[0], PAIRS[1], bad, PAIRS[2]])
+
+
+def test_not_a_list_of_pairs(ce):
+    with pytest.raises(InputError):
+        ce.predict(42)
+
+
+def test_rank(ce):
+    query = "what is the capital of france"
+    passages = ["the cat sat on the mat", "paris is the capital of france", "", "paris is the capital of france"]
+    scores = ce.predict([(query, p) for p in passages])
+    hits = ce.rank(query, passages)
+    assert [h["corpus_id"] for h in hits] == sorted(range(4), key=lambda i: (-scores[i], i))
+    assert all(set(h) == {"corpus_id", "score"} for h in hits)
+    for h in hits:
+        assert h["score"] == pytest.approx(float(scores[h["corpus_id"]]), abs=1e-6)
+    # ties (the duplicate) are broken by corpus_id
+    ids = [h["corpus_id"] for h in hits]
+    assert ids.index(1) < ids.index(3)
+    top = ce.rank(query, passages, top_k=2, return_documents=True)
+    assert len(top) == 2 and top[0]["text"] == passages[top[0]["corpus_id"]]
+    assert ce.rank(query, []) == []
+
+
+def test_rank_errors(ce, ce3):
+    with pytest.raises(ConfigError, match="num_labels=3"):
+        ce3.rank("q", ["p"])
+    with pytest.raises(ConfigError, match="top_k"):
+        ce.rank("q", ["p"], top_k=0)
+    with pytest.raises(InputError, match="single str"):
+        ce.rank("q", "p")
+    with pytest.raises(InputError, match="pair 1: the passage must be a str"):
+        ce.rank("q", ["p", None])
+
+
+def test_max_length_bounds(ce):
+    assert ce.max_length == 48  # tokenizer_config's model_max_length, below max_position_embeddings (64)
+    assert CrossEncoder(GOLDENS / "tiny-l1", max_length=64).max_length == 64
+    assert CrossEncoder(GOLDENS / "tiny-l1", max_length=3).predict(PAIRS).shape == (len(PAIRS),)
+    for bad in (2, 65, 10.0, "32", True):
+        with pytest.raises(ConfigError, match=r"max_length must be an integer in \[3, 64\]"):
+            CrossEncoder(GOLDENS / "tiny-l1", max_length=bad)
+
+
+def test_truncation_is_longest_first_to_max_length(ce):
+    short = "the tree"
+    n_short = len(ce.tokenizer.tokenizer.encode(short, add_special_tokens=False).ids)
+    (ids, type_ids), = ce.tokenizer.encode_pairs([("fish " * 100, short)])
+    assert len(ids) == ce.max_length == 48
+    assert list(type_ids).count(1) == n_short + 1  # the short passage survives whole, with its [SEP]
+    (ids, type_ids), = ce.tokenizer.encode_pairs([("fish " * 100, "fish " * 100)])
+    assert list(type_ids).count(1) in (23, 24)  # both long: each side keeps about half
+
+
+def test_padding_stored_in_tokenizer_json_is_ignored(tmp_path):
+    # tiny-l1's tokenizer.json carries fixed padding and truncation, as all-MiniLM-L6-v2's does.
+    stored = json.loads((GOLDENS / "tiny-l1" / "tokenizer.json").read_text())
+    assert stored["padding"] is not None and stored["truncation"] is not None
+    ce = CrossEncoder(GOLDENS / "tiny-l1")
+    (ids, _), = ce.tokenizer.encode_pairs([("a", "b")])
+    assert len(ids) == 5  # [CLS] a [SEP] b [SEP], no pad tokens
+
+
+def test_model_max_length_placeholder_falls_back_to_positions(tmp_path):
+    directory = tmp_path / "m"
+    shutil.copytree(GOLDENS / "tiny-l1", directory)
+    path = directory / "tokenizer_config.json"
+    tc = json.loads(path.read_text())
+    tc["model_max_length"] = 1000000000000000019884624838656  # transformers' "no limit"
+    path.write_text(json.dumps(tc))
+    assert CrossEncoder(directory).max_length == 64
+
+
+def test_numpy_and_numba_paths_agree(ce):
+    kernels = pytest.importorskip("minibert.kernels")
+    a = CrossEncoder(GOLDENS / "tiny-l1", ops=ops).predict(PAIRS)
+    b = CrossEncoder(GOLDENS / "tiny-l1", ops=kernels).predict(PAIRS)
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_minibert_no_numba_selects_the_numpy_ops():
+    code = "from minibert.model import default_ops; print(default_ops().__name__)"
+    env = dict(os.environ, MINIBERT_NO_NUMBA="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "minibert.ops"
+
+
+def test_runtime_never_imports_torch():
+    code = ("import sys, minibert; ce = minibert.CrossEncoder(sys.argv[1]); ce.predict([('a', 'b')]); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(GOLDENS / "tiny-l1")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"

@@ -1,0 +1,81 @@
+"""Every Numba kernel against its ops.py twin, on odd shapes.
+
+Tolerance as llm.c's validate_result: |kernel - reference| <= atol + rtol * |reference|.
+"""
+
+import numpy as np
+import pytest
+
+from minibert import ops
+
+kernels = pytest.importorskip("minibert.kernels", reason="numba is not installed")
+
+ATOL, RTOL = 1e-6, 1e-6
+SHAPES = [(1, 1), (1, 37), (3, 1, 37), (2, 3, 5, 13), (8, 384), (5, 1536)]
+
+
+def assert_close(got, ref, what):
+    assert got.dtype == np.float32, f"{what}: dtype {got.dtype}, expected float32"
+    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
+    excess = np.abs(got - ref) - (ATOL + RTOL * np.abs(ref))
+    worst = tuple(int(i) for i in np.unravel_index(np.argmax(excess), excess.shape))
+    assert excess[worst] <= 0, (
+        f"{what}: kernel {float(got[worst])!r} vs reference {float(ref[worst])!r} at {worst}, "
+        f"max abs diff {np.max(np.abs(got - ref)):.3g}")
+
+
+def test_every_op_has_a_kernel_with_the_same_name():
+    for name in ("linear", "layer_norm", "add_layer_norm", "gelu", "softmax"):
+        assert callable(getattr(ops, name)) and callable(getattr(kernels, name)), name
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gelu(shape):
+    x = (np.random.default_rng(0).standard_normal(shape) * 4).astype(np.float32)
+    assert_close(kernels.gelu(x), ops.gelu(x), f"gelu {shape}")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax(shape):
+    x = (np.random.default_rng(1).standard_normal(shape) * 5).astype(np.float32)
+    assert_close(kernels.softmax(x), ops.softmax(x), f"softmax {shape}")
+
+
+def test_softmax_fully_masked_rows():
+    # A row where every key is blocked by the additive mask: uniform, as the reference.
+    scores = np.random.default_rng(2).standard_normal((2, 3, 4, 7)).astype(np.float32)
+    mask = np.zeros((2, 1, 1, 7), np.float32)
+    mask[1] = np.finfo(np.float32).min
+    mask[0, ..., 3:] = np.finfo(np.float32).min
+    x = scores + mask
+    got, ref = kernels.softmax(x), ops.softmax(x)
+    assert_close(got, ref, "softmax with masked rows")
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got[1], 1 / 7, rtol=1e-6)
+    assert np.all(got[0, ..., 3:] == 0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layer_norm(shape):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    w = (1 + 0.2 * rng.standard_normal(shape[-1])).astype(np.float32)
+    b = rng.standard_normal(shape[-1]).astype(np.float32)
+    for eps in (1e-12, 1e-5):
+        assert_close(kernels.layer_norm(x, w, b, eps), ops.layer_norm(x, w, b, eps), f"layer_norm {shape} eps={eps}")
+        assert_close(kernels.add_layer_norm(x, x[::-1].copy(), w, b, eps),
+                     ops.add_layer_norm(x, x[::-1].copy(), w, b, eps), f"add_layer_norm {shape} eps={eps}")
+
+
+def test_layer_norm_accepts_non_contiguous_input():
+    x = np.random.default_rng(4).standard_normal((6, 40)).astype(np.float32)[:, ::2]
+    w, b = np.ones(20, np.float32), np.zeros(20, np.float32)
+    assert_close(kernels.layer_norm(x, w, b, 1e-12), ops.layer_norm(x, w, b, 1e-12), "layer_norm strided")
+
+
+def test_comparator_catches_a_planted_error():
+    x = np.random.default_rng(5).standard_normal((4, 9)).astype(np.float32)
+    wrong = ops.gelu(x)
+    wrong[2, 3] += 1e-4
+    with pytest.raises(AssertionError, match=r"at \(2, 3\)"):
+        assert_close(wrong, ops.gelu(x), "planted")

@@ -1,0 +1,75 @@
+"""The NumPy reference ops against float64 definitions of the same math."""
+
+import math
+
+import numpy as np
+import pytest
+
+from minibert import ops
+
+
+def test_erf_matches_math_erf_in_float64():
+    x = np.concatenate([np.linspace(-8, 8, 400_001), np.linspace(-1e-4, 1e-4, 2001),
+                        [0.0, -0.0, 0.999999, 1.0, 1.000001, 5.999, 6.0, 7.5, -30.0, np.inf, -np.inf]])
+    expected = np.array([math.erf(v) for v in x])
+    np.testing.assert_allclose(ops.erf(x), expected, rtol=1e-14, atol=1e-16)
+
+
+def test_erf_keeps_nan():
+    assert np.isnan(ops.erf(np.array([np.nan, 1.0]))[0])
+
+
+def test_gelu_is_exact_erf_gelu_not_tanh_approximation():
+    x = np.linspace(-8, 8, 20_001).astype(np.float32)
+    exact = np.array([v / 2 * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+    tanh_approx = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x.astype(np.float64) ** 3)))
+    got = ops.gelu(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, exact, rtol=2e-7, atol=1e-7)
+    # The tanh approximation differs by up to ~5e-4 here; make sure we are not it.
+    assert np.max(np.abs(got - tanh_approx)) > 1e-4
+
+
+def test_layer_norm_matches_float64_definition():
+    rng = np.random.default_rng(0)
+    # A common offset, as real hidden states have: one-pass variance (E[x^2] - E[x]^2) loses
+    # precision to it in float32, two passes (mean, then squared deviations) do not.
+    x = (rng.standard_normal((7, 37)) + 10.0).astype(np.float32)
+    w = rng.standard_normal(37).astype(np.float32)
+    b = rng.standard_normal(37).astype(np.float32)
+    x64 = x.astype(np.float64)
+    ref = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-12) * w + b
+    got = ops.layer_norm(x, w, b, 1e-12)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=2e-5)
+
+
+def test_layer_norm_eps_is_used():
+    x = np.array([[0.0, 1e-3]], np.float32)
+    w, b = np.ones(2, np.float32), np.zeros(2, np.float32)
+    small, large = ops.layer_norm(x, w, b, 1e-12), ops.layer_norm(x, w, b, 1e-3)
+    assert abs(small[0, 1] - 1.0) < 1e-3
+    assert large[0, 1] < 0.1
+
+
+def test_softmax_rows_sum_to_one_and_survive_large_values():
+    x = np.array([[1000.0, 1000.0, -1000.0], [0.0, 1.0, 2.0]], np.float32)
+    got = ops.softmax(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(got[0], [0.5, 0.5, 0.0], atol=1e-7)
+    e = np.exp([0.0, 1.0, 2.0])
+    np.testing.assert_allclose(got[1], e / e.sum(), rtol=1e-6)
+
+
+def test_linear_is_x_times_weight_transposed_plus_bias():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)  # [out, in]
+    b = np.array([1, 2, 3, 4], np.float32)
+    np.testing.assert_array_equal(ops.linear(x, w, b), x @ w.T + b)
+
+
+@pytest.mark.parametrize("op", ["gelu", "softmax"])
+def test_ops_keep_float32(op):
+    x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    assert getattr(ops, op)(x).dtype == np.float32
