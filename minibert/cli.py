@@ -1,0 +1,238 @@
+"""The `minibert` command: `minibert rank` and `minibert score`.
+
+Parsing and I/O only; every number comes from CrossEncoder. Input is UTF-8, one record per
+line ('\\n' or '\\r\\n'; a final newline does not start another record). Output is UTF-8.
+Scores are printed as the shortest decimal that reads back as the same float32, in TSV and JSON
+alike.
+
+Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`),
+2 bad usage or input (options, malformed or non-UTF-8 lines, unreadable FILE, InputError,
+ConfigError), 1 any other failure (ModelFormatError, other MinibertError, OSError),
+130 interrupted. Errors are one line on stderr: `minibert: error: ...`.
+"""
+
+import argparse
+import codecs
+import json
+import os
+import sys
+
+import numpy as np
+
+import minibert
+from minibert import ConfigError, CrossEncoder, InputError, MinibertError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]) and return the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has already printed the help, the version or the error
+        return exc.code
+    try:
+        args.run(args, sys.stdout)
+        sys.stdout.flush()  # a reader that went away shows up here at the latest
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (InputError, ConfigError) as exc:
+        return _report(exc, EXIT_USAGE)
+    except (MinibertError, OSError) as exc:
+        return _report(exc, EXIT_FAILURE)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands
+
+
+def run_rank(args: argparse.Namespace, out) -> None:
+    """Rank the passages of FILE (one per line) against --query; corpus_id = 0-based line index."""
+    _, passages = read_lines(args.file)
+    model = CrossEncoder(args.model, max_length=args.max_length)
+    hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True,
+                      batch_size=args.batch_size)
+    if args.json:
+        rows = [f'{{"corpus_id": {hit["corpus_id"]}, "score": {_json_number(hit["score"])}, '
+                f'"text": {json.dumps(hit["text"], ensure_ascii=False)}}}' for hit in hits]
+        out.write("[\n  " + ",\n  ".join(rows) + "\n]\n" if rows else "[]\n")
+    else:
+        for rank, hit in enumerate(hits, start=1):
+            out.write(f'{rank}\t{format_score(hit["score"])}\t{hit["corpus_id"]}\t{hit["text"]}\n')
+
+
+def run_score(args: argparse.Namespace, out) -> None:
+    """Score each `query<TAB>passage` (or JSON object) line of FILE; one line of scores per pair."""
+    source, lines = read_lines(args.file)
+    pairs = [parse_pair(line, source, number) for number, line in enumerate(lines, start=1)]
+    model = CrossEncoder(args.model, max_length=args.max_length)
+    scores = model.predict(pairs, batch_size=args.batch_size, activation=args.activation)
+    scores = scores[:, None] if scores.ndim == 1 else scores  # [n] or [n, L] -> [n, L]
+    for row in scores:
+        out.write("\t".join(format_score(s) for s in row) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input
+
+
+def read_lines(path: str) -> tuple[str, list[str]]:
+    """(display name, lines) of FILE, or of stdin when `path` is '-'.
+
+    Decoded as UTF-8 line by line, so a bad byte is reported with its line number. A UTF-8 byte
+    order mark at the very start is dropped.
+    """
+    source = "<stdin>" if path == "-" else path
+    try:
+        if path == "-":
+            if sys.stdin is None:
+                raise InputError("no standard input to read passages from; give a FILE")
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except OSError as exc:
+        raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+    raw_lines = data.split(b"\n")
+    if raw_lines[-1] == b"":  # the text after the final newline, or an empty input
+        raw_lines.pop()
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{source}, line {number}: not valid UTF-8 "
+                             f"(byte {exc.start + 1} of the line is {raw[exc.start]:#04x})") from None
+    return source, lines
+
+
+def parse_pair(line: str, source: str, number: int) -> tuple[str, str]:
+    """`query<TAB>passage` (split at the first tab) or a JSON object {"query": ..., "passage": ...}."""
+    where = f"{source}, line {number}"
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: not valid JSON: {exc.msg} at column {exc.colno}") from None
+        if not (isinstance(record, dict) and isinstance(record.get("query"), str)
+                and isinstance(record.get("passage"), str)):
+            raise InputError(f'{where}: expected a JSON object with string fields "query" and "passage"')
+        return record["query"], record["passage"]
+    query, tab, passage = line.partition("\t")
+    if not tab:
+        raise InputError(f'{where}: expected "query<TAB>passage" or a JSON object '
+                         '{"query": ..., "passage": ...}, found no tab')
+    return query, passage
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def format_score(value) -> str:
+    """The shortest positional decimal that reads back as the same float32 ('nan', 'inf' too)."""
+    return np.format_float_positional(np.float32(value), unique=True, trim="-")
+
+
+def _json_number(value) -> str:
+    # JSON has no NaN or infinity; a non-finite score is written as null.
+    return format_score(value) if np.isfinite(value) else "null"
+
+
+def _discard_stdout() -> None:
+    """Point stdout at devnull once its reader has gone, so the interpreter's last flush is quiet.
+
+    The recipe of Python's `signal` documentation ("Note on SIGPIPE").
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not backed by a file descriptor
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _report(exc: BaseException, status: int) -> int:
+    """Print `exc` as one line on stderr; multi-line messages are joined with '; '."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    message = lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+    print(f"minibert: error: {message}", file=sys.stderr)
+    return status
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, like the rest of minibert's errors."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"minibert: error: {message} (see '{self.prog} --help')\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="minibert",
+                     description="Rank and score text pairs with a BERT cross-encoder (NumPy, no PyTorch).")
+    parser.add_argument("--version", action="version", version=f"minibert {minibert.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    rank = commands.add_parser(
+        "rank", help="rank passages against a query",
+        description="Rank passages (one per line) against a query, best first. Prints "
+                    "rank<TAB>score<TAB>corpus_id<TAB>passage; corpus_id is the 0-based line index.")
+    _add_model_option(rank)
+    rank.add_argument("--query", "-q", required=True, metavar="TEXT", help="the query")
+    rank.add_argument("file", nargs="?", default="-", metavar="FILE",
+                      help="passages, one per line (default: stdin, also for '-')")
+    rank.add_argument("--top-k", type=positive_int, metavar="N", help="print only the N best passages")
+    rank.add_argument("--json", action="store_true",
+                      help='print a JSON array of {"corpus_id", "score", "text"}, best first')
+    _add_run_options(rank)
+    rank.set_defaults(run=run_rank)
+
+    score = commands.add_parser(
+        "score", help="score query-passage pairs",
+        description='Score pairs, one per line: "query<TAB>passage" (split at the first tab) or a JSON '
+                    'object {"query": ..., "passage": ...}. Prints one line of scores per pair, in '
+                    "input order (tab-separated when the model has several labels).")
+    _add_model_option(score)
+    score.add_argument("file", nargs="?", default="-", metavar="FILE",
+                       help="pairs, one per line (default: stdin, also for '-')")
+    score.add_argument("--activation", choices=("sigmoid", "softmax"),
+                       help="sigmoid (each logit) or softmax (across labels; needs several labels) "
+                            "applied to the logits (default: raw logits)")
+    _add_run_options(score)
+    score.set_defaults(run=run_score)
+    return parser
+
+
+def _add_model_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--model", "-m", required=True, metavar="DIR",
+                         help="model directory: config.json, model.safetensors, tokenizer.json or vocab.txt")
+
+
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                         help="pairs per forward pass (default: 32)")
+    command.add_argument("--max-length", type=int, metavar="N",
+                         help="truncate each pair to N tokens (default: the model's limit)")
