@@ -1,0 +1,404 @@
+"""The `minibert` command: in-process through main(argv), and as a real `python -m minibert` process.
+
+Numbers first: every score the CLI prints must read back as exactly the float32 that
+CrossEncoder.predict gives for the same pair. Then decisions: order, top-k, ties. Then the
+command-line contract: formats, line-numbered errors, exit statuses, a closed stdout.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from safetensors.numpy import load_file, save_file
+
+import minibert
+from minibert import CrossEncoder
+from minibert.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, format_score, main
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDENS = REPO / "tests" / "fixtures" / "goldens"
+
+QUERY = "what is the capital of france"
+PASSAGES = [
+    "paris is the capital of france",
+    "the cat sat on the mat",
+    "berlin is the capital of germany",
+    "fish swim in the blue river",
+    "rome is a big city in italy",
+    "what is the capital of france",
+]
+
+
+# Real small models written by transformers (tools/make_goldens.py): read-only here.
+@pytest.fixture(scope="module")
+def model_l1():
+    return GOLDENS / "tiny-l1"  # num_labels=1, uncased, ships tokenizer.json
+
+
+@pytest.fixture(scope="module")
+def model_l3():
+    return GOLDENS / "tiny-l3"  # num_labels=3 (contradiction, entailment, neutral), cased, vocab.txt only
+
+
+def run(argv, capsys, monkeypatch, stdin: bytes | None = None):
+    """main(argv) in-process -> (exit status, stdout, stderr)."""
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def process_env() -> dict:
+    """The environment for `python -m minibert` from this source tree (installed or not)."""
+    paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
+def run_process(argv, stdin: bytes = b""):
+    """`python -m minibert argv` as a subprocess -> CompletedProcess (bytes)."""
+    return subprocess.run([sys.executable, "-m", "minibert", *map(str, argv)], input=stdin,
+                          capture_output=True, env=process_env(), cwd=REPO, timeout=300)
+
+
+def write_lines(path: Path, lines, newline="\n", final_newline=True) -> Path:
+    text = newline.join(lines) + (newline if final_newline else "")
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def parse_tsv(out: str) -> list[list[str]]:
+    # Split at "\n" only (splitlines would also hide a stray "\r"); the passage may hold tabs.
+    assert out.endswith("\n") or out == ""
+    return [line.split("\t", 3) for line in out.split("\n")[:-1]]
+
+
+def assert_one_error_line(err: str, *fragments: str):
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
+    assert lines[0].startswith("minibert: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# rank
+
+
+def test_rank_tsv_matches_predict_and_rank(model_l1, tmp_path, capsys, monkeypatch):
+    passages_file = write_lines(tmp_path / "passages.txt", PASSAGES)
+    status, out, err = run(["rank", "--model", model_l1, "--query", QUERY, passages_file],
+                           capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "")
+
+    ce = CrossEncoder(model_l1)
+    expected_scores = ce.predict([(QUERY, p) for p in PASSAGES])       # [n] float32, input order
+    rows = parse_tsv(out)
+    assert len(rows) == len(PASSAGES)
+    for rank, (rank_text, score_text, corpus_id_text, passage) in enumerate(rows, start=1):
+        corpus_id = int(corpus_id_text)
+        assert int(rank_text) == rank
+        assert np.float32(score_text) == expected_scores[corpus_id]    # numbers equal, bit for bit
+        assert score_text == format_score(expected_scores[corpus_id])
+        assert passage == PASSAGES[corpus_id]
+
+    # The decisions: best first, the same order as CrossEncoder.rank.
+    printed_ids = [int(row[2]) for row in rows]
+    assert printed_ids == [hit["corpus_id"] for hit in ce.rank(QUERY, PASSAGES)]
+    printed_scores = [np.float32(row[1]) for row in rows]
+    assert printed_scores == sorted(printed_scores, reverse=True)
+    assert len(set(printed_scores)) > 1, "the test model should give different passages different scores"
+
+
+def test_rank_top_k_is_a_prefix_of_the_full_ranking(model_l1, tmp_path, capsys, monkeypatch):
+    passages_file = write_lines(tmp_path / "passages.txt", PASSAGES)
+    argv = ["rank", "--model", model_l1, "--query", QUERY, passages_file]
+    _, full, _ = run(argv, capsys, monkeypatch)
+    status, top, err = run(argv + ["--top-k", 2], capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "")
+    assert top.splitlines() == full.splitlines()[:2]
+    status, beyond, _ = run(argv + ["--top-k", 100], capsys, monkeypatch)
+    assert (status, beyond) == (EXIT_OK, full)
+
+
+def test_rank_json_is_valid_and_agrees_with_tsv(model_l1, tmp_path, capsys, monkeypatch):
+    passages = PASSAGES + ['a "quoted" \\ passage\twith a tab', "caf\u00e9 \u2014 \u6771\u4eac"]
+    passages_file = write_lines(tmp_path / "passages.txt", passages)
+    argv = ["rank", "--model", model_l1, "--query", QUERY, passages_file]
+    _, tsv, _ = run(argv, capsys, monkeypatch)
+    status, out, err = run(argv + ["--json"], capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "")
+
+    hits = json.loads(out, parse_float=str, parse_int=str)             # keep the printed digits
+    assert [set(hit) for hit in hits] == [{"corpus_id", "score", "text"}] * len(passages)
+    assert [[str(i), h["score"], h["corpus_id"], h["text"]] for i, h in enumerate(hits, start=1)] \
+        == parse_tsv(tsv)
+    expected = CrossEncoder(model_l1).predict([(QUERY, p) for p in passages])
+    for hit in hits:
+        assert np.float32(hit["score"]) == expected[int(hit["corpus_id"])]
+        assert hit["text"] == passages[int(hit["corpus_id"])]
+
+
+def test_rank_ties_keep_input_order(model_l1, tmp_path, capsys, monkeypatch):
+    # --batch-size 1: in a shared batch, BLAS may round identical rows differently by position,
+    # so duplicates only tie exactly when each pair is scored on its own.
+    passages = ["the dog", "blue fish", "the dog", "the dog", "blue fish"]
+    status, out, _ = run(["rank", "-m", model_l1, "-q", QUERY, "--batch-size", 1,
+                          write_lines(tmp_path / "p.txt", passages)], capsys, monkeypatch)
+    assert status == EXIT_OK
+    rows = parse_tsv(out)
+    by_passage = {}
+    for _, score, corpus_id, passage in rows:
+        by_passage.setdefault(passage, []).append((score, int(corpus_id)))
+    assert by_passage["the dog"] == [(by_passage["the dog"][0][0], i) for i in (0, 2, 3)]
+    assert by_passage["blue fish"] == [(by_passage["blue fish"][0][0], i) for i in (1, 4)]
+
+
+@pytest.mark.parametrize("file_arg", [[], ["-"]], ids=["no-FILE", "dash"])
+def test_rank_reads_stdin_with_crlf_and_no_phantom_last_line(model_l1, file_arg, capsys, monkeypatch):
+    # A Windows-style file: byte order mark (dropped), CRLF line ends, a final CRLF.
+    stdin = "\ufeff".encode("utf-8") + "\r\n".join(PASSAGES[:3] + ["", "the end"]).encode("utf-8") + b"\r\n"
+    status, out, err = run(["rank", "-m", model_l1, "-q", QUERY, *file_arg], capsys, monkeypatch, stdin)
+    assert (status, err) == (EXIT_OK, "")
+    rows = parse_tsv(out)
+    assert sorted(int(row[2]) for row in rows) == [0, 1, 2, 3, 4]     # the empty line is a passage
+    assert {int(row[2]): row[3] for row in rows} == dict(enumerate(PASSAGES[:3] + ["", "the end"]))
+
+
+def test_rank_file_without_final_newline(model_l1, tmp_path, capsys, monkeypatch):
+    argv = ["rank", "-m", model_l1, "-q", QUERY]
+    _, with_newline, _ = run(argv + [write_lines(tmp_path / "a.txt", PASSAGES)], capsys, monkeypatch)
+    _, without, _ = run(argv + [write_lines(tmp_path / "b.txt", PASSAGES, final_newline=False)],
+                        capsys, monkeypatch)
+    assert with_newline == without
+    assert len(parse_tsv(without)) == len(PASSAGES)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["rank", "-q", QUERY], ""),
+    (["rank", "-q", QUERY, "--json"], "[]\n"),
+    (["score"], ""),
+], ids=["rank", "rank-json", "score"])
+def test_empty_input_prints_no_scores(model_l1, argv, expected, capsys, monkeypatch):
+    status, out, err = run(argv + ["-m", model_l1], capsys, monkeypatch, stdin=b"")
+    assert (status, out, err) == (EXIT_OK, expected, "")
+
+
+def test_rank_needs_a_single_label_model(model_l3, tmp_path, capsys, monkeypatch):
+    status, out, err = run(["rank", "-m", model_l3, "-q", QUERY, write_lines(tmp_path / "p.txt", PASSAGES)],
+                           capsys, monkeypatch)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err)
+
+
+# ---------------------------------------------------------------------------------------------
+# score
+
+
+def test_score_tsv_and_json_lines_match_predict(model_l1, tmp_path, capsys, monkeypatch):
+    pairs = [(QUERY, p) for p in PASSAGES] + [("a query", "a passage\twith a tab"), ("", "empty query")]
+    lines = [f"{q}\t{p}" for q, p in pairs]
+    lines[1] = json.dumps({"query": pairs[1][0], "passage": pairs[1][1]})
+    lines[-2] = json.dumps({"passage": pairs[-2][1], "query": pairs[-2][0], "id": 7})
+    status, out, err = run(["score", "-m", model_l1, write_lines(tmp_path / "pairs.tsv", lines)],
+                           capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "")
+    expected = CrossEncoder(model_l1).predict(pairs)                     # [n]
+    printed = out.splitlines()
+    assert len(printed) == len(pairs)
+    assert [np.float32(s) for s in printed] == list(expected)
+    assert printed == [format_score(s) for s in expected]
+
+
+@pytest.mark.parametrize("activation", [None, "softmax", "sigmoid"])
+def test_score_multi_label_prints_one_column_per_label(model_l3, activation, tmp_path, capsys, monkeypatch):
+    pairs = [(QUERY, p) for p in PASSAGES]
+    argv = ["score", "-m", model_l3, write_lines(tmp_path / "pairs.tsv", [f"{q}\t{p}" for q, p in pairs])]
+    argv += ["--activation", activation] if activation else []
+    status, out, err = run(argv, capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "")
+    expected = CrossEncoder(model_l3).predict(pairs, activation=activation)  # [n, 3]
+    assert expected.shape == (len(pairs), 3)
+    printed = np.array([[np.float32(s) for s in line.split("\t")] for line in out.splitlines()])
+    np.testing.assert_array_equal(printed, expected)
+
+
+def test_score_reads_stdin(model_l1, capsys, monkeypatch):
+    stdin = f"{QUERY}\t{PASSAGES[0]}\r\n{QUERY}\t{PASSAGES[1]}".encode("utf-8")
+    status, out, err = run(["score", "-m", model_l1], capsys, monkeypatch, stdin)
+    assert (status, err) == (EXIT_OK, "")
+    expected = CrossEncoder(model_l1).predict([(QUERY, PASSAGES[0]), (QUERY, PASSAGES[1])])
+    assert out.splitlines() == [format_score(s) for s in expected]
+
+
+@pytest.mark.parametrize("bad_line, fragment", [
+    ("no tab on this line", "no tab"),
+    ("", "no tab"),
+    ('{"query": "q", "passage": ', "not valid JSON"),
+    ('{"query": "q"}', '"passage"'),
+    ('{"query": "q", "passage": 3}', '"passage"'),
+])
+def test_score_malformed_line_names_its_number(model_l1, bad_line, fragment, tmp_path, capsys, monkeypatch):
+    lines = [f"{QUERY}\t{PASSAGES[0]}", json.dumps({"query": "q", "passage": "p"}), bad_line, "q\tp"]
+    path = write_lines(tmp_path / "pairs.tsv", lines)
+    status, out, err = run(["score", "-m", model_l1, path], capsys, monkeypatch)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, f"{path}, line 3:", fragment)
+
+
+def test_invalid_utf8_names_the_line(model_l1, capsys, monkeypatch):
+    stdin = b"good passage\nanother\nbad \xff byte\n"
+    status, out, err = run(["rank", "-m", model_l1, "-q", QUERY], capsys, monkeypatch, stdin)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, "<stdin>, line 3:", "UTF-8", "byte 5", "0xff")
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and exit statuses
+
+
+def test_missing_model_directory_is_a_failure_not_usage(tmp_path, capsys, monkeypatch):
+    missing = tmp_path / "no-such-model"
+    status, out, err = run(["rank", "-m", missing, "-q", QUERY], capsys, monkeypatch, b"a passage\n")
+    assert (status, out) == (EXIT_FAILURE, "")
+    assert_one_error_line(err, str(missing))
+
+
+def test_broken_checkpoint_error_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    broken = shutil.copytree(tiny_model_dir(num_labels=1), tmp_path / "broken")
+    tensors = load_file(str(broken / "model.safetensors"))
+    del tensors["bert.pooler.dense.weight"], tensors["bert.encoder.layer.1.output.dense.bias"]
+    save_file(tensors, str(broken / "model.safetensors"))
+    status, out, err = run(["score", "-m", broken], capsys, monkeypatch, b"q\tp\n")
+    assert (status, out) == (EXIT_FAILURE, "")
+    assert_one_error_line(err, "pooler.dense.weight", "encoder.layer.1.output.dense.bias")
+
+
+def test_unreadable_file_is_a_usage_error(model_l1, tmp_path, capsys, monkeypatch):
+    status, out, err = run(["rank", "-m", model_l1, "-q", QUERY, tmp_path / "absent.txt"], capsys, monkeypatch)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, "absent.txt", "No such file")
+
+
+@pytest.mark.parametrize("max_length", [2, 10_000])
+def test_max_length_outside_the_model_is_a_usage_error(model_l1, max_length, capsys, monkeypatch):
+    status, out, err = run(["score", "-m", model_l1, "--max-length", max_length], capsys, monkeypatch, b"q\tp\n")
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, "max_length")
+
+
+def test_max_length_changes_scores_as_predict_does(model_l1, capsys, monkeypatch):
+    long_passage = " ".join(["the capital of france is paris"] * 20)
+    stdin = f"{QUERY}\t{long_passage}\n".encode("utf-8")
+    status, out, _ = run(["score", "-m", model_l1, "--max-length", 12], capsys, monkeypatch, stdin)
+    assert status == EXIT_OK
+    assert np.float32(out.strip()) == CrossEncoder(model_l1, max_length=12).predict([(QUERY, long_passage)])[0]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    ([], "COMMAND"),
+    (["shuffle"], "shuffle"),
+    (["rank", "-m", "x"], "--query"),
+    (["rank", "-q", "x"], "--model"),
+    (["rank", "-m", "x", "-q", "y", "--top-k", "0"], "--top-k"),
+    (["score", "-m", "x", "--batch-size", "many"], "--batch-size"),
+    (["score", "-m", "x", "--activation", "tanh"], "--activation"),
+])
+def test_bad_usage_exits_2_with_one_line(argv, fragment, capsys, monkeypatch):
+    status, out, err = run(argv, capsys, monkeypatch)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, fragment)
+
+
+def test_version(capsys, monkeypatch):
+    status, out, err = run(["--version"], capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "")
+    assert out == f"minibert {minibert.__version__}\n"
+
+
+def test_keyboard_interrupt_exits_130_quietly(model_l1, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("minibert.cli.CrossEncoder", interrupted)
+    status, out, err = run(["rank", "-m", model_l1, "-q", QUERY], capsys, monkeypatch, b"p\n")
+    assert (status, out, err) == (EXIT_INTERRUPTED, "", "")
+
+
+def test_closed_stdout_ends_quietly_in_process(model_l1, tmp_path, capsys, monkeypatch):
+    # A real pipe whose reader has gone: the first write raises BrokenPipeError.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stdout = open(write_end, "w", encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    status = main(["rank", "-m", str(model_l1), "-q", QUERY, str(write_lines(tmp_path / "p.txt", PASSAGES))])
+    assert status == EXIT_OK
+    stdout.write("still writable: the descriptor now points at devnull\n")
+    stdout.close()
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# format_score
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_format_score_round_trips_float32(value):
+    text = format_score(np.float32(value))
+    assert np.float32(text) == np.float32(value)
+    assert "e" not in text.lower()
+    json.loads(text)  # a valid JSON number
+
+
+def test_format_score_is_shortest():
+    assert [format_score(v) for v in (np.float32(1.0), np.float32(0.1), np.float32(-2.5))] == ["1", "0.1", "-2.5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# As a real process: `python -m minibert`
+
+
+def test_process_rank_output_matches_in_process(model_l1, capsys, monkeypatch):
+    stdin = "\n".join(PASSAGES).encode("utf-8")
+    proc = run_process(["rank", "-m", model_l1, "-q", QUERY, "--json"], stdin)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    _, out, _ = run(["rank", "-m", model_l1, "-q", QUERY, "--json"], capsys, monkeypatch, stdin)
+    assert proc.stdout.decode("utf-8") == out
+
+
+@pytest.mark.parametrize("argv, stdin, status, fragment", [
+    (["rank", "-m", "/nonexistent/model", "-q", QUERY], b"p\n", 1, "/nonexistent/model"),
+    (["score", "-m", "MODEL_L1"], b"q\tp\nno tab here\n", 2, "<stdin>, line 2:"),
+    (["score", "-m", "MODEL_L1"], b"q\tp\n\xc3\x28\n", 2, "<stdin>, line 2:"),
+    (["rank", "-q", QUERY], b"p\n", 2, "--model"),
+], ids=["missing-model", "malformed-line", "bad-utf8", "usage"])
+def test_process_errors_are_one_line_with_exit_status(model_l1, argv, stdin, status, fragment):
+    argv = [model_l1 if a == "MODEL_L1" else a for a in argv]
+    proc = run_process(argv, stdin)
+    assert proc.returncode == status
+    assert proc.stdout == b""
+    assert b"Traceback" not in proc.stderr
+    assert_one_error_line(proc.stderr.decode("utf-8"), fragment)
+
+
+def test_process_closed_stdout_exits_0_quietly(model_l1, tmp_path):
+    # `minibert rank ... | head -1`. The output (~250 KB) is far larger than a pipe's buffer
+    # (64 KB on Linux), so the process is still writing when the reader closes its end.
+    passages = [f"passage {i} about the capital of france " + "x" * 150 for i in range(1500)]
+    passages_file = write_lines(tmp_path / "many.txt", passages)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minibert", "rank", "-m", str(model_l1), "-q", QUERY, "--max-length", "16",
+         str(passages_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=process_env(), cwd=REPO)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    returncode = proc.wait(timeout=300)
+    assert first.startswith(b"1\t")
+    assert (returncode, stderr) == (0, b"")
