@@ -74,7 +74,7 @@ class CrossEncoder:
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, found {activation!r}")
         if activation == "softmax" and self.num_labels == 1:
-            raise ConfigError("softmax over a single logit is always 1.0; use activation='sigmoid'")
+            raise ConfigError("softmax over a single logit is always 1.0; use the sigmoid activation for a single-logit model")
         single = isinstance(sentences, (tuple, list)) and len(sentences) == 2 and isinstance(sentences[0], str)
         pairs = [sentences] if single else _as_list(sentences)
 
