@@ -29,7 +29,8 @@ from minibert import CrossEncoder
 from minibert.model import forward, pad_batch
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
-NAMES = sorted(p.parent.name for p in GOLDENS.glob("*/golden.json"))
+NAMES = sorted(p.parent.name for p in GOLDENS.glob("*/golden.npz"))  # models: stages + token ids
+TOKENIZER_NAMES = sorted(p.parent.name for p in GOLDENS.glob("*/golden.json") if not (p.parent / "golden.npz").exists())
 ATOL = RTOL = 1e-5
 FORMAT_VERSION = 1
 
@@ -88,8 +89,10 @@ def load_golden(name: str) -> Golden:
     meta = json.loads((path / "golden.json").read_text(encoding="utf-8"))
     assert meta["format_version"] == FORMAT_VERSION, (
         f"{path}/golden.json: format_version {meta['format_version']}, this test reads {FORMAT_VERSION}")
-    with np.load(path / "golden.npz", allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    arrays = {}
+    if meta["kind"] == "model":
+        with np.load(path / "golden.npz", allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
     return Golden(name, path, meta, arrays)
 
 
@@ -120,7 +123,7 @@ class Comparison:
     max_abs_diff: float
     n_bad: int
     n: int
-    worst: tuple  # index into the compared arrays of the largest excess over tolerance
+    worst: tuple  # index of the largest excess over tolerance if not ok, else of the largest diff
     got: float
     want: float
 
@@ -193,6 +196,7 @@ def test_golden_files_are_consistent(name):
 
 def test_goldens_exist():
     assert {"tiny-l1", "tiny-l3"} <= set(NAMES), f"golden fixtures missing under {GOLDENS}: found {NAMES}"
+    assert {"tok-mismatch"} <= set(TOKENIZER_NAMES), f"tokenizer goldens missing under {GOLDENS}: found {TOKENIZER_NAMES}"
 
 
 def test_golden_npz_is_small():
@@ -253,6 +257,27 @@ def test_token_ids_other_max_lengths(name):
         if ce.max_length != case["max_length"]:
             problems.append(f"{label}: resolved to {ce.max_length}, transformers used {case['max_length']}")
         encoded = ce.tokenizer.encode_pairs(golden.pairs)
+        problems += _id_mismatches(golden, encoded, case["input_ids"], case["token_type_ids"], label)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", TOKENIZER_NAMES)
+def test_tokenizer_only_golden(name):
+    """No weights: minibert's tokenizer loader alone, on files where tokenizer.json's normalizer
+    disagrees with tokenizer_config.json (transformers follows tokenizer_config.json)."""
+    from minibert.config import load_config
+    from minibert.tokenize import load_tokenizer
+
+    golden = load_golden(name)
+    assert golden.meta["kind"] == "tokenizer"
+    config = load_config(golden.path)
+    problems = []
+    for case in golden.meta["tokenizer_cases"]:
+        tokenizer = load_tokenizer(golden.path, config, case["max_length_arg"])
+        label = f"{name} max_length={case['max_length_arg']}"
+        if tokenizer.max_length != case["max_length"]:
+            problems.append(f"{label}: resolved to {tokenizer.max_length}, transformers used {case['max_length']}")
+        encoded = tokenizer.encode_pairs(golden.pairs)
         problems += _id_mismatches(golden, encoded, case["input_ids"], case["token_type_ids"], label)
     assert not problems, "\n".join(problems)
 
@@ -393,6 +418,7 @@ def test_a_planted_model_error_fails_the_right_stage(name):
 
 
 def test_golden_npz_has_no_pickles():
+    assert NAMES
     for name in NAMES:
         with zipfile.ZipFile(GOLDENS / name / "golden.npz") as zf:
             assert all(n.endswith(".npy") for n in zf.namelist())

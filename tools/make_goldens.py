@@ -178,6 +178,9 @@ class GoldenSpec:
     pairs: list
     rank_groups: list
     tokenizer_case_lengths: list = field(default_factory=list)  # max_length args for tokenizer_cases
+    # None: tokenizer.json's normalizer agrees with tokenizer_config.json; a bool writes that
+    # `lowercase` (and strip_accents=False) into tokenizer.json instead, disagreeing with it.
+    tokenizer_json_lowercase: bool | None = None
 
 
 SPECS = [
@@ -212,6 +215,29 @@ SPECS = [
         pairs=PAIRS_L3,
         rank_groups=RANK_GROUPS_L3,
         tokenizer_case_lengths=[None, 9, 17],
+    ),
+]
+
+# No weights: config.json + tokenizer files + token ids. tokenizer.json says "cased, keep accents"
+# but tokenizer_config.json says do_lower_case=true; transformers follows tokenizer_config.json
+# (it rebuilds the normalizer from it), and so must minibert. Checked with minibert's tokenizer
+# loader alone, so no weight format is involved.
+TOKENIZER_SPECS = [
+    GoldenSpec(
+        name="tok-mismatch",
+        seed=SEED + 5,
+        lowercase=True,
+        ship_tokenizer_json=True,
+        model_max_length=32,
+        max_length_arg=None,
+        config=dict(
+            hidden_size=32, num_attention_heads=4, intermediate_size=37, num_hidden_layers=2,
+            max_position_embeddings=64, type_vocab_size=2, num_labels=1,
+        ),
+        pairs=PAIRS_L1 + [("MiXeD CaSe ÀÉÎÕÜ", "UPPER lower Title")],
+        rank_groups=[],
+        tokenizer_case_lengths=[None, 12],
+        tokenizer_json_lowercase=False,
     ),
 ]
 
@@ -276,7 +302,11 @@ def write_tokenizer(spec: GoldenSpec, vocab: list[str], out: Path) -> None:
     write_json(out / "special_tokens_map.json", {t[1:-1].lower() + "_token": t for t in SPECIAL_TOKENS})
     ids = {tok: i for i, tok in enumerate(vocab)}
     tok = Tokenizer(WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=spec.lowercase)
+    if spec.tokenizer_json_lowercase is None:
+        tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=spec.lowercase)
+    else:
+        tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
+                                        lowercase=spec.tokenizer_json_lowercase)
     tok.pre_tokenizer = BertPreTokenizer()
     tok.post_processor = TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -452,16 +482,7 @@ def make_golden(spec: GoldenSpec, out: Path) -> None:
     write_npz(out / "golden.npz", arrays)
 
     tokens = [hf_tok.convert_ids_to_tokens(ids[m].tolist()) for ids, m in zip(enc["input_ids"], mask)]
-    cases = []
-    for arg in spec.tokenizer_case_lengths:
-        m = effective_max_length(spec, arg)
-        case_enc = hf_tok([q for q, _ in spec.pairs], [p for _, p in spec.pairs], truncation="longest_first", max_length=m)
-        cases.append({
-            "max_length_arg": arg,
-            "max_length": m,
-            "input_ids": case_enc["input_ids"],
-            "token_type_ids": case_enc["token_type_ids"],
-        })
+    cases = tokenizer_cases(hf_tok, spec)
 
     rank_margins = []
     flat = arrays["logits"][:, 0] if config.num_labels == 1 else None
@@ -473,18 +494,7 @@ def make_golden(spec: GoldenSpec, out: Path) -> None:
     st_check = crosscheck_sentence_transformers(out, spec, max_length, arrays["logits"])
 
     meta = {
-        "format_version": FORMAT_VERSION,
-        "name": spec.name,
-        "generator": "tools/make_goldens.py",
-        "seed": spec.seed,
-        "date": today(),
-        "versions": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-        },
+        **provenance(spec, "model"),
         "attn_implementation": "eager",
         "dtype": "float32",
         "sdpa_vs_eager_max_abs_diff": sdpa_diff,
@@ -502,11 +512,7 @@ def make_golden(spec: GoldenSpec, out: Path) -> None:
             "num_labels": config.num_labels,
             "id2label": {str(k): v for k, v in config.id2label.items()},
         },
-        "tokenizer": {
-            "do_lower_case": spec.lowercase,
-            "files": sorted(p.name for p in out.iterdir() if p.name.startswith(("tokenizer", "vocab", "special"))),
-            "model_max_length": spec.model_max_length,
-        },
+        "tokenizer": tokenizer_summary(spec, out),
         "max_length_arg": spec.max_length_arg,
         "max_length": max_length,
         "tokenization": "tokenizer(queries, passages, padding=True, truncation='longest_first', max_length=max_length)",
@@ -532,9 +538,74 @@ def make_golden(spec: GoldenSpec, out: Path) -> None:
     print(f"    logits[:4]: {np.array2string(arrays['logits'][:4].ravel(), precision=4)}")
 
 
+def make_tokenizer_golden(spec: GoldenSpec, out: Path) -> None:
+    """Token ids only: config.json (for max_position_embeddings) and tokenizer files, no weights."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    vocab = build_vocab(spec.lowercase)
+    write_tokenizer(spec, vocab, out)
+    BertConfig(vocab_size=len(vocab), hidden_act="gelu", pad_token_id=0, **spec.config).save_pretrained(out)
+    hf_tok = AutoTokenizer.from_pretrained(out)
+    cases = tokenizer_cases(hf_tok, spec)
+    tokens = [hf_tok.convert_ids_to_tokens(ids) for ids in cases[0]["input_ids"]]
+    meta = {
+        **provenance(spec, "tokenizer"),
+        "tokenizer": tokenizer_summary(spec, out),
+        "tokenization": "tokenizer(queries, passages, truncation='longest_first', max_length=max_length)",
+        "pairs": [list(p) for p in spec.pairs],
+        "tokens": tokens,  # at tokenizer_cases[0]'s max_length
+        "tokenizer_cases": cases,
+    }
+    write_json(out / "golden.json", meta)
+    print(f"{spec.name}: {len(spec.pairs)} pairs, max_length {[c['max_length'] for c in cases]}, no weights")
+
+
+def provenance(spec: GoldenSpec, kind: str) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,  # "model": stages in golden.npz; "tokenizer": token ids only
+        "name": spec.name,
+        "generator": "tools/make_goldens.py",
+        "seed": spec.seed,
+        "date": today(),
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+    }
+
+
+def tokenizer_summary(spec: GoldenSpec, out: Path) -> dict:
+    return {
+        "do_lower_case": spec.lowercase,
+        "tokenizer_json_lowercase": spec.tokenizer_json_lowercase,
+        "files": sorted(p.name for p in out.iterdir() if p.name.startswith(("tokenizer", "vocab", "special"))),
+        "model_max_length": spec.model_max_length,
+    }
+
+
+def tokenizer_cases(hf_tok, spec: GoldenSpec) -> list[dict]:
+    """Token ids, unpadded, at each of spec.tokenizer_case_lengths (None: the default rule)."""
+    cases = []
+    for arg in spec.tokenizer_case_lengths:
+        m = effective_max_length(spec, arg)
+        enc = hf_tok([q for q, _ in spec.pairs], [p for _, p in spec.pairs], truncation="longest_first", max_length=m)
+        cases.append({
+            "max_length_arg": arg,
+            "max_length": m,
+            "input_ids": enc["input_ids"],
+            "token_type_ids": enc["token_type_ids"],
+        })
+    return cases
+
+
 def compare_dirs(built: Path, committed: Path) -> list[str]:
     problems = []
-    for spec in SPECS:
+    for spec in SPECS + TOKENIZER_SPECS:
         a, b = built / spec.name, committed / spec.name
         names_a = sorted(p.name for p in a.iterdir())
         names_b = sorted(p.name for p in b.iterdir()) if b.exists() else []
@@ -564,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for spec in SPECS:
                 make_golden(spec, Path(tmp) / spec.name)
+            for spec in TOKENIZER_SPECS:
+                make_tokenizer_golden(spec, Path(tmp) / spec.name)
             problems = compare_dirs(Path(tmp), args.out)
         for p in problems:
             print("MISMATCH", p)
@@ -572,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for spec in SPECS:
         make_golden(spec, args.out / spec.name)
+    for spec in TOKENIZER_SPECS:
+        make_tokenizer_golden(spec, args.out / spec.name)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"wrote {args.out} ({total / 1024:.0f} KiB)")
     return 0
