@@ -13,11 +13,13 @@ import numpy as np
 from minibert import ops as reference_ops
 from minibert.config import load_config
 from minibert.errors import ConfigError, InputError, ModelFormatError
-from minibert.model import default_ops, forward, pad_batch
+from minibert.model import Batch, default_ops, forward
 from minibert.tokenize import check_pair, load_tokenizer
 from minibert.weights import load_params
 
 ACTIVATIONS = (None, "sigmoid", "softmax")
+DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens per forward pass: bounds memory (about 100 MB for MiniLM)
+_TOKENIZE_CHUNK = 1024            # pairs tokenized at a time, so memory stays bounded on long inputs
 
 
 class CrossEncoder:
@@ -31,9 +33,11 @@ class CrossEncoder:
             the model's max_position_embeddings.
         ops: the op set, `minibert.ops` (NumPy) or `minibert.kernels` (Numba). Default: the
             Numba kernels when numba is installed, unless MINIBERT_NO_NUMBA=1.
+        max_batch_tokens: at most this many tokens (all pairs of a batch together) go through
+            one forward pass; with batch_size, it bounds memory whatever the number of pairs.
     """
 
-    def __init__(self, model_name_or_path, max_length=None, ops=None):
+    def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS):
         path = Path(model_name_or_path)
         if not path.is_dir():
             raise ModelFormatError(
@@ -46,6 +50,11 @@ class CrossEncoder:
         self.tokenizer = load_tokenizer(path, self.config, max_length)
         self.params = load_params(path, self.config)
         self.ops = ops if ops is not None else default_ops()
+        if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) \
+                or max_batch_tokens < self.max_length:
+            raise ConfigError(
+                f"max_batch_tokens must be an integer >= max_length ({self.max_length}), found {max_batch_tokens!r}")
+        self.max_batch_tokens = max_batch_tokens
 
     @property
     def max_length(self) -> int:
@@ -77,22 +86,26 @@ class CrossEncoder:
             raise ConfigError("softmax over a single logit is always 1.0; use the sigmoid activation for a single-logit model")
         single = isinstance(sentences, (tuple, list)) and len(sentences) == 2 and isinstance(sentences[0], str)
         pairs = [sentences] if single else _as_list(sentences)
+        pairs = [check_pair(pair, i) for i, pair in enumerate(pairs)]  # every pair, before any work
+        # A repeated pair is scored once, so that duplicates get exactly the same score.
+        distinct: dict[tuple[str, str], int] = {}
+        where = np.array([distinct.setdefault(pair, len(distinct)) for pair in pairs], dtype=np.int64)
+        pairs = list(distinct)
 
-        encoded = self.tokenizer.encode_pairs(pairs)
         logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
-        # Longest first, so that each padded batch holds pairs of similar length.
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            batch = pad_batch([encoded[i] for i in rows], pad_id=self.config.pad_token_id or 0)
-            logits[rows] = forward(self.params, self.config, *batch, ops=self.ops)
-            if show_progress_bar:
-                print(f"\rscored {min(start + batch_size, len(order))}/{len(order)} pairs",
-                      end="", file=sys.stderr, flush=True)
-        if show_progress_bar and order:
+        done = 0
+        for chunk_start in range(0, len(pairs), _TOKENIZE_CHUNK):
+            encoded = self.tokenizer.encode_pairs(pairs[chunk_start:chunk_start + _TOKENIZE_CHUNK], chunk_start)
+            for start, end in _batches([len(ids) for ids, _ in encoded], batch_size, self.max_batch_tokens):
+                batch = Batch.pack(encoded[start:end])
+                logits[chunk_start + start:chunk_start + end] = forward(self.params, self.config, batch, ops=self.ops)
+                done += end - start
+                if show_progress_bar:
+                    print(f"\rscored {done}/{len(pairs)} pairs", end="", file=sys.stderr, flush=True)
+        if show_progress_bar and pairs:
             print(file=sys.stderr)
 
-        scores = _activate(logits, activation)
+        scores = _activate(logits[where], activation)
         scores = scores[:, 0] if self.num_labels == 1 else scores
         return scores[0] if single else scores
 
@@ -120,6 +133,18 @@ class CrossEncoder:
                 hit["text"] = documents[i]
             results.append(hit)
         return results
+
+
+def _batches(lengths, max_pairs, max_tokens):
+    """Consecutive (start, end) ranges of at most max_pairs pairs and max_tokens tokens."""
+    start, tokens = 0, 0
+    for i, n in enumerate(lengths):
+        if i > start and (i - start == max_pairs or tokens + n > max_tokens):
+            yield start, i
+            start, tokens = i, 0
+        tokens += n
+    if start < len(lengths):
+        yield start, len(lengths)
 
 
 def _as_list(items):

@@ -1,18 +1,25 @@
 """BertForSequenceClassification's forward pass (transformers, eval mode), top to bottom.
 
 Dimension letters, used in the shape comments:
-    B   pairs in the batch             T   tokens per pair (padded length)
-    H   hidden_size                    NH  num_attention_heads
-    HD  head size, H // NH             I   intermediate_size
-    L   num_labels                     V   vocab_size
+    B   pairs in the batch             N   tokens of all pairs together (no padding)
+    T   tokens of one pair             H   hidden_size
+    NH  num_attention_heads            HD  head size, H // NH
+    I   intermediate_size              L   num_labels
+
+A batch is packed: the tokens of its pairs stand back to back in one [N] array, and pair b owns
+rows offsets[b]:offsets[b + 1]. Every dense layer (the projections, the feed-forward network)
+runs on [N, H] at once, with no padding tokens; only attention looks at one pair at a time.
+This is the same math as transformers' padded batch, where a padded key gets an attention weight
+of exactly zero, with none of the work on padding.
 
 Every function is pure: (parameters, config, arrays, op set) -> arrays. The op set is
 `minibert.ops` (NumPy reference) or `minibert.kernels` (Numba), with the same names; matrix
-products are NumPy's. Inference only, so there is no dropout (in eval mode it is the
-identity). Every stage stays float32.
+products are NumPy's. Inference only, so there is no dropout (in eval mode it is the identity).
+Every stage stays float32.
 """
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,101 +29,103 @@ from minibert.errors import InputError
 from minibert.weights import BertParams, Embeddings, EncoderLayer, Linear
 
 
-def embeddings(p: Embeddings, c: BertConfig, input_ids, token_type_ids, ops):
-    T = input_ids.shape[1]
-    x = p.word[input_ids]                   # [B, T] -> [B, T, H]
-    x = x + p.token_type[token_type_ids]    # [B, T, H]
-    x = x + p.position[:T]                  # positions 0..T-1: [T, H], broadcast over B
+@dataclass(frozen=True)
+class Batch:
+    """Token ids of B pairs, packed back to back."""
+    input_ids: np.ndarray       # [N] int64
+    token_type_ids: np.ndarray  # [N] int64, 0 = query side, 1 = passage side
+    positions: np.ndarray       # [N] int64, each token's position within its own pair
+    offsets: np.ndarray         # [B + 1] int64, pair b is rows offsets[b]:offsets[b + 1]
+
+    @classmethod
+    def pack(cls, encoded):
+        """[(ids [T_b], type_ids [T_b]), ...] -> Batch."""
+        lengths = np.array([len(ids) for ids, _ in encoded], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        if not len(encoded):
+            empty = np.zeros(0, np.int64)
+            return cls(empty, empty, empty, offsets)
+        positions = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+        return cls(np.concatenate([ids for ids, _ in encoded]).astype(np.int64),
+                   np.concatenate([types for _, types in encoded]).astype(np.int64),
+                   positions, offsets)
+
+    @property
+    def first_tokens(self):
+        return self.offsets[:-1]  # the row of each pair's [CLS] token
+
+
+def embeddings(p: Embeddings, c: BertConfig, batch: Batch, ops):
+    x = p.word[batch.input_ids]                  # [N] -> [N, H]
+    x = x + p.token_type[batch.token_type_ids]   # [N, H]
+    x = x + p.position[batch.positions]          # [N, H]
     return ops.layer_norm(x, p.norm.weight, p.norm.bias, c.layer_norm_eps)
 
 
-def additive_mask(attention_mask):
-    """1 = attend, 0 = padding -> 0 or the most negative float32, added to the scores."""
-    blocked = (attention_mask == 0)[:, None, None, :]               # [B, T] -> [B, 1, 1, T]
-    return np.where(blocked, np.finfo(np.float32).min, np.float32(0.0)).astype(np.float32)
+def self_attention(p: EncoderLayer, c: BertConfig, x, offsets, ops):
+    q = ops.linear(x, p.query.weight, p.query.bias)   # [N, H]
+    k = ops.linear(x, p.key.weight, p.key.bias)       # [N, H]
+    v = ops.linear(x, p.value.weight, p.value.bias)   # [N, H]
+    # For each pair and head: softmax(q k^T / sqrt(HD)) v, over that pair's tokens only.
+    context = ops.attention(q, k, v, offsets, c.num_attention_heads)  # [N, H]
+    return ops.linear(context, p.attn_out.weight, p.attn_out.bias)     # [N, H]
 
 
-def self_attention(p: EncoderLayer, c: BertConfig, x, mask, ops):
-    B, T, H = x.shape
-    NH, HD = c.num_attention_heads, c.head_dim
-
-    def heads(t):
-        return t.reshape(B, T, NH, HD).transpose(0, 2, 1, 3)        # [B, T, H] -> [B, NH, T, HD]
-
-    q = heads(ops.linear(x, p.query.weight, p.query.bias))          # [B, NH, T, HD]
-    k = heads(ops.linear(x, p.key.weight, p.key.bias))              # [B, NH, T, HD]
-    v = heads(ops.linear(x, p.value.weight, p.value.bias))          # [B, NH, T, HD]
-    scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(HD ** -0.5)  # [B, NH, T, T]
-    probs = ops.softmax(scores + mask)                              # [B, NH, T, T], rows sum to 1
-    context = probs @ v                                             # [B, NH, T, HD]
-    context = context.transpose(0, 2, 1, 3).reshape(B, T, H)        # [B, NH, T, HD] -> [B, T, H]
-    return ops.linear(context, p.attn_out.weight, p.attn_out.bias)  # [B, T, H]
-
-
-def encoder_layer(p: EncoderLayer, c: BertConfig, x, mask, ops):
+def encoder_layer(p: EncoderLayer, c: BertConfig, x, offsets, ops):
     # Post-LN: each sublayer's output is added to its input, then normalized.
-    attended = self_attention(p, c, x, mask, ops)                           # [B, T, H]
+    attended = self_attention(p, c, x, offsets, ops)                        # [N, H]
     x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
-    h = ops.gelu(ops.linear(x, p.ffn_in.weight, p.ffn_in.bias))             # [B, T, H] -> [B, T, I]
-    h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                     # [B, T, I] -> [B, T, H]
+    h = ops.gelu(ops.linear(x, p.ffn_in.weight, p.ffn_in.bias))             # [N, H] -> [N, I]
+    h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                     # [N, I] -> [N, H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, c.layer_norm_eps)
 
 
-def pooler(p: Linear, x, ops):
-    first = x[:, 0]                                    # the [CLS] token: [B, T, H] -> [B, H]
-    return np.tanh(ops.linear(first, p.weight, p.bias))  # [B, H]
+def encoder(params: BertParams, c: BertConfig, batch: Batch, ops=reference_ops, stages=None):
+    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
+    check_inputs(c, batch)
+    x = embeddings(params.embeddings, c, batch, ops)          # [N, H]
+    if stages is not None:
+        stages["embeddings"] = x
+    for i, layer in enumerate(params.layers):
+        x = encoder_layer(layer, c, x, batch.offsets, ops)    # [N, H]
+        if stages is not None:
+            stages[f"layer_{i}"] = x
+    return x
+
+
+def pooler(p: Linear, first, ops):
+    return np.tanh(ops.linear(first, p.weight, p.bias))  # dense + tanh on [CLS]: [B, H]
 
 
 def classifier(p: Linear, pooled, ops):
-    return ops.linear(pooled, p.weight, p.bias)        # [B, H] -> [B, L], raw logits
+    return ops.linear(pooled, p.weight, p.bias)          # [B, H] -> [B, L], raw logits
 
 
-def forward(params: BertParams, c: BertConfig, input_ids, token_type_ids, attention_mask,
-            ops=reference_ops, return_stages=False):
-    """Logits [B, L] for a padded batch; with return_stages, also every intermediate stage."""
-    check_inputs(c, input_ids, token_type_ids, attention_mask)
-    stages = {}
-    x = embeddings(params.embeddings, c, input_ids, token_type_ids, ops)   # [B, T, H]
-    stages["embeddings"] = x
-    mask = additive_mask(attention_mask)                                    # [B, 1, 1, T]
-    for i, layer in enumerate(params.layers):
-        x = encoder_layer(layer, c, x, mask, ops)                           # [B, T, H]
-        stages[f"layer_{i}"] = x
-    pooled = pooler(params.pooler, x, ops)                                  # [B, H]
-    logits = classifier(params.classifier, pooled, ops)                     # [B, L]
-    stages["pooled"], stages["logits"] = pooled, logits
-    return (logits, stages) if return_stages else logits
+def forward(params: BertParams, c: BertConfig, batch: Batch, ops=reference_ops, return_stages=False):
+    """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
+    stages = {} if return_stages else None
+    x = encoder(params, c, batch, ops, stages)                        # [N, H]
+    pooled = pooler(params.pooler, x[batch.first_tokens], ops)        # [N, H] -> [B, H]
+    logits = classifier(params.classifier, pooled, ops)               # [B, L]
+    if stages is not None:
+        stages["pooled"], stages["logits"] = pooled, logits
+        return logits, stages
+    return logits
 
 
-def check_inputs(c: BertConfig, input_ids, token_type_ids, attention_mask):
-    """Shapes and id ranges; NumPy would wrap a negative index silently."""
-    if input_ids.ndim != 2 or input_ids.shape != token_type_ids.shape or input_ids.shape != attention_mask.shape:
+def check_inputs(c: BertConfig, batch: Batch):
+    """Lengths and id ranges; NumPy would wrap a negative index silently."""
+    lengths = np.diff(batch.offsets)
+    if len(lengths) and lengths.max() > c.max_position_embeddings:
         raise InputError(
-            f"input_ids, token_type_ids and attention_mask must share one [B, T] shape; found "
-            f"{input_ids.shape}, {token_type_ids.shape}, {attention_mask.shape}")
-    T = input_ids.shape[1]
-    if T > c.max_position_embeddings:
-        raise InputError(f"{T} tokens per pair, more than max_position_embeddings ({c.max_position_embeddings})")
-    if input_ids.size == 0:
-        return
-    for name, ids, size in (("token id", input_ids, c.vocab_size), ("token type id", token_type_ids, c.type_vocab_size)):
-        low, high = int(ids.min()), int(ids.max())
-        if low < 0 or high >= size:
-            bad = low if low < 0 else high
+            f"a pair of {lengths.max()} tokens is longer than max_position_embeddings ({c.max_position_embeddings})")
+    if len(lengths) and lengths.min() < 1:
+        raise InputError("a pair with no tokens: every pair needs at least its [CLS] token")
+    for name, ids, size in (("token id", batch.input_ids, c.vocab_size),
+                            ("token type id", batch.token_type_ids, c.type_vocab_size)):
+        if ids.size and (ids.min() < 0 or ids.max() >= size):
+            bad = ids.min() if ids.min() < 0 else ids.max()
             raise InputError(f"{name} {bad} is outside the model's range [0, {size})")
-
-
-def pad_batch(encoded, pad_id=0):
-    """[(ids, type_ids), ...] -> input_ids, token_type_ids, attention_mask, each [B, T] int64."""
-    T = max((len(ids) for ids, _ in encoded), default=0)
-    input_ids = np.full((len(encoded), T), pad_id, dtype=np.int64)
-    token_type_ids = np.zeros((len(encoded), T), dtype=np.int64)
-    attention_mask = np.zeros((len(encoded), T), dtype=np.int64)
-    for row, (ids, type_ids) in enumerate(encoded):
-        input_ids[row, :len(ids)] = ids
-        token_type_ids[row, :len(ids)] = type_ids
-        attention_mask[row, :len(ids)] = 1
-    return input_ids, token_type_ids, attention_mask
 
 
 def default_ops():

@@ -37,9 +37,12 @@ class PairTokenizer:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length, strategy="longest_first", direction="right", stride=0)
 
-    def encode_pairs(self, pairs) -> list[tuple[np.ndarray, np.ndarray]]:
-        """[(query, passage), ...] -> [(ids [T_i], type_ids [T_i]), ...], int64, unpadded."""
-        checked = [check_pair(pair, index) for index, pair in enumerate(pairs)]
+    def encode_pairs(self, pairs, first_index=0) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(query, passage), ...] -> [(ids [T_i], type_ids [T_i]), ...], int64, unpadded.
+
+        first_index: the index of pairs[0] in the caller's list, for error messages.
+        """
+        checked = [check_pair(pair, first_index + i) for i, pair in enumerate(pairs)]
         encodings = self.tokenizer.encode_batch(checked, add_special_tokens=True)
         return [(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encodings]
 

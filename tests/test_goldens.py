@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from minibert import CrossEncoder
-from minibert.model import forward, pad_batch
+from minibert.model import Batch, forward
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 NAMES = sorted(p.parent.name for p in GOLDENS.glob("*/golden.npz"))  # models: stages + token ids
@@ -78,9 +78,9 @@ class Golden:
         o = self.offsets
         return [self.arrays[name][o[b]:o[b + 1]] for b in range(len(o) - 1)]
 
-    def padded_inputs(self):
-        """The golden's token ids as the padded batch transformers ran: [B, T] int64 each."""
-        return pad_batch(list(zip(self.unpack("input_ids"), self.unpack("token_type_ids"))))
+    def batch(self) -> Batch:
+        """The golden's own token ids, packed as minibert runs them (transformers ran them padded)."""
+        return Batch.pack(list(zip(self.unpack("input_ids"), self.unpack("token_type_ids"))))
 
 
 @lru_cache(maxsize=None)
@@ -104,13 +104,11 @@ def load_model(name: str, op_set: str) -> CrossEncoder:
 
 
 @lru_cache(maxsize=None)
-def run_stages(name: str, op_set: str) -> tuple[dict, np.ndarray]:
-    """minibert's stages on the golden's own padded batch, and the attention mask."""
+def run_stages(name: str, op_set: str) -> dict:
+    """minibert's stages on the golden's own token ids: [N, H] per token stage, like the golden."""
     golden, ce = load_golden(name), load_model(name, op_set)
-    input_ids, token_type_ids, attention_mask = golden.padded_inputs()
-    _, stages = forward(ce.params, ce.config, input_ids, token_type_ids, attention_mask,
-                        ops=ce.ops, return_stages=True)
-    return stages, attention_mask
+    _, stages = forward(ce.params, ce.config, golden.batch(), ops=ce.ops, return_stages=True)
+    return stages
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,11 +142,6 @@ def compare(got: np.ndarray, want: np.ndarray, atol: float = ATOL, rtol: float =
     )
 
 
-def pack(stage: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """[B, T, H] -> [N, H]: valid tokens only, pair after pair (the golden's packed order)."""
-    return stage[attention_mask.astype(bool)]
-
-
 def describe(golden: Golden, op_set: str, stage: str, c: Comparison) -> str:
     """One line that says which model, op set, stage and element, llm.c style."""
     where = ""
@@ -166,11 +159,8 @@ def describe(golden: Golden, op_set: str, stage: str, c: Comparison) -> str:
             f"got {c.got:.7g}, want {c.want:.7g}; {c.n_bad}/{c.n} outside {ATOL:g} + {RTOL:g}*|want|;{text}")
 
 
-def stage_comparison(golden: Golden, stages: dict, attention_mask: np.ndarray, stage: str) -> Comparison:
-    got = stages[stage]
-    if stage not in ("pooled", "logits"):
-        got = pack(got, attention_mask)
-    return compare(got, golden.arrays[stage])
+def stage_comparison(golden: Golden, stages: dict, stage: str) -> Comparison:
+    return compare(stages[stage], golden.arrays[stage])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,8 +286,8 @@ def _stage_params():
 @pytest.mark.parametrize("name, stage, op_set", list(_stage_params()))
 def test_stage(name, stage, op_set):
     golden = load_golden(name)
-    stages, attention_mask = run_stages(name, op_set)
-    c = stage_comparison(golden, stages, attention_mask, stage)
+    stages = run_stages(name, op_set)
+    c = stage_comparison(golden, stages, stage)
     line = describe(golden, op_set, stage, c)
     print(line)
     assert c.ok, line
@@ -306,7 +296,7 @@ def test_stage(name, stage, op_set):
 @pytest.mark.parametrize("op_set", OP_SETS)
 @pytest.mark.parametrize("name", NAMES)
 def test_stages_stay_float32(name, op_set):
-    stages, _ = run_stages(name, op_set)
+    stages = run_stages(name, op_set)
     golden = load_golden(name)
     assert list(stages) == golden.stages, f"{name}: stages {list(stages)}, expected {golden.stages}"
     wrong = {k: str(v.dtype) for k, v in stages.items() if v.dtype != np.float32}
@@ -407,13 +397,12 @@ def test_a_planted_model_error_fails_the_right_stage(name):
     last = ce.params.layers[-1]
     broken_last = dataclasses.replace(last, ffn_norm=dataclasses.replace(last.ffn_norm, weight=np.zeros_like(last.ffn_norm.weight)))
     params = dataclasses.replace(ce.params, layers=(*ce.params.layers[:-1], broken_last))
-    input_ids, token_type_ids, attention_mask = golden.padded_inputs()
-    _, stages = forward(params, ce.config, input_ids, token_type_ids, attention_mask, ops=ce.ops, return_stages=True)
-    ok = {s: stage_comparison(golden, stages, attention_mask, s).ok for s in golden.stages}
+    _, stages = forward(params, ce.config, golden.batch(), ops=ce.ops, return_stages=True)
+    ok = {s: stage_comparison(golden, stages, s).ok for s in golden.stages}
     L = golden.meta["config"]["num_hidden_layers"]
     expected = {s: s in ("embeddings",) or (s.startswith("layer_") and int(s[6:]) < L - 1) for s in golden.stages}
     assert ok == expected, f"{name}: stage verdicts {ok}, expected {expected}"
-    line = describe(golden, "ops", f"layer_{L - 1}", stage_comparison(golden, stages, attention_mask, f"layer_{L - 1}"))
+    line = describe(golden, "ops", f"layer_{L - 1}", stage_comparison(golden, stages, f"layer_{L - 1}"))
     assert f"layer_{L - 1}: NOT OK" in line, line
 
 

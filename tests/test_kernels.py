@@ -25,7 +25,7 @@ def assert_close(got, ref, what):
 
 
 def test_every_op_has_a_kernel_with_the_same_name():
-    for name in ("linear", "layer_norm", "add_layer_norm", "gelu", "softmax"):
+    for name in ("linear", "layer_norm", "add_layer_norm", "gelu", "softmax", "attention"):
         assert callable(getattr(ops, name)) and callable(getattr(kernels, name)), name
 
 
@@ -79,3 +79,15 @@ def test_comparator_catches_a_planted_error():
     wrong[2, 3] += 1e-4
     with pytest.raises(AssertionError, match=r"at \(2, 3\)"):
         assert_close(wrong, ops.gelu(x), "planted")
+
+
+@pytest.mark.parametrize("lengths, num_heads, head_dim", [
+    ([1], 1, 1), ([1, 7, 2], 3, 5), ([13, 1, 40, 3], 4, 8), ([64, 65], 12, 32),
+])
+def test_attention(lengths, num_heads, head_dim):
+    rng = np.random.default_rng(6)
+    N, H = sum(lengths), num_heads * head_dim
+    q, k, v = ((rng.standard_normal((N, H)) * 2).astype(np.float32) for _ in range(3))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    assert_close(kernels.attention(q, k, v, offsets, num_heads), ops.attention(q, k, v, offsets, num_heads),
+                 f"attention lengths={lengths} NH={num_heads} HD={head_dim}")

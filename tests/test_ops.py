@@ -73,3 +73,27 @@ def test_linear_is_x_times_weight_transposed_plus_bias():
 def test_ops_keep_float32(op):
     x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
     assert getattr(ops, op)(x).dtype == np.float32
+
+
+def test_packed_attention_equals_padded_attention_with_an_additive_mask():
+    # transformers pads the batch and adds finfo.min to the scores of padded keys; minibert packs
+    # the pairs and attends within each. The two must agree on every real token.
+    rng = np.random.default_rng(7)
+    lengths, NH, HD = [5, 1, 9], 3, 4
+    H, T, B = NH * HD, max(lengths), len(lengths)
+    q, k, v = (rng.standard_normal((B, T, H)).astype(np.float32) for _ in range(3))
+    mask = np.zeros((B, 1, 1, T), np.float32)
+    for b, n in enumerate(lengths):
+        mask[b, ..., n:] = np.finfo(np.float32).min
+
+    def heads(t):
+        return t.reshape(B, T, NH, HD).transpose(0, 2, 1, 3)
+    scores = heads(q) @ heads(k).transpose(0, 1, 3, 2) / np.float32(np.sqrt(HD)) + mask
+    padded = (ops.softmax(scores) @ heads(v)).transpose(0, 2, 1, 3).reshape(B, T, H)
+
+    real = np.concatenate([np.arange(n) + b * T for b, n in enumerate(lengths)])
+    packed_q, packed_k, packed_v = (t.reshape(B * T, H)[real] for t in (q, k, v))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    packed = ops.attention(packed_q, packed_k, packed_v, offsets, NH)
+    assert packed.dtype == np.float32
+    np.testing.assert_allclose(packed, padded.reshape(B * T, H)[real], rtol=1e-5, atol=1e-6)
