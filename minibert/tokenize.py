@@ -43,8 +43,27 @@ class PairTokenizer:
         first_index: the index of pairs[0] in the caller's list, for error messages.
         """
         checked = [check_pair(pair, first_index + i) for i, pair in enumerate(pairs)]
-        encodings = self.tokenizer.encode_batch(checked, add_special_tokens=True)
-        return [(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encodings]
+        return _arrays(self.tokenizer.encode_batch(checked, add_special_tokens=True))
+
+    def encode_texts(self, texts, first_index=0) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[text, ...] -> [(ids, type_ids), ...] for single texts: [CLS] text [SEP], all type 0."""
+        checked = [check_text(text, first_index + i) for i, text in enumerate(texts)]
+        return _arrays(self.tokenizer.encode_batch(checked, add_special_tokens=True))
+
+
+def _arrays(encodings) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encodings]
+
+
+def check_text(text, index: int, what: str = "text") -> str:
+    """A text must be a str that is valid Unicode (no lone surrogates)."""
+    if not isinstance(text, str):
+        raise InputError(f"{what} {index}: expected a str, found {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} {index}: not valid Unicode text ({exc.reason} at position {exc.start})") from None
+    return text
 
 
 def check_pair(pair, index: int) -> tuple[str, str]:

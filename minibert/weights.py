@@ -52,8 +52,8 @@ class EncoderLayer:
 class BertParams:
     embeddings: Embeddings
     layers: tuple[EncoderLayer, ...]
-    pooler: Linear      # H -> H, then tanh
-    classifier: Linear  # H -> L
+    pooler: Linear | None      # H -> H, then tanh; None when loaded as a bare encoder
+    classifier: Linear | None  # H -> L; None when loaded as a bare encoder
 
 
 class _Spec(NamedTuple):
@@ -64,7 +64,7 @@ class _Spec(NamedTuple):
 # The one table of HuggingFace tensor names: the parameter tree with _Spec leaves.
 # Encoder names are given without the "bert." prefix that BertForSequenceClassification
 # checkpoints carry; the classifier has no prefix.
-def _skeleton(c: BertConfig) -> BertParams:
+def _skeleton(c: BertConfig, head: bool = True) -> BertParams:
     H, I, L = c.hidden_size, c.intermediate_size, c.num_labels
 
     def linear(name, n_out, n_in):
@@ -94,13 +94,15 @@ def _skeleton(c: BertConfig) -> BertParams:
             norm=norm("embeddings.LayerNorm"),
         ),
         layers=tuple(layer(i) for i in range(c.num_hidden_layers)),
-        pooler=linear("pooler.dense", H, H),
-        classifier=linear("classifier", L, H),
+        pooler=linear("pooler.dense", H, H) if head else None,
+        classifier=linear("classifier", L, H) if head else None,
     )
 
 
 def _leaves(tree):
     """The leaves of a parameter tree, depth first."""
+    if tree is None:
+        return
     if isinstance(tree, _Spec):
         yield tree
     elif isinstance(tree, tuple):
@@ -115,6 +117,8 @@ def _leaves(tree):
 
 def _map_leaves(fn, tree):
     """The same tree with every leaf replaced by fn(leaf)."""
+    if tree is None:
+        return None
     if isinstance(tree, _Spec):
         return fn(tree)
     if isinstance(tree, tuple):
@@ -167,15 +171,20 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def load_params(model_dir: str | Path, config: BertConfig) -> BertParams:
-    """Read the checkpoint in `model_dir` and check it against `config`, tensor by tensor."""
+def load_params(model_dir: str | Path, config: BertConfig, head: bool = True) -> BertParams:
+    """Read the checkpoint in `model_dir` and check it against `config`, tensor by tensor.
+
+    head=False loads the encoder alone (embeddings and layers), for sentence embeddings: a
+    pooler or classifier in the checkpoint is then not used and not checked.
+    """
     path = find_checkpoint(Path(model_dir))
-    return params_from_tensors(read_safetensors(path), config, source=str(path))
+    return params_from_tensors(read_safetensors(path), config, source=str(path), head=head)
 
 
-def params_from_tensors(tensors: dict[str, np.ndarray], config: BertConfig, source: str) -> BertParams:
+def params_from_tensors(tensors: dict[str, np.ndarray], config: BertConfig, source: str,
+                        head: bool = True) -> BertParams:
     """Map HuggingFace-named tensors onto the parameter tree; every problem is reported at once."""
-    skeleton = _skeleton(config)
+    skeleton = _skeleton(config, head)
     expected = dict(_leaves(skeleton))  # HF name (no prefix) -> shape
     # BertForSequenceClassification saves the encoder under "bert."; a bare BertModel saves none.
     prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
@@ -183,15 +192,15 @@ def params_from_tensors(tensors: dict[str, np.ndarray], config: BertConfig, sour
     found: dict[str, np.ndarray] = {}
     unexpected = []
     for key, array in tensors.items():
-        if _is_ignored(key):
-            continue
         name = _canonical(key, prefix)
+        if _is_ignored(key) or (not head and name.startswith(("pooler.", "classifier."))):
+            continue
         if name in expected and name not in found:
             found[name] = array
         else:
             unexpected.append(key)
 
-    if not any(name.startswith("classifier.") for name in found):
+    if head and not any(name.startswith("classifier.") for name in found):
         raise ModelFormatError(
             f"{source}: no classifier tensors: this is a bare BERT encoder (BertModel), not a "
             "cross-encoder. A cross-encoder checkpoint is a BertForSequenceClassification, "
