@@ -189,7 +189,7 @@ def test_goldens_exist():
     assert {"tok-mismatch"} <= set(TOKENIZER_NAMES), f"tokenizer goldens missing under {GOLDENS}: found {TOKENIZER_NAMES}"
 
 
-def test_golden_npz_is_small():
+def test_golden_fixtures_are_small():
     total = sum(p.stat().st_size for p in GOLDENS.rglob("*") if p.is_file())
     assert total < 2 * 1024 * 1024, f"golden fixtures are {total / 1024:.0f} KiB; keep them under 2 MiB"
 
