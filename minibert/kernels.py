@@ -11,7 +11,9 @@ import math
 import numba
 import numpy as np
 
-from minibert.ops import linear  # matrix products stay with NumPy's BLAS
+# Matrix products stay with NumPy's BLAS: linear, and attention, which is two products per
+# pair and head around a softmax (a Numba attention with a scalar exp was 5x slower).
+from minibert.ops import ERF_P, ERF_Q, ERF_X_MAX, attention, linear
 
 __all__ = ["linear", "layer_norm", "add_layer_norm", "gelu", "softmax", "attention"]
 
@@ -41,8 +43,16 @@ def _layer_norm_rows(x, weight, bias, eps, out):
 def _gelu_flat(x, out):
     for i in numba.prange(x.size):
         v = x[i]
-        e = np.float32(math.erf(np.float64(v * _SQRT_HALF)))
-        out[i] = np.float32(0.5) * v * (np.float32(1.0) + e)
+        # erf as ops.erf computes it: the same rational approximation, in float64
+        t = min(max(np.float64(v * _SQRT_HALF), -ERF_X_MAX), ERF_X_MAX)
+        u = t * t
+        p = ERF_P[8]
+        for c in ERF_P[7::-1]:
+            p = p * u + c
+        q = ERF_Q[8]
+        for c in ERF_Q[7::-1]:
+            q = q * u + c
+        out[i] = np.float32(0.5) * v * (np.float32(1.0) + np.float32(t * p / q))
 
 
 @numba.njit(cache=True, parallel=True)
@@ -89,48 +99,3 @@ def softmax(x):
     _softmax_rows(_rows(x), out.reshape(-1, x.shape[-1]))
     return out
 
-
-@numba.njit(cache=True, parallel=True)
-def _attention_packed(q, k, v, offsets, num_heads, out):
-    # One task per (pair, head), spread over the threads. q, k, v, out: [N, H].
-    n_pairs = offsets.shape[0] - 1
-    HD = q.shape[1] // num_heads
-    scale = np.float32(HD ** -0.5)
-    for task in numba.prange(n_pairs * num_heads):
-        b, h = task // num_heads, task % num_heads
-        start, T, col = offsets[b], offsets[b + 1] - offsets[b], h * HD
-        k_t = np.ascontiguousarray(k[start:start + T, col:col + HD].T)  # [HD, T]
-        dots = np.empty(T, np.float64)
-        scores = np.empty(T, np.float32)
-        acc = np.empty(HD, np.float64)
-        for i in range(T):
-            # scores = q_i k^T, accumulated over d so the inner loop runs along j
-            dots[:] = 0
-            for d in range(HD):
-                q_id = np.float64(q[start + i, col + d])
-                for j in range(T):
-                    dots[j] += q_id * k_t[d, j]
-            m = np.float32(dots[0]) * scale
-            for j in range(T):
-                scores[j] = np.float32(dots[j]) * scale
-                m = max(m, scores[j])
-            total = 0.0
-            for j in range(T):
-                scores[j] = np.exp(scores[j] - m)
-                total += scores[j]
-            inv = np.float32(1.0 / total)
-            # context_i = softmax(scores) v
-            acc[:] = 0
-            for j in range(T):
-                p = np.float64(scores[j] * inv)
-                for d in range(HD):
-                    acc[d] += p * v[start + j, col + d]
-            for d in range(HD):
-                out[start + i, col + d] = acc[d]
-
-
-def attention(q, k, v, offsets, num_heads):
-    out = np.empty(q.shape, np.float32)
-    _attention_packed(np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v),
-                      np.ascontiguousarray(offsets, dtype=np.int64), num_heads, out)
-    return out
