@@ -35,9 +35,12 @@ class CrossEncoder:
             Numba kernels when numba is installed, unless MINIBERT_NO_NUMBA=1.
         max_batch_tokens: at most this many tokens (all pairs of a batch together) go through
             one forward pass; with batch_size, it bounds memory whatever the number of pairs.
+        threads: BLAS and Numba threads while scoring (both get this many: they take turns).
+            Default None: the libraries' own settings (OMP_NUM_THREADS, NUMBA_NUM_THREADS, ...).
     """
 
-    def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS):
+    def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
+                 threads=None):
         path = Path(model_name_or_path)
         if not path.is_dir():
             raise ModelFormatError(
@@ -55,6 +58,9 @@ class CrossEncoder:
             raise ConfigError(
                 f"max_batch_tokens must be an integer >= max_length ({self.max_length}), found {max_batch_tokens!r}")
         self.max_batch_tokens = max_batch_tokens
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads must be a positive integer or None, found {threads!r}")
+        self.threads = threads
 
     @property
     def max_length(self) -> int:
@@ -94,14 +100,15 @@ class CrossEncoder:
 
         logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
         done = 0
-        for chunk_start in range(0, len(pairs), _TOKENIZE_CHUNK):
-            encoded = self.tokenizer.encode_pairs(pairs[chunk_start:chunk_start + _TOKENIZE_CHUNK], chunk_start)
-            for start, end in _batches([len(ids) for ids, _ in encoded], batch_size, self.max_batch_tokens):
-                batch = Batch.pack(encoded[start:end])
-                logits[chunk_start + start:chunk_start + end] = forward(self.params, self.config, batch, ops=self.ops)
-                done += end - start
-                if show_progress_bar:
-                    print(f"\rscored {done}/{len(pairs)} pairs", end="", file=sys.stderr, flush=True)
+        with self.ops.limit_threads(self.threads):
+            for chunk_start in range(0, len(pairs), _TOKENIZE_CHUNK):
+                chunk = self.tokenizer.encode_pairs(pairs[chunk_start:chunk_start + _TOKENIZE_CHUNK], chunk_start)
+                for start, end in _batches([len(ids) for ids, _ in chunk], batch_size, self.max_batch_tokens):
+                    batch = Batch.pack(chunk[start:end])
+                    logits[chunk_start + start:chunk_start + end] = forward(self.params, self.config, batch, self.ops)
+                    done += end - start
+                    if show_progress_bar:
+                        print(f"\rscored {done}/{len(pairs)} pairs", end="", file=sys.stderr, flush=True)
         if show_progress_bar and pairs:
             print(file=sys.stderr)
 

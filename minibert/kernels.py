@@ -6,16 +6,19 @@ and reorder sums, and the point of minibert is to get the numbers right. `cache=
 the compiled code to disk so that a second process does not compile again.
 """
 
+import contextlib
 import math
 
 import numba
 import numpy as np
 
+from minibert import ops
+
 # Matrix products stay with NumPy's BLAS: linear, and attention, which is two products per
 # pair and head around a softmax (a Numba attention with a scalar exp was 5x slower).
 from minibert.ops import ERF_P, ERF_Q, ERF_X_MAX, attention, linear
 
-__all__ = ["linear", "layer_norm", "add_layer_norm", "gelu", "softmax", "attention"]
+__all__ = ["linear", "layer_norm", "add_layer_norm", "gelu", "softmax", "attention", "limit_threads"]
 
 _SQRT_HALF = np.float32(math.sqrt(0.5))
 
@@ -70,6 +73,22 @@ def _softmax_rows(x, out):
         inv = np.float32(1.0 / total)
         for j in range(width):
             out[r, j] *= inv
+
+
+@contextlib.contextmanager
+def limit_threads(n):
+    """Run the block with at most n BLAS threads and n Numba threads. BLAS and the kernels
+    take turns, never run at once, so n of each does not oversubscribe n cores."""
+    if n is None:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        with ops.limit_threads(n):
+            yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def _rows(a):

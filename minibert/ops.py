@@ -5,7 +5,21 @@ either module as its op set, and the tests run both and compare them. Matrix pro
 stay with NumPy's BLAS in both.
 """
 
+import contextlib
+
 import numpy as np
+
+
+@contextlib.contextmanager
+def limit_threads(n):
+    """Run the block with at most n BLAS threads (None: leave the settings as they are)."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
 
 
 def linear(x, weight, bias):

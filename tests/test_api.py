@@ -199,3 +199,44 @@ def test_runtime_never_imports_torch():
     out = subprocess.run([sys.executable, "-c", code, str(GOLDENS / "tiny-l1")],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_threads_option_gives_the_same_scores_and_restores_settings(ce):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    one = CrossEncoder(GOLDENS / "tiny-l1", threads=1)
+    np.testing.assert_allclose(one.predict(PAIRS), ce.predict(PAIRS), atol=1e-6, rtol=0)
+    with one.ops.limit_threads(1):
+        inside = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert all(n == 1 for n in inside)
+    after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert after == before
+
+
+def test_numba_threads_are_limited_and_restored():
+    kernels = pytest.importorskip("minibert.kernels")
+    import numba
+    before = numba.get_num_threads()
+    with kernels.limit_threads(1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_bad_threads(threads):
+    with pytest.raises(ConfigError, match="threads must be a positive integer"):
+        CrossEncoder(GOLDENS / "tiny-l1", threads=threads)
+
+
+def test_memory_is_bounded_by_the_token_budget(ce):
+    # max_batch_tokens bounds each forward pass: the batches the budget allows never exceed it.
+    from minibert.cross_encoder import _batches
+    lengths = [40, 40, 40, 5, 48, 48, 1]
+    batches = list(_batches(lengths, max_pairs=32, max_tokens=96))
+    assert batches == [(0, 2), (2, 5), (5, 7)]
+    assert all(sum(lengths[a:b]) <= 96 for a, b in batches)
+    assert list(_batches(lengths, max_pairs=2, max_tokens=10_000)) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    small = CrossEncoder(GOLDENS / "tiny-l1", max_batch_tokens=48)
+    np.testing.assert_allclose(small.predict(PAIRS), ce.predict(PAIRS), atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="max_batch_tokens"):
+        CrossEncoder(GOLDENS / "tiny-l1", max_batch_tokens=10)

@@ -1,0 +1,329 @@
+"""Benchmark minibert against its real peers on one workload, in one run.
+
+    python tools/bench.py                      # all runners that are installed, 3 rounds
+    python tools/bench.py --rounds 5 --threads 2 --runners minibert,sentence-transformers
+    python tools/bench.py --markdown bench.md  # also write the table as Markdown
+
+Runners (each skipped with a note when its packages are missing):
+- minibert                  Numba kernels (the default op set)
+- minibert-numpy            the NumPy reference ops (MINIBERT_NO_NUMBA=1)
+- sentence-transformers     CrossEncoder on torch, CPU, batch 32 (it sorts pairs by length)
+- onnxruntime               the model exported by torch.onnx, graph optimizations on,
+                            length-sorted padded batches of 32
+
+Workload: 4 queries x 100 passages (paragraphs of CPython's pydoc_data.topics, real English),
+scored by a MiniLM-L6 cross-encoder: the real all-MiniLM-L6-v2 encoder (weights/, from
+`python tools/get_minilm.py`) with a seeded classifier head, written as a HuggingFace
+directory with NumPy only (weights/bench-minilm-cross-encoder/). fp32 everywhere.
+
+Method: every measurement is a fresh process. Rounds alternate the runners (A B C A B C ...),
+so that a slow moment of the machine hits all of them alike; the table gives the median.
+- pairs/s, tokens/s: one full pass over the workload after a warm-up pass, in-process timer.
+- % roofline: useful FLOPs / time, over NumPy's measured sgemm rate on this machine. Useful
+  FLOPs count the dense layers on real tokens and attention on real token pairs, no padding.
+- peak RSS: the process's maximum resident set (getrusage), load + warm-up + timed pass.
+- cold start: wall time of a new process that imports, loads the model and scores 8 pairs
+  (for minibert with a warm Numba cache: the cold-start runs come after the throughput runs).
+- parity: max |score - transformers' logit| (sentence-transformers with an identity
+  activation is transformers' BertForSequenceClassification), and whether every query's
+  ranking is identical.
+Thread settings: --threads N (default: all cores) goes to BLAS, OpenMP, Numba, torch and
+onnxruntime alike. The machine's OPENBLAS_CORETYPE is left as it is; say so when you quote.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+MINILM = REPO / "weights" / "all-MiniLM-L6-v2"
+MODEL = REPO / "weights" / "bench-minilm-cross-encoder"
+RUNNERS = ("minibert", "minibert-numpy", "sentence-transformers", "onnxruntime")
+QUERIES = ("how do I catch an exception", "what does the with statement do",
+           "how are integers divided", "what is a generator function")
+N_PASSAGES = 100
+BATCH_SIZE = 32
+SEED = 1234
+
+
+# ---------------------------------------------------------------------------------------------
+# workload and model
+
+def workload():
+    """4 queries x 100 passages: paragraphs of at least 80 characters of pydoc_data.topics."""
+    import pydoc_data.topics
+
+    passages = []
+    for key in sorted(pydoc_data.topics.topics):
+        for paragraph in re.split(r"\n\s*\n", pydoc_data.topics.topics[key]):
+            paragraph = " ".join(paragraph.split())
+            if len(paragraph) >= 80:
+                passages.append(paragraph)
+    passages = passages[:N_PASSAGES]
+    return [(q, p) for q in QUERIES for p in passages]
+
+
+def make_model(src=MINILM, dst=MODEL, seed=SEED):
+    """all-MiniLM-L6-v2's encoder + a seeded 1-logit classifier, as BertForSequenceClassification."""
+    if (dst / "model.safetensors").is_file():
+        return dst
+    if not (src / "model.safetensors").is_file():
+        sys.exit(f"bench: {src} is missing; run `python tools/get_minilm.py` first")
+    from safetensors.numpy import load_file, save_file
+
+    tensors = {f"bert.{k}": v for k, v in load_file(str(src / "model.safetensors")).items()
+               if not k.endswith("position_ids")}
+    rng = np.random.default_rng(seed)
+    hidden = tensors["bert.pooler.dense.weight"].shape[0]
+    tensors["classifier.weight"] = rng.normal(0, 0.5, (1, hidden)).astype(np.float32)
+    tensors["classifier.bias"] = np.array([0.1], np.float32)
+    config = json.loads((src / "config.json").read_text())
+    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "LABEL_0"},
+                  label2id={"LABEL_0": 0})
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / name, tmp / name)
+    tmp.rename(dst)
+    return dst
+
+
+def export_onnx(model_dir):
+    """The model as ONNX, exported once by torch (TorchScript exporter) and cached beside it."""
+    path = model_dir / "model.onnx"
+    if path.is_file():
+        return path
+    import torch
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    ids = torch.ones(2, 16, dtype=torch.long)
+    axes = {0: "batch", 1: "tokens"}
+    torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(path) + ".tmp",
+                      input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
+                                    "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    os.replace(str(path) + ".tmp", path)
+    return path
+
+
+def useful_flops(lengths, config):
+    """FLOPs of the work a padding-free forward pass must do (matrix products only)."""
+    H, I, L = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    lengths = np.asarray(lengths, dtype=np.float64)
+    dense = 2 * lengths.sum() * (4 * H * H + 2 * H * I)   # q, k, v, out; ffn in, ffn out
+    attention = 4 * (lengths ** 2).sum() * H              # q k^T and p v, all heads
+    return L * (dense + attention)
+
+
+# ---------------------------------------------------------------------------------------------
+# runners: each builds a scoring function in a fresh process
+
+def load_runner(name, model_dir, threads):
+    if name in ("minibert", "minibert-numpy"):
+        from minibert import CrossEncoder
+
+        ce = CrossEncoder(model_dir, threads=threads)
+        return lambda pairs: ce.predict(pairs, batch_size=BATCH_SIZE)
+    if name == "sentence-transformers":
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        torch.set_num_threads(threads)
+        ce = CrossEncoder(str(model_dir), device="cpu", activation_fn=torch.nn.Identity())
+        return lambda pairs: np.asarray(ce.predict(pairs, batch_size=BATCH_SIZE), dtype=np.float32).reshape(-1)
+    if name == "onnxruntime":
+        import onnxruntime as ort
+
+        from minibert.config import load_config
+        from minibert.tokenize import load_tokenizer
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        tokenizer = load_tokenizer(model_dir, load_config(model_dir))
+
+        def score(pairs):
+            encoded = tokenizer.encode_pairs(pairs)
+            order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+            scores = np.empty(len(pairs), np.float32)
+            for start in range(0, len(order), BATCH_SIZE):
+                rows = order[start:start + BATCH_SIZE]
+                T = max(len(encoded[i][0]) for i in rows)
+                ids, types, mask = (np.zeros((len(rows), T), np.int64) for _ in range(3))
+                for r, i in enumerate(rows):
+                    n = len(encoded[i][0])
+                    ids[r, :n], types[r, :n], mask[r, :n] = encoded[i][0], encoded[i][1], 1
+                out = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+                scores[rows] = out[:, 0]
+            return scores
+        return score
+    raise SystemExit(f"unknown runner {name}")
+
+
+def child(args):
+    """One measurement in this (fresh) process; prints one JSON line."""
+    import resource
+
+    pairs = workload()
+    if args.cold:
+        score = load_runner(args.child, Path(args.model), args.threads)
+        score(pairs[:8])
+        print(json.dumps({"ok": True}))
+        return
+    t0 = time.perf_counter()
+    score = load_runner(args.child, Path(args.model), args.threads)
+    load_s = time.perf_counter() - t0
+    score(pairs)  # warm-up pass: compiles, allocates, fills caches
+    t0 = time.perf_counter()
+    scores = score(pairs)
+    seconds = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "load_s": load_s, "peak_rss_mib": peak_kib / 1024,
+                      "scores": [float(s) for s in scores]}))
+
+
+def sgemm_gflops(threads):
+    """NumPy's float32 matrix-product rate here, at MiniLM's feed-forward shape; best of 10."""
+    code = ("import numpy as np, time\n"
+            "a = np.random.rand(2048, 384).astype(np.float32); w = np.random.rand(1536, 384).astype(np.float32)\n"
+            "a @ w.T; best = 1e9\n"
+            "for _ in range(10):\n"
+            "    t = time.perf_counter(); a @ w.T; best = min(best, time.perf_counter() - t)\n"
+            "print(2 * 2048 * 384 * 1536 / best / 1e9)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=child_env(threads), capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def child_env(threads, runner=""):
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    if runner == "minibert-numpy":
+        env["MINIBERT_NO_NUMBA"] = "1"
+    return env
+
+
+def spawn(runner, model_dir, threads, cold=False):
+    argv = [sys.executable, __file__, "--child", runner, "--model", str(model_dir), "--threads", str(threads)]
+    if cold:
+        argv.append("--cold")
+    t0 = time.perf_counter()
+    out = subprocess.run(argv, env=child_env(threads, runner), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"{runner} failed:\n{out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_s"] = wall
+    return result
+
+
+def available(runner):
+    needs = {"minibert": ["numba"], "minibert-numpy": [], "sentence-transformers": ["torch", "sentence_transformers"],
+             "onnxruntime": ["onnxruntime", "onnx", "torch", "transformers"]}[runner]
+    import importlib.util
+
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
+    return f"not installed: {', '.join(missing)}" if missing else None
+
+
+def blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    info = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}" for i in threadpool_info()
+            if i.get("user_api") == "blas"]
+    return "; ".join(info) or "unknown"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runners", default=",".join(RUNNERS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--markdown", help="also write the table to this Markdown file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=str(MODEL), help=argparse.SUPPRESS)
+    parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    model_dir = make_model()
+    runners, notes = [], []
+    for runner in args.runners.split(","):
+        reason = available(runner)
+        (notes.append(f"{runner}: skipped, {reason}") if reason else runners.append(runner))
+    if "onnxruntime" in runners:
+        export_onnx(model_dir)
+
+    config = json.loads((model_dir / "config.json").read_text())
+    from minibert.config import load_config
+    from minibert.tokenize import load_tokenizer
+
+    pairs = workload()
+    lengths = [len(ids) for ids, _ in load_tokenizer(model_dir, load_config(model_dir)).encode_pairs(pairs)]
+    flops = useful_flops(lengths, config)
+    gflops = sgemm_gflops(args.threads)
+    print(f"workload: {len(pairs)} pairs, {sum(lengths)} tokens (mean {np.mean(lengths):.1f}, max {max(lengths)}), "
+          f"{flops / 1e9:.0f} GFLOP useful; NumPy sgemm {gflops:.0f} GFLOP/s; threads {args.threads}", flush=True)
+
+    results = {r: [] for r in runners}
+    for round_ in range(args.rounds):
+        for runner in runners:
+            result = spawn(runner, model_dir, args.threads)
+            results[runner].append(result)
+            print(f"  round {round_ + 1} {runner}: {len(pairs) / result['seconds']:.1f} pairs/s", flush=True)
+    cold = {r: statistics.median(spawn(r, model_dir, args.threads, cold=True)["wall_s"] for _ in range(args.rounds))
+            for r in runners}
+
+    reference = results.get("sentence-transformers")
+    ref_scores = np.array(reference[0]["scores"]) if reference else None
+    rows = []
+    for runner in runners:
+        seconds = statistics.median(r["seconds"] for r in results[runner])
+        scores = np.array(results[runner][0]["scores"])
+        parity = "-"
+        if ref_scores is not None and runner != "sentence-transformers":
+            per_query = len(pairs) // len(QUERIES)
+            same = all((np.argsort(-scores[i:i + per_query], kind="stable")
+                        == np.argsort(-ref_scores[i:i + per_query], kind="stable")).all()
+                       for i in range(0, len(pairs), per_query))
+            parity = f"{np.abs(scores - ref_scores).max():.1e}, rankings {'identical' if same else 'DIFFER'}"
+        rows.append([runner, f"{len(pairs) / seconds:.1f}", f"{sum(lengths) / seconds:,.0f}",
+                     f"{100 * flops / seconds / 1e9 / gflops:.0f}%",
+                     f"{max(r['peak_rss_mib'] for r in results[runner]):.0f}", f"{cold[runner]:.2f}", parity])
+
+    header = ["runner", "pairs/s", "tokens/s", "% sgemm roofline", "peak RSS (MiB)", "cold start (s)",
+              "max |diff| vs transformers"]
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
+               f"Python {platform.python_version()}, numpy {np.__version__}, BLAS: {blas_info()}, "
+               f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table += ["| " + " | ".join(row) + " |" for row in rows]
+    text = "\n".join([machine, f"{len(pairs)} pairs, {sum(lengths)} tokens, median of {args.rounds} rounds", "",
+                      *table, *notes])
+    print("\n" + text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
