@@ -24,3 +24,7 @@ class UnsafeCheckpointError(ModelFormatError):
 
 class InputError(MinibertError, ValueError):
     """Input text that cannot be scored (not a pair of two strings, not encodable text)."""
+
+
+class FetchError(MinibertError):
+    """A model that cannot be fetched: no such repository, no access, no usable files, no network."""
