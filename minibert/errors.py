@@ -1,7 +1,7 @@
 """Everything minibert raises on purpose derives from MinibertError.
 
-The leaf classes also derive from ValueError, so code written against plain Python
-exceptions keeps working. Messages say what was expected, what was found, and where
+The errors about values (config, model files, input) also derive from ValueError, so code
+written against plain Python exceptions keeps working; FetchError (the network) does not. Messages say what was expected, what was found, and where
 (file, field, tensor, pair index).
 """
 

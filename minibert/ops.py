@@ -24,7 +24,9 @@ def limit_threads(n):
 
 def linear(x, weight, bias):
     """nn.Linear: x @ W.T + b, with W in PyTorch's [out, in] layout."""
-    return x @ weight.T + bias  # [..., in] -> [..., out]
+    out = x @ weight.T  # [..., in] -> [..., out]
+    out += bias         # in place: no second [..., out] array
+    return out
 
 
 def layer_norm(x, weight, bias, eps):
@@ -61,17 +63,14 @@ def attention(q, k, v, offsets, num_heads):
     """
     N, H = q.shape
     HD = H // num_heads
-    context = np.empty_like(q)
-    for start, end in zip(offsets[:-1], offsets[1:]):
-        T = end - start
-
-        def heads(t):
-            return t[start:end].reshape(T, num_heads, HD).transpose(1, 0, 2)  # [T, H] -> [NH, T, HD]
-
-        scores = (heads(q) @ heads(k).transpose(0, 2, 1)) * np.float32(HD ** -0.5)   # [NH, T, T]
-        weighted = softmax(scores) @ heads(v)                                        # [NH, T, HD]
-        context[start:end] = weighted.transpose(1, 0, 2).reshape(T, H)               # [T, H]
-    return context
+    q, k, v = (t.reshape(N, num_heads, HD).transpose(1, 0, 2) for t in (q, k, v))  # [NH, N, HD] views
+    context = np.empty((num_heads, N, HD), np.float32)
+    scale = np.float32(HD ** -0.5)
+    for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+        scores = q[:, start:end] @ k[:, start:end].transpose(0, 2, 1)  # [NH, T, T]
+        scores *= scale
+        np.matmul(softmax(scores), v[:, start:end], out=context[:, start:end])  # [NH, T, HD]
+    return context.transpose(1, 0, 2).reshape(N, H)  # [NH, N, HD] -> [N, H]
 
 
 # erf for NumPy, which has none: erf(x) ~= x P(x^2) / Q(x^2) for |x| <= 3.95, and +-1 beyond
