@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from minibert import checkpoint
 from minibert.config import BertConfig
 from minibert.errors import ModelFormatError
 
@@ -147,28 +148,9 @@ def _canonical(key: str, encoder_prefix: str) -> str:
     return key
 
 
-def find_checkpoint(model_dir: Path) -> Path:
-    path = model_dir / "model.safetensors"
-    if path.is_file():
-        return path
-    present = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
-    others = [n for n in present if n.endswith((".bin", ".safetensors", ".index.json", ".pt", ".ckpt"))]
-    hint = f" (found {', '.join(others)}, a format minibert does not read yet)" if others else ""
-    raise ModelFormatError(f"{model_dir}: no model.safetensors{hint}")
-
-
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a .safetensors file, as NumPy arrays."""
-    from safetensors import SafetensorError, safe_open
-
-    tensors = {}
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            for key in f.keys():
-                tensors[key] = f.get_tensor(key)
-    except (SafetensorError, OSError, ValueError, TypeError) as exc:
-        raise ModelFormatError(f"{path}: cannot read safetensors file: {exc}") from None
-    return tensors
+# Finding and reading checkpoint files (safetensors, shards, pytorch_model.bin) is checkpoint.py's job.
+find_checkpoint = checkpoint.find_checkpoint
+read_safetensors = checkpoint.read_safetensors
 
 
 def load_params(model_dir: str | Path, config: BertConfig, head: bool = True) -> BertParams:
@@ -178,7 +160,7 @@ def load_params(model_dir: str | Path, config: BertConfig, head: bool = True) ->
     pooler or classifier in the checkpoint is then not used and not checked.
     """
     path = find_checkpoint(Path(model_dir))
-    return params_from_tensors(read_safetensors(path), config, source=str(path), head=head)
+    return params_from_tensors(checkpoint.read_checkpoint(path), config, source=str(path), head=head)
 
 
 def params_from_tensors(tensors: dict[str, np.ndarray], config: BertConfig, source: str,
@@ -222,8 +204,12 @@ def params_from_tensors(tensors: dict[str, np.ndarray], config: BertConfig, sour
 
 
 def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
-    if array.dtype == np.float32:
-        return np.ascontiguousarray(array)
-    if array.dtype in (np.float16, np.float64):
-        return np.ascontiguousarray(array, dtype=np.float32)
-    raise ModelFormatError(f"{source}: tensor {name} has dtype {array.dtype}; expected a floating-point tensor")
+    """An owned, C-contiguous float32 copy of a checkpoint tensor (float16/64 upcast or cast exactly as
+    torch's .float() does; bfloat16 arrives already converted). Checkpoint arrays are views of the
+    memory-mapped file, so this is the one copy; the parameters never depend on the file afterwards."""
+    if array.dtype.kind != "f":
+        raise ModelFormatError(f"{source}: tensor {name} has dtype {array.dtype}; expected a floating-point tensor")
+    if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable \
+            and checkpoint.owns_memory(array):
+        return array  # already a private float32 array (a converted bfloat16 tensor)
+    return np.array(array, dtype=np.float32, order="C")

@@ -1,0 +1,205 @@
+"""Write the pytorch_model.bin fixtures that minibert's torch-free .bin reader is checked against.
+
+One tiny random BertForSequenceClassification, saved by torch.save in the ways real .bin
+checkpoints come, plus the logits transformers computes from each file, so that
+tests/test_checkpoint_formats.py can check the reader without torch installed.
+
+Usage (needs the `golden` extra: torch, transformers):
+
+    python tools/make_format_fixtures.py            # (re)write tests/fixtures/formats/
+    python tools/make_format_fixtures.py --check    # rebuild in a temp dir, compare with the committed files
+    python tools/make_format_fixtures.py --out DIR  # write somewhere else
+
+tests/fixtures/formats/
+    golden.json        provenance, the input batch, and per variant: how it was made and the logits
+                       of transformers' from_pretrained(<variant>, dtype=torch.float32), eager attention
+    bin-f32/           torch.save(model.state_dict())
+    bin-f16/           torch.save(model.half().state_dict())           (HalfStorage)
+    bin-bf16/          torch.save(model.to(torch.bfloat16).state_dict())  (BFloat16Storage)
+    bin-sharded/       three shards and pytorch_model.bin.index.json, as transformers 4 wrote them
+    bin-views/         non-contiguous tensors (a transposed view, a strided slice, two tensors at
+                       offsets of one shared storage), nn.Parameter values (_rebuild_parameter),
+                       and a legacy int64 position_ids buffer
+each with the model's config.json. The safetensors formats (f32, f16, bf16, sharded) are built at
+test time by transformers itself; they need no fixtures.
+
+Same seed -> byte-identical files, except the `date` field of golden.json (set SOURCE_DATE_EPOCH to
+pin it). `--check` compares everything but that field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import BertConfig, BertForSequenceClassification
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_goldens import randomize_, today, write_json  # noqa: E402  (same randomization as the goldens)
+
+FORMAT_VERSION = 1
+SEED = 20240917
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "tests" / "fixtures" / "formats"
+CONFIG = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+              max_position_embeddings=32, type_vocab_size=2, layer_norm_eps=1e-12, num_labels=2)
+BATCH, LENGTHS = 4, (12, 9, 12, 5)  # pairs, valid tokens per pair (the rest is padding)
+
+
+def build_model() -> BertForSequenceClassification:
+    model = BertForSequenceClassification(BertConfig(**CONFIG)).eval()
+    randomize_(model, SEED)
+    return model
+
+
+def build_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(SEED + 1)
+    T = max(LENGTHS)
+    input_ids = torch.randint(1, CONFIG["vocab_size"], (BATCH, T), generator=g)
+    token_type_ids = torch.zeros((BATCH, T), dtype=torch.int64)
+    attention_mask = torch.zeros((BATCH, T), dtype=torch.int64)
+    for row, n in enumerate(LENGTHS):
+        token_type_ids[row, n // 2:n] = 1  # query, then passage
+        attention_mask[row, :n] = 1
+        input_ids[row, n:] = 0               # [PAD]
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+
+
+def views_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same values, stored the awkward ways torch.save allows."""
+    out = dict(state)
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    out[name] = state[name].t().contiguous().t()                     # strides (1, out): column-major
+    name = "bert.embeddings.LayerNorm.weight"
+    w = state[name]
+    out[name] = torch.stack([w, torch.full_like(w, 7.0)], dim=1)[:, 0]  # stride 2 in a [H, 2] storage
+    shared = torch.cat([state["classifier.weight"].flatten(), state["classifier.bias"], torch.full((5,), 9.0)])
+    out["classifier.weight"] = shared[:state["classifier.weight"].numel()].view_as(state["classifier.weight"])
+    out["classifier.bias"] = shared[state["classifier.weight"].numel():][:state["classifier.bias"].numel()]
+    for name in ("bert.pooler.dense.bias", "bert.encoder.layer.1.output.dense.weight"):
+        out[name] = torch.nn.Parameter(state[name].clone(), requires_grad=False)
+    out["bert.embeddings.position_ids"] = torch.arange(CONFIG["max_position_embeddings"])[None]
+    assert not out["bert.encoder.layer.0.attention.self.query.weight"].is_contiguous()
+    assert out["classifier.bias"].storage_offset() > 0
+    return out
+
+
+def save_sharded(state: dict[str, torch.Tensor], out: Path, n_shards: int = 3) -> None:
+    """pytorch_model-0000k-of-0000n.bin + pytorch_model.bin.index.json, transformers 4's layout."""
+    names = list(state)
+    weight_map = {}
+    for k in range(n_shards):
+        shard = f"pytorch_model-{k + 1:05d}-of-{n_shards:05d}.bin"
+        part = {name: state[name] for name in names[k::n_shards]}
+        torch.save(part, out / shard)
+        weight_map.update({name: shard for name in part})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    write_json(out / "pytorch_model.bin.index.json",
+               {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+
+
+VARIANTS = {
+    "bin-f32": "torch.save(model.state_dict())",
+    "bin-f16": "torch.save(model.half().state_dict())",
+    "bin-bf16": "torch.save(model.to(torch.bfloat16).state_dict())",
+    "bin-sharded": "3 shards of model.state_dict(), each torch.save'd, + pytorch_model.bin.index.json",
+    "bin-views": "torch.save of model.state_dict() rewritten as non-contiguous views, shared storages, "
+                 "nn.Parameter values and an int64 position_ids buffer",
+}
+
+
+def write_variant(name: str, model: BertForSequenceClassification, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.to_json_file(out / "config.json")
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if name == "bin-f32":
+        torch.save(state, out / "pytorch_model.bin")
+    elif name == "bin-f16":
+        torch.save({k: v.half() for k, v in state.items()}, out / "pytorch_model.bin")
+    elif name == "bin-bf16":
+        torch.save({k: v.to(torch.bfloat16) for k, v in state.items()}, out / "pytorch_model.bin")
+    elif name == "bin-sharded":
+        save_sharded(state, out)
+    elif name == "bin-views":
+        torch.save(views_state_dict(state), out / "pytorch_model.bin")
+    else:
+        raise ValueError(name)
+
+
+def transformers_logits(directory: Path, batch: dict) -> np.ndarray:
+    """transformers' float32 model loaded from the file, as a user of the file would get it."""
+    model, info = BertForSequenceClassification.from_pretrained(
+        directory, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
+    assert not info["missing_keys"], info
+    assert set(info["unexpected_keys"]) <= {"bert.embeddings.position_ids"}, info
+    with torch.no_grad():
+        return model.eval()(**batch).logits.numpy()
+
+
+def make_fixtures(out: Path) -> None:
+    torch.set_num_threads(1)
+    model = build_model()
+    batch = build_batch()
+    variants = {}
+    for name, how in VARIANTS.items():
+        write_variant(name, model, out / name)
+        variants[name] = {"made_by": how, "logits": transformers_logits(out / name, batch).tolist()}
+    write_json(out / "golden.json", {
+        "format_version": FORMAT_VERSION,
+        "generator": "tools/make_format_fixtures.py",
+        "seed": SEED,
+        "date": today(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__},
+        "logits_from": "BertForSequenceClassification.from_pretrained(<variant>, dtype=torch.float32, "
+                       "attn_implementation='eager'), eval mode",
+        "config": CONFIG,
+        "batch": {k: v.tolist() for k, v in batch.items()},
+        "variants": variants,
+    })
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"wrote {out} ({total / 1024:.0f} KiB)")
+
+
+def compare_dirs(built: Path, committed: Path) -> list[str]:
+    problems = []
+    files_a = sorted(p.relative_to(built) for p in built.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file()) if committed.exists() else []
+    if files_a != files_b:
+        return [f"files {[str(f) for f in files_b]} != rebuilt {[str(f) for f in files_a]}"]
+    for rel in files_a:
+        if rel.name == "golden.json":
+            ja, jb = (json.loads((d / rel).read_text(encoding="utf-8")) for d in (built, committed))
+            ja.pop("date"), jb.pop("date")
+            if ja != jb:
+                problems.append(f"{rel} differs in {sorted(k for k in ja if ja.get(k) != jb.get(k))}")
+        elif not filecmp.cmp(built / rel, committed / rel, shallow=False):
+            problems.append(f"{rel} differs")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    parser.add_argument("--check", action="store_true", help="rebuild in a temp dir and compare with --out")
+    args = parser.parse_args(argv)
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_fixtures(Path(tmp))
+            problems = compare_dirs(Path(tmp), args.out)
+        for p in problems:
+            print("MISMATCH", p)
+        print("fixtures reproduce" if not problems else f"{len(problems)} mismatches")
+        return 1 if problems else 0
+    make_fixtures(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
