@@ -196,7 +196,10 @@ def _check_is_zip(data, path):
             f"{path}: a legacy non-zip checkpoint (a bare pickle: torch.save before torch 1.6, or with "
             "_use_new_zipfile_serialization=False); minibert reads the zip format only: re-save it with a "
             "current torch, or convert it to safetensors")
-    raise ModelFormatError(f"{path}: not a PyTorch checkpoint (expected the zip archive torch.save writes)")
+    hint = ""
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < len(data):
+        hint = "; it looks like a safetensors file: name it model.safetensors"
+    raise ModelFormatError(f"{path}: not a PyTorch checkpoint (expected the zip archive torch.save writes){hint}")
 
 
 def _archive_layout(archive: zipfile.ZipFile, path) -> tuple[str, dict]:

@@ -266,8 +266,11 @@ def test_legacy_formats_are_refused_clearly(tmp_path):
     with pytest.raises(ModelFormatError, match="a legacy tar checkpoint"):
         read_torch_bin(tar)
     (tmp_path / "text.bin").write_text("hello")
-    with pytest.raises(ModelFormatError, match="not a PyTorch checkpoint"):
+    with pytest.raises(ModelFormatError, match=r"not a PyTorch checkpoint \(expected the zip archive torch.save writes\)$"):
         read_torch_bin(tmp_path / "text.bin")
+    shutil.copy(FIXTURES.parent / "goldens" / "tiny-l1" / "model.safetensors", tmp_path / "renamed.bin")
+    with pytest.raises(ModelFormatError, match="it looks like a safetensors file: name it model.safetensors"):
+        read_torch_bin(tmp_path / "renamed.bin")
     assert not canary.exists()
 
 
