@@ -63,9 +63,8 @@ def embeddings(p: Embeddings, c: BertConfig, batch: Batch, ops):
 
 
 def self_attention(p: EncoderLayer, c: BertConfig, x, offsets, ops):
-    q = ops.linear(x, p.query.weight, p.query.bias)   # [N, H]
-    k = ops.linear(x, p.key.weight, p.key.bias)       # [N, H]
-    v = ops.linear(x, p.value.weight, p.value.bias)   # [N, H]
+    qkv = ops.linear(x, p.qkv.weight, p.qkv.bias)     # [N, H] -> [N, 3H]: query | key | value
+    q, k, v = np.split(qkv, 3, axis=1)                # 3 x [N, H]
     # For each pair and head: softmax(q k^T / sqrt(HD)) v, over that pair's tokens only.
     context = ops.attention(q, k, v, offsets, c.num_attention_heads)  # [N, H]
     return ops.linear(context, p.attn_out.weight, p.attn_out.bias)     # [N, H]

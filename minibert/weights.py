@@ -39,9 +39,7 @@ class Embeddings:
 
 @dataclass(frozen=True)
 class EncoderLayer:
-    query: Linear      # H -> H
-    key: Linear        # H -> H
-    value: Linear      # H -> H
+    qkv: Linear        # H -> 3H: the query, key and value projections stacked, in that order
     attn_out: Linear   # H -> H
     attn_norm: LayerNorm
     ffn_in: Linear     # H -> I
@@ -55,6 +53,10 @@ class BertParams:
     layers: tuple[EncoderLayer, ...]
     pooler: Linear | None      # H -> H, then tanh; None when loaded as a bare encoder
     classifier: Linear | None  # H -> L; None when loaded as a bare encoder
+
+
+class _Stack(NamedTuple):
+    parts: tuple         # _Spec leaves whose tensors are concatenated along their first axis
 
 
 class _Spec(NamedTuple):
@@ -71,15 +73,19 @@ def _skeleton(c: BertConfig, head: bool = True) -> BertParams:
     def linear(name, n_out, n_in):
         return Linear(_Spec(f"{name}.weight", (n_out, n_in)), _Spec(f"{name}.bias", (n_out,)))
 
+    def stacked(*linears):
+        # One product instead of three: the weights are stacked once, at load.
+        return Linear(_Stack(tuple(l.weight for l in linears)), _Stack(tuple(l.bias for l in linears)))
+
     def norm(name):
         return LayerNorm(_Spec(f"{name}.weight", (H,)), _Spec(f"{name}.bias", (H,)))
 
     def layer(i):
         p = f"encoder.layer.{i}."
         return EncoderLayer(
-            query=linear(p + "attention.self.query", H, H),
-            key=linear(p + "attention.self.key", H, H),
-            value=linear(p + "attention.self.value", H, H),
+            qkv=stacked(linear(p + "attention.self.query", H, H),
+                        linear(p + "attention.self.key", H, H),
+                        linear(p + "attention.self.value", H, H)),
             attn_out=linear(p + "attention.output.dense", H, H),
             attn_norm=norm(p + "attention.output.LayerNorm"),
             ffn_in=linear(p + "intermediate.dense", I, H),
@@ -106,6 +112,8 @@ def _leaves(tree):
         return
     if isinstance(tree, _Spec):
         yield tree
+    elif isinstance(tree, _Stack):
+        yield from tree.parts
     elif isinstance(tree, tuple):
         for item in tree:
             yield from _leaves(item)
@@ -122,6 +130,8 @@ def _map_leaves(fn, tree):
         return None
     if isinstance(tree, _Spec):
         return fn(tree)
+    if isinstance(tree, _Stack):
+        return np.concatenate([fn(part) for part in tree.parts])
     if isinstance(tree, tuple):
         return tuple(_map_leaves(fn, item) for item in tree)
     if dataclasses.is_dataclass(tree):

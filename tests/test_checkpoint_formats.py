@@ -215,7 +215,7 @@ def test_params_own_their_memory_so_the_file_can_be_replaced(tiny_model_dir, tmp
 @pytest.mark.parametrize("variant", BIN_VARIANTS)
 def test_params_are_private_writable_float32(variant):
     params = load_params(FIXTURES / variant, load_config(FIXTURES / variant))
-    for array in (params.embeddings.word, params.embeddings.norm.weight, params.layers[0].query.weight,
+    for array in (params.embeddings.word, params.embeddings.norm.weight, params.layers[0].qkv.weight,
                   params.classifier.weight, params.classifier.bias):
         assert array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable
         assert owns_memory(array)  # not a view of the mapped file

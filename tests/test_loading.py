@@ -144,9 +144,9 @@ def test_float16_checkpoint_is_upcast_to_float32(model_copy):
     reference = load_params(model_copy, load_config(model_copy))
     edit_tensors(model_copy, lambda t: t.update({k: v.astype(np.float16) for k, v in t.items()}))
     params = load_params(model_copy, load_config(model_copy))
-    assert params.layers[0].query.weight.dtype == np.float32
-    np.testing.assert_array_equal(params.layers[0].query.weight,
-                                  reference.layers[0].query.weight.astype(np.float16).astype(np.float32))
+    assert params.layers[0].qkv.weight.dtype == np.float32
+    np.testing.assert_array_equal(params.layers[0].qkv.weight,
+                                  reference.layers[0].qkv.weight.astype(np.float16).astype(np.float32))
 
 
 def test_integer_tensor_is_refused(model_copy):
@@ -158,8 +158,8 @@ def test_integer_tensor_is_refused(model_copy):
 def test_missing_directory_and_files(tmp_path, model_copy):
     with pytest.raises(ModelFormatError, match="no such model directory"):
         CrossEncoder(tmp_path / "nowhere")
-    (model_copy / "model.safetensors").rename(model_copy / "pytorch_model.bin")
-    with pytest.raises(ModelFormatError, match=r"no model.safetensors \(found pytorch_model.bin"):
+    (model_copy / "model.safetensors").rename(model_copy / "model.ckpt")
+    with pytest.raises(ModelFormatError, match=r"no checkpoint: expected model.safetensors.*\(found model.ckpt"):
         CrossEncoder(model_copy)
     (model_copy / "config.json").unlink()
     with pytest.raises(ModelFormatError, match="no config.json"):
