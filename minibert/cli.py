@@ -1,6 +1,6 @@
-"""The `minibert` command: `minibert rank` and `minibert score`.
+"""The `minibert` command: `minibert rank`, `minibert score` and `minibert embed`.
 
-Parsing and I/O only; every number comes from CrossEncoder. Input is UTF-8, one record per
+Parsing and I/O only; every number comes from CrossEncoder or SentenceEncoder. Input is UTF-8, one record per
 line ('\\n' or '\\r\\n'; a final newline does not start another record). Output is UTF-8.
 Scores are printed as the shortest decimal that reads back as the same float32, in TSV and JSON
 alike.
@@ -21,6 +21,7 @@ import numpy as np
 
 import minibert
 from minibert import ConfigError, CrossEncoder, InputError, MinibertError
+from minibert.sentence_encoder import SentenceEncoder, is_sentence_encoder
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_rank(args: argparse.Namespace, out) -> None:
     """Rank the passages of FILE (one per line) against --query; corpus_id = 0-based line index."""
     _, passages = read_lines(args.file)
-    model = CrossEncoder(args.model, max_length=args.max_length)
+    # A sentence encoder scores by cosine similarity, a cross-encoder by its logit; the output is alike.
+    kind = SentenceEncoder if is_sentence_encoder(args.model) else CrossEncoder
+    model = kind(args.model, max_length=args.max_length)
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True,
                       batch_size=args.batch_size)
     if args.json:
@@ -63,6 +66,22 @@ def run_rank(args: argparse.Namespace, out) -> None:
     else:
         for rank, hit in enumerate(hits, start=1):
             out.write(f'{rank}\t{format_score(hit["score"])}\t{hit["corpus_id"]}\t{hit["text"]}\n')
+
+
+def run_embed(args: argparse.Namespace, out) -> None:
+    """Embed each line of FILE: a float32 .npy of shape [lines, dimension], or JSON lines."""
+    fmt = args.format or ("npy" if args.output else "jsonl")
+    if fmt == "npy" and not args.output:
+        raise ConfigError("--format npy writes binary data: give --output FILE (or --output - for stdout)")
+    _, texts = read_lines(args.file)
+    model = SentenceEncoder(args.model, max_length=args.max_length)
+    embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize)  # [n, D] float32
+    if fmt == "npy":
+        write_output(args.output, out, lambda f: np.save(f, embeddings, allow_pickle=False), binary=True)
+    else:
+        lines = (f'{{"index": {i}, "embedding": [{", ".join(_json_number(v) for v in row)}]}}\n'
+                 for i, row in enumerate(embeddings))
+        write_output(args.output, out, lambda f: f.writelines(lines), binary=False)
 
 
 def run_score(args: argparse.Namespace, out) -> None:
@@ -145,6 +164,26 @@ def parse_pair(line: str, source: str, number: int) -> tuple[str, str]:
 # Output
 
 
+def write_output(path: str | None, out, write, binary: bool) -> None:
+    """write(f) to stdout (path None or '-') or to the file `path`, which appears only once complete."""
+    if path in (None, "-"):
+        if binary:
+            out.flush()
+            write(out.buffer)
+            out.buffer.flush()
+        else:
+            write(out)
+        return
+    partial = f"{path}.partial-{os.getpid()}"
+    try:
+        with open(partial, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
 def format_score(value) -> str:
     """The shortest positional decimal that reads back as the same float32 ('nan', 'inf' too)."""
     return np.format_float_positional(np.float32(value), unique=True, trim="-")
@@ -207,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     rank = commands.add_parser(
         "rank", help="rank passages against a query",
         description="Rank passages (one per line) against a query, best first. Prints "
-                    "rank<TAB>score<TAB>corpus_id<TAB>passage; corpus_id is the 0-based line index.")
+                    "rank<TAB>score<TAB>corpus_id<TAB>passage; corpus_id is the 0-based line index. "
+                    "The score is the cross-encoder's logit, or, for a sentence encoder (a "
+                    "sentence-transformers directory whose modules.json lists a Pooling module), the "
+                    "cosine similarity of the query's and the passage's embeddings.")
     _add_model_option(rank)
     rank.add_argument("--query", "-q", required=True, metavar="TEXT", help="the query")
     rank.add_argument("file", nargs="?", default="-", metavar="FILE",
@@ -217,6 +259,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help='print a JSON array of {"corpus_id", "score", "text"}, best first')
     _add_run_options(rank)
     rank.set_defaults(run=run_rank)
+
+    embed = commands.add_parser(
+        "embed", help="embed texts with a sentence encoder",
+        description="Embed texts (one per line) with a sentence encoder: a sentence-transformers "
+                    "directory (modules.json; a plain BERT directory gets mean pooling). Writes a float32 "
+                    ".npy array of shape [lines, dimension] (--format npy, the default with --output) or "
+                    'one JSON object {"index": i, "embedding": [...]} per line (--format jsonl, the '
+                    "default without --output).")
+    _add_model_option(embed)
+    embed.add_argument("file", nargs="?", default="-", metavar="FILE",
+                       help="texts, one per line (default: stdin, also for '-')")
+    embed.add_argument("--output", "-o", metavar="OUT",
+                       help="write to the file OUT ('-': stdout) instead of stdout; npy needs it")
+    embed.add_argument("--format", choices=("npy", "jsonl"),
+                       help="npy (binary, float32) or jsonl (default: npy with --output, else jsonl)")
+    embed.add_argument("--normalize", action="store_true",
+                       help="scale every embedding to unit length (then cosine similarity is a dot product)")
+    embed.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                       help="texts per forward pass (default: 32)")
+    embed.add_argument("--max-length", type=int, metavar="N",
+                       help="truncate each text to N tokens (default: the model's max_seq_length)")
+    embed.set_defaults(run=run_embed)
 
     score = commands.add_parser(
         "score", help="score query-passage pairs",

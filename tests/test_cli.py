@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 import minibert
-from minibert import CrossEncoder
+from minibert import CrossEncoder, SentenceEncoder
 from minibert.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, format_score, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -402,3 +402,126 @@ def test_process_closed_stdout_exits_0_quietly(model_l1, tmp_path):
     returncode = proc.wait(timeout=300)
     assert first.startswith(b"1\t")
     assert (returncode, stderr) == (0, b"")
+
+
+# ---------------------------------------------------------------------------------------------
+# embed, and rank with a sentence encoder (a tiny random model in sentence-transformers' layout)
+
+
+@pytest.fixture(scope="module")
+def sentence_model(tiny_model_dir, tmp_path_factory):
+    """A tiny sentence encoder: mean + cls pooling, no Normalize module (so that --normalize shows)."""
+    model = shutil.copytree(tiny_model_dir(num_labels=1, seed=5), tmp_path_factory.mktemp("sentence") / "model")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    (model / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (model / "1_Pooling").mkdir()
+    (model / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode": ["mean", "cls"]}), encoding="utf-8")
+    (model / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32}), encoding="utf-8")
+    return model
+
+
+TEXTS = PASSAGES + ['a "quoted" \\ text\twith a tab', "caf\u00e9 \u2014 \u6771\u4eac", ""]
+
+
+def test_embed_npy_is_exactly_encode(sentence_model, tmp_path, capsys, monkeypatch):
+    output = tmp_path / "out" / "embeddings.npy"
+    output.parent.mkdir()
+    status, out, err = run(["embed", "-m", sentence_model, write_lines(tmp_path / "t.txt", TEXTS), "--output", output],
+                           capsys, monkeypatch)
+    assert (status, out, err) == (EXIT_OK, "", "")
+    embeddings = np.load(output, allow_pickle=False)
+    expected = SentenceEncoder(sentence_model).encode(TEXTS)                # [n, 64]
+    assert embeddings.dtype == np.float32 and embeddings.shape == (len(TEXTS), 64)
+    np.testing.assert_array_equal(embeddings, expected)
+    assert [p.name for p in output.parent.iterdir()] == ["embeddings.npy"]  # no partial file left behind
+
+
+def test_embed_jsonl_round_trips_float32(sentence_model, tmp_path, capsys, monkeypatch):
+    status, out, err = run(["embed", "-m", sentence_model, write_lines(tmp_path / "t.txt", TEXTS)], capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "")
+    expected = SentenceEncoder(sentence_model).encode(TEXTS)
+    records = [json.loads(line, parse_float=str) for line in out.split("\n")[:-1]]
+    assert [set(r) for r in records] == [{"index", "embedding"}] * len(TEXTS)
+    assert [r["index"] for r in records] == list(range(len(TEXTS)))
+    for record in records:
+        assert [np.float32(v) for v in record["embedding"]] == list(expected[record["index"]])
+        assert record["embedding"] == [format_score(v) for v in expected[record["index"]]]
+    # The same lines in a file with --output, and the format chosen explicitly.
+    output = tmp_path / "e.jsonl"
+    status, _, _ = run(["embed", "-m", sentence_model, tmp_path / "t.txt", "-o", output, "--format", "jsonl"],
+                       capsys, monkeypatch)
+    assert status == EXIT_OK and output.read_text(encoding="utf-8") == out
+
+
+def test_embed_options_match_the_api(sentence_model, tmp_path, capsys, monkeypatch):
+    stdin = "\r\n".join(TEXTS[:4]).encode("utf-8")
+    for argv, kwargs in ((["--normalize"], {"normalize": True}), (["--max-length", "5"], {"max_length": 5}),
+                         (["--batch-size", "1"], {})):
+        status, out, err = run(["embed", "-m", sentence_model, *argv], capsys, monkeypatch, stdin)
+        assert (status, err) == (EXIT_OK, "")
+        got = np.array([json.loads(line)["embedding"] for line in out.splitlines()], dtype=np.float32)
+        encoder = SentenceEncoder(sentence_model, max_length=kwargs.pop("max_length", None))
+        assert np.abs(got - encoder.encode(TEXTS[:4], **kwargs)).max() <= 1e-6
+        if argv == ["--normalize"]:
+            assert np.abs(np.linalg.norm(got, axis=1) - 1).max() <= 1e-6
+
+
+def test_embed_empty_input(sentence_model, tmp_path, capsys, monkeypatch):
+    assert run(["embed", "-m", sentence_model], capsys, monkeypatch, b"") == (EXIT_OK, "", "")
+    status, _, _ = run(["embed", "-m", sentence_model, "-o", tmp_path / "e.npy"], capsys, monkeypatch, b"")
+    assert status == EXIT_OK
+    empty = np.load(tmp_path / "e.npy")
+    assert empty.shape == (0, 64) and empty.dtype == np.float32
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["embed", "-m", "MODEL", "--format", "npy"], "--output"),
+    (["embed", "-m", "MODEL", "--format", "csv"], "--format"),
+    (["embed", "--format", "jsonl"], "--model"),
+    (["embed", "-m", "MODEL", "--max-length", "1000"], "max_length"),
+])
+def test_embed_bad_usage_exits_2(sentence_model, argv, fragment, capsys, monkeypatch):
+    argv = [sentence_model if a == "MODEL" else a for a in argv]
+    status, out, err = run(argv, capsys, monkeypatch, b"a text\n")
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, fragment)
+
+
+def test_embed_missing_model_is_a_failure(tmp_path, capsys, monkeypatch):
+    status, out, err = run(["embed", "-m", tmp_path / "nowhere"], capsys, monkeypatch, b"a text\n")
+    assert (status, out) == (EXIT_FAILURE, "")
+    assert_one_error_line(err, "nowhere")
+
+
+def test_rank_with_a_sentence_encoder_prints_cosine_similarities(sentence_model, tmp_path, capsys, monkeypatch):
+    passages_file = write_lines(tmp_path / "passages.txt", PASSAGES)
+    status, out, err = run(["rank", "-m", sentence_model, "-q", QUERY, passages_file], capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "")
+    encoder = SentenceEncoder(sentence_model)
+    embeddings = encoder.encode([QUERY] + PASSAGES).astype(np.float64)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cosine = unit[1:] @ unit[0]                                               # [n], float64
+    hits = encoder.rank(QUERY, PASSAGES)
+    rows = parse_tsv(out)
+    # Numbers: the API's float32 scores, printed exactly; they are cosine similarities.
+    assert [(int(r[0]), r[1], int(r[2]), r[3]) for r in rows] == [
+        (rank, format_score(h["score"]), h["corpus_id"], PASSAGES[h["corpus_id"]]) for rank, h in enumerate(hits, 1)]
+    assert max(abs(float(r[1]) - cosine[int(r[2])]) for r in rows) <= 1e-6
+    # Decisions: the passage equal to the query first, then by cosine.
+    assert int(rows[0][2]) == PASSAGES.index(QUERY)
+    assert [int(r[2]) for r in rows] == sorted(range(len(PASSAGES)), key=lambda i: -cosine[i])
+    # JSON: the same fields as for a cross-encoder.
+    status, out, _ = run(["rank", "-m", sentence_model, "-q", QUERY, passages_file, "--json", "--top-k", 2],
+                         capsys, monkeypatch)
+    assert status == EXIT_OK
+    assert json.loads(out) == [{"corpus_id": h["corpus_id"], "score": float(format_score(h["score"])),
+                                "text": PASSAGES[h["corpus_id"]]} for h in hits[:2]]
+
+
+def test_process_embed_npy_to_stdout(sentence_model):
+    proc = run_process(["embed", "-m", sentence_model, "--output", "-"], "\n".join(TEXTS + [""]).encode("utf-8"))
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    np.testing.assert_array_equal(np.load(io.BytesIO(proc.stdout), allow_pickle=False),
+                                  SentenceEncoder(sentence_model).encode(TEXTS))
