@@ -73,10 +73,6 @@ class BertConfig:
             raise ConfigError(
                 f"{where}: unsupported position_embedding_type {self.position_embedding_type!r}; "
                 "minibert implements 'absolute'")
-        if self.type_vocab_size < 2:
-            raise ConfigError(
-                f"{where}: type_vocab_size is {self.type_vocab_size}, but a cross-encoder needs at least 2 "
-                "token types (query = 0, passage = 1)")
         pad = self.pad_token_id
         if pad is not None and (not _is_int(pad) or not 0 <= pad < self.vocab_size):
             raise ConfigError(f"{where}: field 'pad_token_id' must be an integer in [0, vocab_size), found {pad!r}")

@@ -52,7 +52,6 @@ def edit_tensors(directory, fn):
     ("position_embedding_type", "relative_key", "unsupported position_embedding_type"),
     ("model_type", "roberta", "model_type is 'roberta'"),
     ("is_decoder", True, "is_decoder is true"),
-    ("type_vocab_size", 1, "needs at least 2 token types"),
     ("pad_token_id", 10_000, "'pad_token_id' must be an integer"),
 ])
 def test_bad_config_field_is_a_config_error_naming_field_and_file(model_copy, field, value, message):
@@ -183,4 +182,13 @@ def test_vocab_without_special_tokens(model_copy):
     path = model_copy / "vocab.txt"
     path.write_text("\n".join(line for line in path.read_text().splitlines() if line != "[SEP]") + "\n")
     with pytest.raises(ModelFormatError, match=r"special token '\[SEP\]' is not in the vocabulary"):
+        CrossEncoder(model_copy)
+
+
+def test_one_token_type_is_refused_for_a_cross_encoder(model_copy):
+    edit_config(model_copy, type_vocab_size=1)
+    edit_tensors(model_copy, lambda t: t.update(
+        {"bert.embeddings.token_type_embeddings.weight": t["bert.embeddings.token_type_embeddings.weight"][:1]}))
+    assert load_config(model_copy).type_vocab_size == 1  # fine for an encoder alone
+    with pytest.raises(ConfigError, match="needs at least 2 token types"):
         CrossEncoder(model_copy)
