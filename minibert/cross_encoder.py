@@ -35,8 +35,9 @@ class CrossEncoder:
             Numba kernels when numba is installed, unless MINIBERT_NO_NUMBA=1.
         max_batch_tokens: at most this many tokens (all pairs of a batch together) go through
             one forward pass; with batch_size, it bounds memory whatever the number of pairs.
-        threads: BLAS and Numba threads while scoring (both get this many: they take turns).
-            Default None: the libraries' own settings (OMP_NUM_THREADS, NUMBA_NUM_THREADS, ...).
+        threads: BLAS threads while scoring (the Numba kernels are serial: they run between
+            BLAS calls, which keep the cores). Default None: the library's own setting
+            (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, ...).
     """
 
     def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,

@@ -1,94 +1,84 @@
 """Numba kernels: the same names and signatures as `ops.py`, compiled.
 
 This is the only module that imports numba. Each kernel is checked against its ops.py twin
-in tests/test_kernels.py. No fastmath: it lets LLVM assume there are no NaNs or infinities
-and reorder sums, and the point of minibert is to get the numbers right. `cache=True` writes
-the compiled code to disk so that a second process does not compile again.
+in tests/test_kernels.py. What the compile options are, and why (measured with tools/bench.py
+and a per-op timer on the MiniLM workload, 2 cores):
+- No fastmath: it lets LLVM assume there are no NaNs or infinities and reorder sums, and the
+  point of minibert is to get the numbers right.
+- error_model="numpy": a division by zero gives inf/nan instead of raising ZeroDivisionError.
+  Without it every division carries a branch and LLVM does not vectorize the loops (the GELU
+  loop ran at 5.6 ns per element, with it at 0.7 ns).
+- Serial, not parallel=True: these loops run between BLAS calls, and a parallel Numba region
+  then fights OpenBLAS's spinning worker threads for the cores; the whole forward pass went from
+  ~170 to ~95 pairs/s with parallel kernels. BLAS keeps the cores for the matrix products.
+- cache=True writes the compiled code to disk so that a second process does not compile again.
 """
 
-import contextlib
 import math
 
 import numba
 import numpy as np
 
-from minibert import ops
 
-# Matrix products stay with NumPy's BLAS: linear, and attention, which is two products per
-# pair and head around a softmax (a Numba attention with a scalar exp was 5x slower).
-from minibert.ops import ERF_P, ERF_Q, ERF_X_MAX, attention, linear
+# Shared with ops, on purpose: matrix products stay with NumPy's BLAS (linear, and attention,
+# two products per pair and head around a softmax), and softmax is NumPy's, whose exp is
+# vectorized where a Numba loop calls a scalar exp (a Numba attention was 5x slower).
+from minibert.ops import ERF_P, ERF_Q, ERF_X_MAX, attention, linear, softmax
+# The kernels are serial (see above), so BLAS's threads are the only ones to limit.
+from minibert.ops import limit_threads
 
-__all__ = ["linear", "layer_norm", "add_layer_norm", "gelu", "softmax", "attention", "limit_threads"]
+__all__ = ["linear", "layer_norm", "add_layer_norm", "gelu", "linear_gelu", "softmax", "attention", "limit_threads"]
 
 _SQRT_HALF = np.float32(math.sqrt(0.5))
 
 
-@numba.njit(cache=True)  # serial: per-row work is too small to pay for threads
-def _layer_norm_rows(x, weight, bias, eps, out):
-    # x, out: [R, H]; statistics accumulated in float64, in two passes (mean, then squares).
+@numba.njit(cache=True, error_model="numpy")
+def _add_layer_norm_rows(x, residual, weight, bias, eps, out):
+    # out = LayerNorm(x + residual), row by row; x, residual, out: [R, H]. The sum is float32, as
+    # in ops (x + residual); the statistics are float64, in two passes (mean, then squares).
     rows, width = x.shape
     for r in range(rows):
         mean = 0.0
         for j in range(width):
-            mean += x[r, j]
+            mean += x[r, j] + residual[r, j]
         mean /= width
         var = 0.0
         for j in range(width):
-            d = x[r, j] - mean
+            d = (x[r, j] + residual[r, j]) - mean
             var += d * d
         var /= width
         inv_std = 1.0 / math.sqrt(var + eps)
         for j in range(width):
-            out[r, j] = np.float32((x[r, j] - mean) * inv_std) * weight[j] + bias[j]
+            out[r, j] = np.float32(((x[r, j] + residual[r, j]) - mean) * inv_std) * weight[j] + bias[j]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _gelu(v):
+    # v * Phi(v) with erf as ops.erf computes it: the same rational approximation, in float64
+    t = min(max(np.float64(v * _SQRT_HALF), -ERF_X_MAX), ERF_X_MAX)
+    u = t * t
+    p = ERF_P[8]
+    for c in ERF_P[7::-1]:
+        p = p * u + c
+    q = ERF_Q[8]
+    for c in ERF_Q[7::-1]:
+        q = q * u + c
+    return np.float32(0.5) * v * (np.float32(1.0) + np.float32(t * p / q))
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _gelu_flat(x, out):
-    for i in numba.prange(x.size):
-        v = x[i]
-        # erf as ops.erf computes it: the same rational approximation, in float64
-        t = min(max(np.float64(v * _SQRT_HALF), -ERF_X_MAX), ERF_X_MAX)
-        u = t * t
-        p = ERF_P[8]
-        for c in ERF_P[7::-1]:
-            p = p * u + c
-        q = ERF_Q[8]
-        for c in ERF_Q[7::-1]:
-            q = q * u + c
-        out[i] = np.float32(0.5) * v * (np.float32(1.0) + np.float32(t * p / q))
+    for i in range(x.size):
+        out[i] = _gelu(x[i])
 
 
-@numba.njit(cache=True, parallel=True)
-def _softmax_rows(x, out):
-    rows, width = x.shape
-    for r in numba.prange(rows):
-        m = x[r, 0]
-        for j in range(1, width):
-            m = max(m, x[r, j])
-        total = 0.0
+@numba.njit(cache=True, error_model="numpy")
+def _bias_gelu_rows(h, bias):
+    # h = GELU(h + bias), in place, row by row: one pass over the [R, I] product.
+    rows, width = h.shape
+    for r in range(rows):
         for j in range(width):
-            e = np.exp(x[r, j] - m)
-            out[r, j] = e
-            total += e
-        inv = np.float32(1.0 / total)
-        for j in range(width):
-            out[r, j] *= inv
-
-
-@contextlib.contextmanager
-def limit_threads(n):
-    """Run the block with at most n BLAS threads and n Numba threads. BLAS and the kernels
-    take turns, never run at once, so n of each does not oversubscribe n cores."""
-    if n is None:
-        yield
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    try:
-        with ops.limit_threads(n):
-            yield
-    finally:
-        numba.set_num_threads(previous)
+            h[r, j] = _gelu(h[r, j] + bias[j])
 
 
 def _rows(a):
@@ -97,13 +87,15 @@ def _rows(a):
 
 
 def layer_norm(x, weight, bias, eps):
-    out = np.empty(x.shape, np.float32)
-    _layer_norm_rows(_rows(x), weight, bias, float(eps), out.reshape(-1, x.shape[-1]))
-    return out
+    return add_layer_norm(x, np.zeros((1, x.shape[-1]), np.float32), weight, bias, eps)
 
 
 def add_layer_norm(x, residual, weight, bias, eps):
-    return layer_norm(x + residual, weight, bias, eps)
+    rows = _rows(x)
+    residual = np.broadcast_to(residual, x.shape).reshape(rows.shape)  # a zero row broadcasts, no copy
+    out = np.empty(x.shape, np.float32)
+    _add_layer_norm_rows(rows, residual, weight, bias, float(eps), out.reshape(rows.shape))
+    return out
 
 
 def gelu(x):
@@ -113,8 +105,7 @@ def gelu(x):
     return out
 
 
-def softmax(x):
-    out = np.empty(x.shape, np.float32)
-    _softmax_rows(_rows(x), out.reshape(-1, x.shape[-1]))
-    return out
-
+def linear_gelu(x, weight, bias):
+    h = x @ weight.T  # [N, in] -> [N, out], a fresh array: the bias and GELU go in place
+    _bias_gelu_rows(h, bias)
+    return h

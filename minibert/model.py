@@ -74,7 +74,7 @@ def encoder_layer(p: EncoderLayer, c: BertConfig, x, offsets, ops):
     # Post-LN: each sublayer's output is added to its input, then normalized.
     attended = self_attention(p, c, x, offsets, ops)                        # [N, H]
     x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
-    h = ops.gelu(ops.linear(x, p.ffn_in.weight, p.ffn_in.bias))             # [N, H] -> [N, I]
+    h = ops.linear_gelu(x, p.ffn_in.weight, p.ffn_in.bias)                  # [N, H] -> [N, I]
     h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                     # [N, I] -> [N, H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, c.layer_norm_eps)
 

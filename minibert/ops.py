@@ -12,7 +12,9 @@ import numpy as np
 
 @contextlib.contextmanager
 def limit_threads(n):
-    """Run the block with at most n BLAS threads (None: leave the settings as they are)."""
+    """Run the block with at most n BLAS threads (None: leave the settings as they are).
+
+    BLAS's are the only threads minibert runs: the Numba kernels are serial (see kernels.py)."""
     if n is None:
         yield
         return
@@ -48,6 +50,11 @@ def gelu(x):
     """Exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), as transformers' "gelu"."""
     t = x * np.float32(np.sqrt(0.5))
     return np.float32(0.5) * x * (np.float32(1.0) + erf(t).astype(np.float32))
+
+
+def linear_gelu(x, weight, bias):
+    """GELU(x @ W.T + b): the first half of the feed-forward network."""
+    return gelu(linear(x, weight, bias))
 
 
 def softmax(x):

@@ -213,15 +213,6 @@ def test_threads_option_gives_the_same_scores_and_restores_settings(ce):
     assert after == before
 
 
-def test_numba_threads_are_limited_and_restored():
-    kernels = pytest.importorskip("minibert.kernels")
-    import numba
-    before = numba.get_num_threads()
-    with kernels.limit_threads(1):
-        assert numba.get_num_threads() == 1
-    assert numba.get_num_threads() == before
-
-
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True])
 def test_bad_threads(threads):
     with pytest.raises(ConfigError, match="threads must be a positive integer"):

@@ -102,3 +102,15 @@ def test_packed_attention_equals_padded_attention_with_an_additive_mask():
     packed = ops.attention(packed_q, packed_k, packed_v, offsets, NH)
     assert packed.dtype == np.float32
     np.testing.assert_allclose(packed, padded.reshape(B * T, H)[real], rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_fully_masked_rows_are_uniform_not_nan():
+    # A row where every key is blocked by transformers' additive mask (finfo.min): uniform.
+    scores = np.random.default_rng(2).standard_normal((2, 3, 4, 7)).astype(np.float32)
+    mask = np.zeros((2, 1, 1, 7), np.float32)
+    mask[1] = np.finfo(np.float32).min
+    mask[0, ..., 3:] = np.finfo(np.float32).min
+    got = ops.softmax(scores + mask)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got[1], 1 / 7, rtol=1e-6)
+    assert np.all(got[0, ..., 3:] == 0)
