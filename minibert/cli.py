@@ -56,7 +56,7 @@ def run_rank(args: argparse.Namespace, out) -> None:
     _, passages = read_lines(args.file)
     # A sentence encoder scores by cosine similarity, a cross-encoder by its logit; the output is alike.
     kind = SentenceEncoder if is_sentence_encoder(args.model) else CrossEncoder
-    model = kind(args.model, max_length=args.max_length)
+    model = kind(args.model, max_length=args.max_length, threads=args.threads)
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True,
                       batch_size=args.batch_size)
     if args.json:
@@ -74,7 +74,7 @@ def run_embed(args: argparse.Namespace, out) -> None:
     if fmt == "npy" and not args.output:
         raise ConfigError("--format npy writes binary data: give --output FILE (or --output - for stdout)")
     _, texts = read_lines(args.file)
-    model = SentenceEncoder(args.model, max_length=args.max_length)
+    model = SentenceEncoder(args.model, max_length=args.max_length, threads=args.threads)
     embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize)  # [n, D] float32
     if fmt == "npy":
         write_output(args.output, out, lambda f: np.save(f, embeddings, allow_pickle=False), binary=True)
@@ -88,7 +88,7 @@ def run_score(args: argparse.Namespace, out) -> None:
     """Score each `query<TAB>passage` (or JSON object) line of FILE; one line of scores per pair."""
     source, lines = read_lines(args.file)
     pairs = [parse_pair(line, source, number) for number, line in enumerate(lines, start=1)]
-    model = CrossEncoder(args.model, max_length=args.max_length)
+    model = CrossEncoder(args.model, max_length=args.max_length, threads=args.threads)
     scores = model.predict(pairs, batch_size=args.batch_size, activation=args.activation)
     scores = scores[:, None] if scores.ndim == 1 else scores  # [n] or [n, L] -> [n, L]
     for row in scores:
@@ -280,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="texts per forward pass (default: 32)")
     embed.add_argument("--max-length", type=int, metavar="N",
                        help="truncate each text to N tokens (default: the model's max_seq_length)")
+    embed.add_argument("--threads", type=positive_int, metavar="N",
+                       help="BLAS threads (default: the library's own setting, e.g. OMP_NUM_THREADS)")
     embed.set_defaults(run=run_embed)
 
     score = commands.add_parser(
@@ -321,5 +323,7 @@ def _add_model_option(command: argparse.ArgumentParser) -> None:
 def _add_run_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
                          help="pairs per forward pass (default: 32)")
+    command.add_argument("--threads", type=positive_int, metavar="N",
+                         help="BLAS threads (default: the library's own setting, e.g. OMP_NUM_THREADS)")
     command.add_argument("--max-length", type=int, metavar="N",
                          help="truncate each pair to N tokens (default: the model's limit)")

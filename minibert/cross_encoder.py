@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from minibert import ops as reference_ops
+from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
+                               check_max_batch_tokens, check_threads)
 from minibert.config import load_config
 from minibert.errors import ConfigError, InputError, ModelFormatError
 from minibert.model import Batch, default_ops, forward
@@ -18,8 +20,6 @@ from minibert.tokenize import check_pair, load_tokenizer
 from minibert.weights import load_params
 
 ACTIVATIONS = (None, "sigmoid", "softmax")
-DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens per forward pass: bounds memory (about 100 MB for MiniLM)
-_TOKENIZE_CHUNK = 1024            # pairs tokenized at a time, so memory stays bounded on long inputs
 
 
 class CrossEncoder:
@@ -58,14 +58,9 @@ class CrossEncoder:
         self.tokenizer = load_tokenizer(path, self.config, max_length)
         self.params = load_params(path, self.config)
         self.ops = ops if ops is not None else default_ops()
-        if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) \
-                or max_batch_tokens < self.max_length:
-            raise ConfigError(
-                f"max_batch_tokens must be an integer >= max_length ({self.max_length}), found {max_batch_tokens!r}")
-        self.max_batch_tokens = max_batch_tokens
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"threads must be a positive integer or None, found {threads!r}")
-        self.threads = threads
+        check_max_batch_tokens(max_batch_tokens, self.max_length)
+        check_threads(threads)
+        self.max_batch_tokens, self.threads = max_batch_tokens, threads
 
     @property
     def max_length(self) -> int:
@@ -90,7 +85,7 @@ class CrossEncoder:
         Returns float32 [n] when num_labels == 1, else [n, num_labels]: raw logits by default,
         or with activation="sigmoid" / "softmax". A single pair (q, p) gives a single score.
         """
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, found {activation!r}")
         if activation == "softmax" and self.num_labels == 1:
@@ -106,9 +101,9 @@ class CrossEncoder:
         logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
         done = 0
         with self.ops.limit_threads(self.threads):
-            for chunk_start in range(0, len(pairs), _TOKENIZE_CHUNK):
-                chunk = self.tokenizer.encode_pairs(pairs[chunk_start:chunk_start + _TOKENIZE_CHUNK], chunk_start)
-                for start, end in _batches([len(ids) for ids, _ in chunk], batch_size, self.max_batch_tokens):
+            for chunk_start in range(0, len(pairs), TOKENIZE_CHUNK):
+                chunk = self.tokenizer.encode_pairs(pairs[chunk_start:chunk_start + TOKENIZE_CHUNK], chunk_start)
+                for start, end in batches([len(ids) for ids, _ in chunk], batch_size, self.max_batch_tokens):
                     batch = Batch.pack(chunk[start:end])
                     logits[chunk_start + start:chunk_start + end] = forward(self.params, self.config, batch, self.ops)
                     done += end - start
@@ -147,27 +142,10 @@ class CrossEncoder:
         return results
 
 
-def _batches(lengths, max_pairs, max_tokens):
-    """Consecutive (start, end) ranges of at most max_pairs pairs and max_tokens tokens."""
-    start, tokens = 0, 0
-    for i, n in enumerate(lengths):
-        if i > start and (i - start == max_pairs or tokens + n > max_tokens):
-            yield start, i
-            start, tokens = i, 0
-        tokens += n
-    if start < len(lengths):
-        yield start, len(lengths)
-
-
 def _as_list(items):
     if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
         raise InputError(f"expected a list of (query, passage) pairs, found {type(items).__name__}")
     return list(items)
-
-
-def _check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, found {batch_size!r}")
 
 
 def _activate(logits, activation):

@@ -35,13 +35,13 @@ import numpy as np
 from tokenizers import normalizers
 
 from minibert.config import load_config, read_json
-from minibert.cross_encoder import DEFAULT_MAX_BATCH_TOKENS, _batches, _check_batch_size
+from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
+                               check_max_batch_tokens, check_threads)
 from minibert.errors import ConfigError, InputError, ModelFormatError
 from minibert.model import Batch, default_ops, encoder
 from minibert.tokenize import check_text, load_tokenizer
 from minibert.weights import load_params
 
-_TOKENIZE_CHUNK = 1024  # texts tokenized at a time, so memory stays bounded on long inputs
 
 # sentence-transformers' pooling mode names.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -343,7 +343,8 @@ class SentenceEncoder:
         max_batch_tokens: at most this many tokens go through one forward pass.
     """
 
-    def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS):
+    def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
+                 threads=None):
         path = Path(model_name_or_path)
         if not path.is_dir():
             raise ModelFormatError(
@@ -368,11 +369,9 @@ class SentenceEncoder:
             _lowercase_first(self.tokenizer.tokenizer)
         self.params = load_params(encoder_dir, self.config, head=False)
         self.ops = ops if ops is not None else default_ops()
-        if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) \
-                or max_batch_tokens < self.max_seq_length:
-            raise ConfigError(
-                f"max_batch_tokens must be an integer >= max_length ({self.max_seq_length}), found {max_batch_tokens!r}")
-        self.max_batch_tokens = max_batch_tokens
+        check_max_batch_tokens(max_batch_tokens, self.max_seq_length)
+        check_threads(threads)
+        self.max_batch_tokens, self.threads = max_batch_tokens, threads
 
     @property
     def max_seq_length(self) -> int:
@@ -398,7 +397,7 @@ class SentenceEncoder:
         normalize=True normalizes once more, at the end, as sentence-transformers'
         normalize_embeddings does (after truncate_dim).
         """
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         if not isinstance(normalize, bool):
             raise ConfigError(f"normalize must be True or False, found {normalize!r}")
         single = isinstance(texts, str)
@@ -458,16 +457,17 @@ class SentenceEncoder:
         p = self.pipeline
         out = np.empty((len(texts), len(p.pooling_modes) * self.config.hidden_size), dtype=np.float32)
         done = 0
-        for chunk_start in range(0, len(texts), _TOKENIZE_CHUNK):
-            encoded = self.tokenizer.encode_texts(texts[chunk_start:chunk_start + _TOKENIZE_CHUNK], chunk_start)
-            for start, end in _batches([len(ids) for ids, _ in encoded], batch_size, self.max_batch_tokens):
-                batch = Batch.pack(encoded[start:end])
-                hidden = encoder(self.params, self.config, batch, ops=self.ops)         # [N, H]
-                pooled = pool(hidden, batch, p.pooling_modes)                           # [B, P * H]
-                out[chunk_start + start:chunk_start + end] = l2_normalize(pooled) if p.normalize else pooled
-                done += end - start
-                if show_progress_bar:
-                    print(f"\rembedded {done}/{len(texts)} texts", end="", file=sys.stderr, flush=True)
+        with self.ops.limit_threads(self.threads):
+            for chunk_start in range(0, len(texts), TOKENIZE_CHUNK):
+                chunk = self.tokenizer.encode_texts(texts[chunk_start:chunk_start + TOKENIZE_CHUNK], chunk_start)
+                for start, end in batches([len(ids) for ids, _ in chunk], batch_size, self.max_batch_tokens):
+                    batch = Batch.pack(chunk[start:end])
+                    hidden = encoder(self.params, self.config, batch, ops=self.ops)         # [N, H]
+                    pooled = pool(hidden, batch, p.pooling_modes)                           # [B, P * H]
+                    out[chunk_start + start:chunk_start + end] = l2_normalize(pooled) if p.normalize else pooled
+                    done += end - start
+                    if show_progress_bar:
+                        print(f"\rembedded {done}/{len(texts)} texts", end="", file=sys.stderr, flush=True)
         if show_progress_bar and texts:
             print(file=sys.stderr)
         return out

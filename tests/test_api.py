@@ -221,12 +221,12 @@ def test_bad_threads(threads):
 
 def test_memory_is_bounded_by_the_token_budget(ce):
     # max_batch_tokens bounds each forward pass: the batches the budget allows never exceed it.
-    from minibert.cross_encoder import _batches
+    from minibert.batching import batches
     lengths = [40, 40, 40, 5, 48, 48, 1]
-    batches = list(_batches(lengths, max_pairs=32, max_tokens=96))
-    assert batches == [(0, 2), (2, 5), (5, 7)]
-    assert all(sum(lengths[a:b]) <= 96 for a, b in batches)
-    assert list(_batches(lengths, max_pairs=2, max_tokens=10_000)) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    cut = list(batches(lengths, max_sequences=32, max_tokens=96))
+    assert cut == [(0, 2), (2, 5), (5, 7)]
+    assert all(sum(lengths[a:b]) <= 96 for a, b in cut)
+    assert list(batches(lengths, max_sequences=2, max_tokens=10_000)) == [(0, 2), (2, 4), (4, 6), (6, 7)]
     small = CrossEncoder(GOLDENS / "tiny-l1", max_batch_tokens=48)
     np.testing.assert_allclose(small.predict(PAIRS), ce.predict(PAIRS), atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="max_batch_tokens"):

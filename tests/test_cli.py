@@ -525,3 +525,16 @@ def test_process_embed_npy_to_stdout(sentence_model):
     assert (proc.returncode, proc.stderr) == (0, b"")
     np.testing.assert_array_equal(np.load(io.BytesIO(proc.stdout), allow_pickle=False),
                                   SentenceEncoder(sentence_model).encode(TEXTS))
+
+
+def test_threads_option(model_l1, tmp_path, capsys, monkeypatch):
+    passages = write_lines(tmp_path / "p.txt", PASSAGES)
+    plain = run(["rank", "--model", model_l1, "--query", QUERY, passages], capsys, monkeypatch)
+    one = run(["rank", "--model", model_l1, "--query", QUERY, "--threads", "1", passages], capsys, monkeypatch)
+    assert plain[0] == one[0] == 0
+    assert [line.split("\t")[2] for line in one[1].splitlines()] == \
+        [line.split("\t")[2] for line in plain[1].splitlines()]
+    pairs = write_lines(tmp_path / "pairs.tsv", [f"{QUERY}\t{p}" for p in PASSAGES])
+    assert run(["score", "--model", model_l1, "--threads", "2", pairs], capsys, monkeypatch)[0] == 0
+    status, out, err = run(["score", "--model", model_l1, "--threads", "0", pairs], capsys, monkeypatch)
+    assert status == 2 and out == "" and "--threads" in err
