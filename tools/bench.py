@@ -21,7 +21,7 @@ so that a slow moment of the machine hits all of them alike; the table gives the
 - pairs/s, tokens/s: one full pass over the workload after a warm-up pass, in-process timer.
 - % roofline: useful FLOPs / time, over NumPy's measured sgemm rate on this machine. Useful
   FLOPs count the dense layers on real tokens and attention on real token pairs, no padding.
-- peak RSS: the process's maximum resident set (getrusage), load + warm-up + timed pass.
+- peak RSS: the process's peak resident set (VmHWM), load + warm-up + timed pass.
 - cold start: wall time of a new process that imports, loads the model and scores 8 pairs
   (for minibert with a warm Numba cache: the cold-start runs come after the throughput runs).
 - parity: max |score - transformers' logit| (sentence-transformers with an identity
@@ -179,8 +179,6 @@ def load_runner(name, model_dir, threads):
 
 def child(args):
     """One measurement in this (fresh) process; prints one JSON line."""
-    import resource
-
     pairs = workload()
     if args.cold:
         score = load_runner(args.child, Path(args.model), args.threads)
@@ -194,9 +192,19 @@ def child(args):
     t0 = time.perf_counter()
     scores = score(pairs)
     seconds = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "load_s": load_s, "peak_rss_mib": peak_kib / 1024,
+    print(json.dumps({"seconds": seconds, "load_s": load_s, "peak_rss_mib": peak_rss_mib(),
                       "scores": [float(s) for s in scores]}))
+
+
+def peak_rss_mib():
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss, which a child
+    inherits from its parent across fork and exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def sgemm_gflops(threads):
