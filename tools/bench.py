@@ -320,7 +320,7 @@ def main():
                      f"{max(r['peak_rss_mib'] for r in results[runner]):.0f}", f"{cold[runner]:.2f}", parity])
 
     header = ["runner", "pairs/s", "tokens/s", "% sgemm roofline", "peak RSS (MiB)", "cold start (s)",
-              "max |diff| vs transformers"]
+              "max abs diff vs transformers"]
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
                f"Python {platform.python_version()}, numpy {np.__version__}, BLAS: {blas_info()}, "
                f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
