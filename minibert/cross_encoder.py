@@ -14,8 +14,9 @@ from minibert import ops as reference_ops
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
                                check_max_batch_tokens, check_threads)
 from minibert.config import load_config
-from minibert.errors import ConfigError, InputError, ModelFormatError
+from minibert.errors import ConfigError, ModelFormatError
 from minibert.model import Batch, default_ops, forward
+from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_pair, load_tokenizer
 from minibert.weights import load_params
 
@@ -91,7 +92,7 @@ class CrossEncoder:
         if activation == "softmax" and self.num_labels == 1:
             raise ConfigError("softmax over a single logit is always 1.0; use the sigmoid activation for a single-logit model")
         single = isinstance(sentences, (tuple, list)) and len(sentences) == 2 and isinstance(sentences[0], str)
-        pairs = [sentences] if single else _as_list(sentences)
+        pairs = [sentences] if single else as_list(sentences, "a list of (query, passage) pairs")
         pairs = [check_pair(pair, i) for i, pair in enumerate(pairs)]  # every pair, before any work
         # A repeated pair is scored once, so that duplicates get exactly the same score.
         distinct: dict[tuple[str, str], int] = {}
@@ -122,30 +123,11 @@ class CrossEncoder:
             raise ConfigError(
                 f"rank needs a single-logit relevance model; this one has num_labels={self.num_labels} "
                 f"({', '.join(self.id2label.values())}); use predict for per-label scores")
-        if not isinstance(query, str):
-            raise InputError(f"the query must be a str, found {type(query).__name__}")
-        if isinstance(documents, str):
-            raise InputError("documents must be a list of str, found a single str")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ConfigError(f"top_k must be a positive integer or None, found {top_k!r}")
-        documents = _as_list(documents)
+        documents = check_rank_args(query, documents, top_k)
         for index, document in enumerate(documents):
             check_pair((query, document), index)
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation=activation)
-        order = np.lexsort((np.arange(len(documents)), -scores.astype(np.float64)))  # by score, then id
-        results = []
-        for i in order[:top_k]:
-            hit = {"corpus_id": int(i), "score": float(scores[i])}
-            if return_documents:
-                hit["text"] = documents[i]
-            results.append(hit)
-        return results
-
-
-def _as_list(items):
-    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
-        raise InputError(f"expected a list of (query, passage) pairs, found {type(items).__name__}")
-    return list(items)
+        return ranked(scores, documents, top_k, return_documents)
 
 
 def _activate(logits, activation):

@@ -37,8 +37,9 @@ from tokenizers import normalizers
 from minibert.config import load_config, read_json
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
                                check_max_batch_tokens, check_threads)
-from minibert.errors import ConfigError, InputError, ModelFormatError
+from minibert.errors import ConfigError, ModelFormatError
 from minibert.model import Batch, default_ops, encoder
+from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_text, load_tokenizer
 from minibert.weights import load_params
 
@@ -401,7 +402,7 @@ class SentenceEncoder:
         if not isinstance(normalize, bool):
             raise ConfigError(f"normalize must be True or False, found {normalize!r}")
         single = isinstance(texts, str)
-        texts = [texts] if single else _as_list(texts)
+        texts = [texts] if single else as_list(texts, "a str or a list of str")
         texts = [check_text(text, i) for i, text in enumerate(texts)]  # every text, before any work
         # A repeated text is embedded once, so that duplicates get exactly the same embedding.
         distinct: dict[str, int] = {}
@@ -422,17 +423,7 @@ class SentenceEncoder:
 
         The same output as CrossEncoder.rank: [{"corpus_id", "score"[, "text"]}].
         """
-        if not isinstance(query, str):
-            raise InputError(f"the query must be a str, found {type(query).__name__}")
-        try:
-            query.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputError(f"the query is not valid Unicode text ({exc.reason} at position {exc.start})") from None
-        if isinstance(documents, str):
-            raise InputError("documents must be a list of str, found a single str")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ConfigError(f"top_k must be a positive integer or None, found {top_k!r}")
-        documents = _as_list(documents)
+        documents = check_rank_args(query, documents, top_k)
         for index, document in enumerate(documents):
             check_text(document, index, "document")
         if not documents:
@@ -443,14 +434,7 @@ class SentenceEncoder:
         query_embedding = self.encode([query], batch_size=batch_size)                    # [1, D]
         document_embeddings = self.encode(list(distinct), batch_size=batch_size)        # [m, D]
         scores = cos_sim(query_embedding, document_embeddings)[0][where]                 # [n]
-        order = np.lexsort((np.arange(len(documents)), -scores.astype(np.float64)))     # by score, then id
-        results = []
-        for i in order[:top_k]:
-            hit = {"corpus_id": int(i), "score": float(scores[i])}
-            if return_documents:
-                hit["text"] = documents[i]
-            results.append(hit)
-        return results
+        return ranked(scores, documents, top_k, return_documents)
 
     def _embed(self, texts: list[str], batch_size: int, show_progress_bar: bool):
         """Distinct, checked texts -> pooled (and, if listed, normalized) embeddings [n, P * H]."""
@@ -471,9 +455,3 @@ class SentenceEncoder:
         if show_progress_bar and texts:
             print(file=sys.stderr)
         return out
-
-
-def _as_list(items):
-    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
-        raise InputError(f"expected a str or a list of str, found {type(items).__name__}")
-    return list(items)
