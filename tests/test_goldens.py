@@ -27,6 +27,7 @@ import pytest
 
 from minibert import CrossEncoder
 from minibert.model import Batch, forward
+from op_sets import OP_SETS
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 NAMES = sorted(p.parent.name for p in GOLDENS.glob("*/golden.npz"))  # models: stages + token ids
@@ -35,18 +36,6 @@ ATOL = RTOL = 1e-5
 FORMAT_VERSION = 1
 
 
-def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-OP_SETS = [
-    pytest.param("ops", id="numpy"),
-    pytest.param("kernels", id="numba", marks=pytest.mark.skipif(not _numba_available(), reason="numba is not installed")),
-]
 
 
 # ----------------------------------------------------------------------------------------------

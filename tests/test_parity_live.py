@@ -25,6 +25,7 @@ transformers = pytest.importorskip("transformers")
 from pydoc_data.topics import topics  # noqa: E402  (English text that ships with CPython)
 
 from minibert import CrossEncoder  # noqa: E402
+from op_sets import OP_SETS
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS = REPO / "weights" / "all-MiniLM-L6-v2"
@@ -36,18 +37,6 @@ CLASSIFIER_STD = 0.5
 BATCH = 16
 
 
-def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-OP_SETS = [
-    pytest.param("ops", id="numpy"),
-    pytest.param("kernels", id="numba", marks=pytest.mark.skipif(not _numba_available(), reason="numba is not installed")),
-]
 
 QUERIES = [
     "How do I handle an exception raised in a block of code?",

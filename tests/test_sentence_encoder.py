@@ -25,24 +25,13 @@ from minibert import ConfigError, InputError, ModelFormatError, SentenceEncoder
 from minibert import ops as numpy_ops
 from minibert.model import Batch, encoder
 from minibert.sentence_encoder import POOLING_MODES, cos_sim, is_sentence_encoder, l2_normalize
+from op_sets import OP_SETS
 
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS = REPO / "weights" / "all-MiniLM-L6-v2"
 MAX_ABS_DIFF = 1e-5
 
 
-def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-OP_SETS = [
-    pytest.param("ops", id="numpy"),
-    pytest.param("kernels", id="numba", marks=pytest.mark.skipif(not _numba_available(), reason="numba is not installed")),
-]
 
 
 @functools.cache
