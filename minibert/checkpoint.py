@@ -52,8 +52,27 @@ _SAFETENSORS_DTYPES = {
 _UNSUPPORTED_SAFETENSORS_DTYPES = ("F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64")
 
 
+FETCH_RECORD = ".minibert-fetch.json"  # written by `minibert fetch` (minibert/fetch.py)
+
+
+def check_fetch_complete(model_dir: Path):
+    """A folder `minibert fetch` is still filling (or was killed filling) is refused, not half loaded."""
+    path = model_dir / FETCH_RECORD
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # not ours to judge: the model files are checked on their own
+    if isinstance(record, dict) and record.get("complete") is False:
+        raise ModelFormatError(
+            f"{model_dir}: an unfinished `minibert fetch` ({FETCH_RECORD} says complete: false); "
+            "run the same fetch again to finish it")
+
+
 def find_checkpoint(model_dir: Path) -> Path:
     """The checkpoint file (or shard index) of `model_dir`, in transformers' order of preference."""
+    check_fetch_complete(model_dir)
     for name in CHECKPOINT_NAMES:
         path = model_dir / name
         if path.is_file():

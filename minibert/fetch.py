@@ -30,11 +30,12 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from minibert.checkpoint import FETCH_RECORD
 from minibert.errors import ConfigError, FetchError
 from minibert.hub import (CHUNK, Hub, IntegrityError, file_digests, install, is_terminal, partial_path,
                           write_json)
 
-RECORD_NAME = ".minibert-fetch.json"
+RECORD_NAME = FETCH_RECORD  # the loader refuses a folder whose record says it is incomplete
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",

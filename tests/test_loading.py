@@ -192,3 +192,12 @@ def test_one_token_type_is_refused_for_a_cross_encoder(model_copy):
     assert load_config(model_copy).type_vocab_size == 1  # fine for an encoder alone
     with pytest.raises(ConfigError, match="needs at least 2 token types"):
         CrossEncoder(model_copy)
+
+
+def test_an_unfinished_fetch_is_refused_not_half_loaded(model_copy):
+    record = model_copy / ".minibert-fetch.json"
+    record.write_text(json.dumps({"complete": False, "repo": "owner/name"}))
+    with pytest.raises(ModelFormatError, match="unfinished `minibert fetch`.*run the same fetch again"):
+        CrossEncoder(model_copy)
+    record.write_text(json.dumps({"complete": True, "repo": "owner/name"}))
+    assert CrossEncoder(model_copy).predict([("a", "b")]).shape == (1,)
