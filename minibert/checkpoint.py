@@ -22,11 +22,11 @@ then the byte buffer that the offsets point into (relative to its start).
 import json
 import math
 import mmap
-import reprlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from minibert.config import show
 from minibert.errors import ModelFormatError
 
 SAFETENSORS = "model.safetensors"
@@ -62,7 +62,7 @@ def check_fetch_complete(model_dir: Path):
         return
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not JSON, too-long int, too deep
         return  # not ours to judge: the model files are checked on their own
     if isinstance(record, dict) and record.get("complete") is False:
         raise ModelFormatError(
@@ -140,13 +140,7 @@ def check_shape(shape, what: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 8, 4, 80, 80
-
-
-def short_repr(value) -> str:
-    """A repr of bounded length and depth, for values read from untrusted files."""
-    return _REPR.repr(value)
+short_repr = show  # bounded, and safe for any JSON value (config.show)
 
 
 # --- safetensors ---------------------------------------------------------------------------

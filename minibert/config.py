@@ -6,6 +6,8 @@ config.json. Fields a config.json leaves out take BertConfig's defaults, as tran
 
 import json
 import math
+import reprlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,8 @@ _DEFAULTS = {
     "pad_token_id": 0,
     "position_embedding_type": "absolute",
 }
+
+MAX_SIZE = 2 ** 31 - 1  # sizes beyond this are not a BERT (and would overflow index arithmetic)
 
 # transformers' ACT2FN["gelu"] is the exact erf GELU; the tanh approximations are other names.
 SUPPORTED_HIDDEN_ACTS = ("gelu",)
@@ -56,26 +60,27 @@ class BertConfig:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ConfigError(f"{where}: field {name!r} must be a positive integer, found {value!r}")
+            if not _is_int(value) or not 1 <= value <= MAX_SIZE:
+                raise ConfigError(
+                    f"{where}: field {name!r} must be a positive integer (at most {MAX_SIZE}), found {show(value)}")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"{where}: hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})")
         if self.hidden_act not in SUPPORTED_HIDDEN_ACTS:
             raise ConfigError(
-                f"{where}: unsupported hidden_act {self.hidden_act!r}; minibert implements "
+                f"{where}: unsupported hidden_act {show(self.hidden_act)}; minibert implements "
                 f"{', '.join(SUPPORTED_HIDDEN_ACTS)} (exact erf GELU, as transformers' 'gelu')")
         eps = self.layer_norm_eps
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-            raise ConfigError(f"{where}: field 'layer_norm_eps' must be a positive finite number, found {eps!r}")
+        if not _is_positive_finite(eps):
+            raise ConfigError(f"{where}: field 'layer_norm_eps' must be a positive finite number, found {show(eps)}")
         if self.position_embedding_type != "absolute":
             raise ConfigError(
-                f"{where}: unsupported position_embedding_type {self.position_embedding_type!r}; "
+                f"{where}: unsupported position_embedding_type {show(self.position_embedding_type)}; "
                 "minibert implements 'absolute'")
         pad = self.pad_token_id
         if pad is not None and (not _is_int(pad) or not 0 <= pad < self.vocab_size):
-            raise ConfigError(f"{where}: field 'pad_token_id' must be an integer in [0, vocab_size), found {pad!r}")
+            raise ConfigError(f"{where}: field 'pad_token_id' must be an integer in [0, vocab_size), found {show(pad)}")
         if self.id2label and len(self.id2label) != self.num_labels:
             raise ConfigError(
                 f"{where}: id2label has {len(self.id2label)} labels but num_labels is {self.num_labels}")
@@ -83,6 +88,27 @@ class BertConfig:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_finite(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 8, 4, 80, 80, 80
+
+
+def show(value) -> str:
+    """A repr of bounded length and depth, for values read from untrusted files (any JSON value)."""
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an int too long to turn into text (Python's int-to-str digit limit)
+        return f"<an integer of more than {getattr(sys, 'get_int_max_str_digits', lambda: 4300)()} digits>"
 
 
 def load_config(model_dir: str | Path) -> BertConfig:
@@ -98,7 +124,7 @@ def config_from_dict(raw: dict, source: str = "<config>") -> BertConfig:
     model_type = raw.get("model_type", "bert")
     if model_type != "bert":
         raise ConfigError(
-            f"{source}: model_type is {model_type!r}; minibert runs BERT models (model_type 'bert') only")
+            f"{source}: model_type is {show(model_type)}; minibert runs BERT models (model_type 'bert') only")
     for flag in ("is_decoder", "add_cross_attention"):
         if raw.get(flag):
             raise ConfigError(f"{source}: {flag} is true; minibert runs BERT encoders only")
@@ -108,7 +134,7 @@ def config_from_dict(raw: dict, source: str = "<config>") -> BertConfig:
     num_labels = len(id2label) if id2label else raw.get("num_labels", 2)
     if id2label and "num_labels" in raw and raw["num_labels"] != num_labels:
         raise ConfigError(
-            f"{source}: num_labels is {raw['num_labels']!r} but id2label has {len(id2label)} labels")
+            f"{source}: num_labels is {show(raw['num_labels'])} but id2label has {len(id2label)} labels")
 
     values = {name: raw.get(name, default) for name, default in _DEFAULTS.items()}
     return BertConfig(**values, num_labels=num_labels, id2label=id2label, source=source)
@@ -125,10 +151,12 @@ def _read_id2label(raw: dict, source: str) -> dict[int, str]:
         try:
             index = int(key)
         except (TypeError, ValueError):
-            raise ConfigError(f"{source}: id2label key {key!r} is not an integer") from None
-        out[index] = str(label)
+            raise ConfigError(f"{source}: id2label key {show(key)} is not an integer") from None
+        if not isinstance(label, str):
+            raise ConfigError(f"{source}: id2label[{show(key)}] must be a string, found {show(label)}")
+        out[index] = label
     if sorted(out) != list(range(len(out))):
-        raise ConfigError(f"{source}: id2label keys must be 0..{len(out) - 1}, found {sorted(out)}")
+        raise ConfigError(f"{source}: id2label keys must be 0..{len(out) - 1}, found {show(sorted(out))}")
     return out
 
 
@@ -142,5 +170,5 @@ def read_json(path: Path, error=ConfigError):
         raise error(f"{path}: cannot read: {exc}") from None
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a too-long int, too deep nesting
         raise error(f"{path}: not valid JSON: {exc}") from None
