@@ -2,7 +2,7 @@
 
 from minibert.cross_encoder import CrossEncoder
 from minibert.errors import (ConfigError, FetchError, InputError, MinibertError, ModelFormatError,
-                             UnsafeCheckpointError)
+                             NumericalError, TruncationWarning, UnsafeCheckpointError)
 from minibert.sentence_encoder import SentenceEncoder
 
 __version__ = "0.1.0"
@@ -16,5 +16,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "InputError",
     "FetchError",
+    "NumericalError",
+    "TruncationWarning",
     "__version__",
 ]

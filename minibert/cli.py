@@ -16,11 +16,12 @@ import codecs
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 
 import minibert
-from minibert import ConfigError, CrossEncoder, InputError, MinibertError
+from minibert import ConfigError, CrossEncoder, InputError, MinibertError, TruncationWarning
 from minibert.sentence_encoder import SentenceEncoder, is_sentence_encoder
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -33,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has already printed the help, the version or the error
         return exc.code
     try:
-        args.run(args, sys.stdout)
+        with warnings.catch_warnings():
+            # --max-length says that inputs are truncated; stderr is for errors only.
+            warnings.simplefilter("ignore", TruncationWarning)
+            args.run(args, sys.stdout)
         sys.stdout.flush()  # a reader that went away shows up here at the latest
     except BrokenPipeError:
         _discard_stdout()

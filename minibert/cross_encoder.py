@@ -14,7 +14,7 @@ from minibert import ops as reference_ops
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
                                check_max_batch_tokens, check_threads)
 from minibert.config import load_config
-from minibert.errors import ConfigError, ModelFormatError
+from minibert.errors import ConfigError, ModelFormatError, NumericalError
 from minibert.model import Batch, default_ops, forward
 from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_pair, load_tokenizer
@@ -112,6 +112,10 @@ class CrossEncoder:
                         print(f"\rscored {done}/{len(pairs)} pairs", end="", file=sys.stderr, flush=True)
         if show_progress_bar and pairs:
             print(file=sys.stderr)
+        if not np.isfinite(logits).all():
+            bad = np.flatnonzero(~np.isfinite(logits[where]).all(axis=1))
+            raise NumericalError(f"non-finite scores (NaN or infinity) for pairs {_first(bad)}: the model's "
+                                 "weights or the input overflow float32")
 
         scores = _activate(logits[where], activation)
         scores = scores[:, 0] if self.num_labels == 1 else scores
@@ -128,6 +132,12 @@ class CrossEncoder:
             check_pair((query, document), index)
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation=activation)
         return ranked(scores, documents, top_k, return_documents)
+
+
+def _first(indices, shown=10) -> str:
+    """'0, 3, 7' or '0, 1, ... (25 in all)'."""
+    listed = ", ".join(str(i) for i in indices[:shown])
+    return listed if len(indices) <= shown else f"{listed}, ... ({len(indices)} in all)"
 
 
 def _activate(logits, activation):

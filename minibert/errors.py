@@ -28,3 +28,11 @@ class InputError(MinibertError, ValueError):
 
 class FetchError(MinibertError):
     """A model that cannot be fetched: no such repository, no access, no usable files, no network."""
+
+
+class NumericalError(MinibertError):
+    """A forward pass that produced a non-finite score or embedding (NaN or infinity)."""
+
+
+class TruncationWarning(UserWarning):
+    """An input longer than max_length tokens was truncated (warned once per process)."""

@@ -37,7 +37,7 @@ from tokenizers import normalizers
 from minibert.config import load_config, read_json
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
                                check_max_batch_tokens, check_threads)
-from minibert.errors import ConfigError, ModelFormatError
+from minibert.errors import ConfigError, ModelFormatError, NumericalError
 from minibert.model import Batch, default_ops, encoder
 from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_text, load_tokenizer
@@ -412,6 +412,11 @@ class SentenceEncoder:
         embeddings = embeddings[:, :self.get_embedding_dimension()]                      # [n, D]
         if normalize:
             embeddings = l2_normalize(embeddings)
+        if not np.isfinite(embeddings).all():
+            bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+            shown = ", ".join(str(i) for i in bad[:10]) + ("" if len(bad) <= 10 else f", ... ({len(bad)} in all)")
+            raise NumericalError(f"non-finite embeddings (NaN or infinity) for texts {shown}: the model's "
+                                 "weights or the input overflow float32")
         return embeddings[0] if single else embeddings
 
     def similarity(self, a, b):

@@ -14,6 +14,8 @@ Two things transformers does that minibert does too:
   nothing here; batches are padded later, by the model code.
 """
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +24,18 @@ from tokenizers.models import WordPiece
 from tokenizers.processors import TemplateProcessing
 
 from minibert.config import BertConfig, read_json
-from minibert.errors import ConfigError, InputError, ModelFormatError
+from minibert.errors import ConfigError, InputError, ModelFormatError, TruncationWarning
 
 # model_max_length values above this are "no limit" placeholders (transformers writes 1e30).
 _SANE_MODEL_MAX_LENGTH = 1_000_000
 MIN_MAX_LENGTH = 3  # room for [CLS], [SEP], [SEP]
+MAX_INPUT_CHARS_PER_WORD = 100  # WordPiece's default: a longer word is one [UNK] token
+# Where a long text may be cut without changing its tokens: after a space, tab or newline. BERT's
+# normalizers keep these (as a space), its pre-tokenizer splits on them, so the words before the cut are
+# tokenized exactly as in the whole text (no other character is safe: a control character is deleted
+# by clean_text and joins the words around it).
+_BREAK = re.compile(r"[ \t\n\r]")
+_warned_truncation = False
 
 
 class PairTokenizer:
@@ -36,6 +45,14 @@ class PairTokenizer:
         self.source = source
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length, strategy="longest_first", direction="right", stride=0)
+        self._counter = None  # a copy without truncation, to count a prefix's tokens (made when first needed)
+
+    @property
+    def char_cap(self) -> int:
+        """The first cut tried on a long text: max_length words of up to 100 characters, each followed by
+        one space, are max_length tokens or more. Texts of other shapes (long runs of spaces, words
+        of 101+ characters, which are one [UNK] each) are handled by `_encode_long`, which checks the count."""
+        return self.max_length * (MAX_INPUT_CHARS_PER_WORD + 1)
 
     def encode_pairs(self, pairs, first_index=0) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(query, passage), ...] -> [(ids [T_i], type_ids [T_i]), ...], int64, unpadded.
@@ -43,16 +60,117 @@ class PairTokenizer:
         first_index: the index of pairs[0] in the caller's list, for error messages.
         """
         checked = [check_pair(pair, first_index + i) for i, pair in enumerate(pairs)]
-        return _arrays(self.tokenizer.encode_batch(checked, add_special_tokens=True))
+        return self._encode(checked)
 
     def encode_texts(self, texts, first_index=0) -> list[tuple[np.ndarray, np.ndarray]]:
         """[text, ...] -> [(ids, type_ids), ...] for single texts: [CLS] text [SEP], all type 0."""
-        checked = [check_text(text, first_index + i) for i, text in enumerate(texts)]
-        return _arrays(self.tokenizer.encode_batch(checked, add_special_tokens=True))
+        return self._encode([(check_text(text, first_index + i),) for i, text in enumerate(texts)])
+
+    def _encode(self, inputs: list[tuple[str, ...]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Inputs of one or two sides -> arrays; a side longer than char_cap goes through `_encode_long`."""
+        long = [i for i, sides in enumerate(inputs) if max(map(len, sides)) > self.char_cap]
+        if long and not _cuttable(self.tokenizer):
+            long = []
+        if len(long) < len(inputs):
+            short = sorted(set(range(len(inputs))) - set(long))
+            encodings = self.tokenizer.encode_batch(
+                [inputs[i] if len(inputs[i]) == 2 else inputs[i][0] for i in short], add_special_tokens=True)
+            if any(e.overflowing for e in encodings):
+                _warn_truncation()
+            out = dict(zip(short, _arrays(encodings)))
+        else:
+            out = {}
+        for i in long:
+            out[i] = self._encode_long(inputs[i])
+        return [out[i] for i in range(len(inputs))]
+
+    def _encode_long(self, sides: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """One input with a side of more than char_cap characters, tokenized as the tokenizer would, faster.
+
+        Tokenizing a text of a million characters to keep its first 512 tokens costs ~0.5 s (and
+        for a pair of two such texts the tokenizer's overflow pieces exhaust memory), so each side is
+        tokenized here, alone and untruncated, after a cut at a space at or after char_cap characters:
+        a prefix of its tokens (see _BREAK). Then longest_first truncation is applied as the tokenizer
+        applies it, and [CLS] / [SEP] are added as its template adds them.
+
+        The cut must not change what truncation keeps: a cut side must keep at least max_length
+        tokens (truncation keeps fewer), and since longest_first gives the odd token of an odd budget
+        to the longer side (the passage on a tie), more tokens than the other side has whole; of two
+        long sides one is therefore tokenized whole. Until that holds the cut moves twice as far:
+        the cost stays linear in the text's length, and ordinary text stops at the first cut.
+        """
+        if self._counter is None:
+            self._counter = Tokenizer.from_str(self.tokenizer.to_str())
+            self._counter.no_truncation()
+            self._counter.no_padding()
+        limit = self.char_cap
+        while True:
+            cut = [_cut_after(side, limit) for side in sides]
+            whole = [len(c) == len(side) for c, side in zip(cut, sides)]
+            tokens = [self._counter.encode(c, add_special_tokens=False).ids for c in cut]
+            counts = [len(t) for t in tokens]
+            if all(w or (n >= self.max_length and all(whole[j] and counts[j] < n for j in range(len(cut)) if j != i))
+                   for i, (w, n) in enumerate(zip(whole, counts))):
+                break
+            limit *= 2
+        specials = self.tokenizer.encode(*[""] * len(sides), add_special_tokens=True).ids   # [CLS] [SEP] ([SEP])
+        budget = self.max_length - len(specials)
+        kept = _longest_first(counts, budget)
+        if not all(whole) or kept != counts:
+            _warn_truncation()
+        ids = [specials[0], *tokens[0][:kept[0]], specials[1]]
+        type_ids = [0] * len(ids)
+        if len(sides) == 2:
+            ids += [*tokens[1][:kept[1]], specials[2]]
+            type_ids += [1] * (kept[1] + 1)
+        return np.asarray(ids, dtype=np.int64), np.asarray(type_ids, dtype=np.int64)
+
+
+def _longest_first(counts: list[int], budget: int) -> list[int]:
+    """Tokens kept per side, as the tokenizers library's longest_first truncation keeps them."""
+    if sum(counts) <= budget:
+        return counts
+    if len(counts) == 1:
+        return [budget]
+    n1, n2 = counts
+    swap = n1 > n2
+    if swap:
+        n1, n2 = n2, n1   # n1: the shorter side
+    n2 = n1 if n1 > budget else max(n1, budget - n1)
+    if n1 + n2 > budget:
+        n1 = budget // 2
+        n2 = n1 + budget % 2
+    return [n2, n1] if swap else [n1, n2]
+
+
+def _cut_after(text: str, limit: int) -> str:
+    """text up to and including the first space, tab or newline at or after limit; all of it if none."""
+    found = _BREAK.search(text, limit) if len(text) > limit else None
+    return text[:found.end()] if found else text
+
+
+def _cuttable(tokenizer: Tokenizer) -> bool:
+    """True for BERT's pipeline (WordPiece after the BERT pre-tokenizer, BERT or lowercase normalizers),
+    where a cut after whitespace provably keeps the tokens before it. Anything else is tokenized whole."""
+    norm = tokenizer.normalizer
+    parts = list(norm) if isinstance(norm, normalizers.Sequence) else [] if norm is None else [norm]
+    return isinstance(tokenizer.model, WordPiece) \
+        and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer) \
+        and all(isinstance(n, (normalizers.BertNormalizer, normalizers.Lowercase)) for n in parts)
 
 
 def _arrays(encodings) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encodings]
+
+
+def _warn_truncation():
+    """Once per process: some text was longer than max_length tokens and lost its end."""
+    global _warned_truncation
+    if not _warned_truncation:
+        _warned_truncation = True
+        warnings.warn("minibert: an input was longer than max_length tokens and was truncated (this warning "
+                      "is shown once; warnings.filterwarnings('ignore', category=minibert.TruncationWarning) "
+                      "silences it)", TruncationWarning, stacklevel=4)
 
 
 def check_text(text, index: int, what: str = "text") -> str:

@@ -221,5 +221,11 @@ def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
         raise ModelFormatError(f"{source}: tensor {name} has dtype {array.dtype}; expected a floating-point tensor")
     if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable \
             and checkpoint.owns_memory(array):
-        return array  # already a private float32 array (a converted bfloat16 tensor)
-    return np.array(array, dtype=np.float32, order="C")
+        out = array  # already a private float32 array (a converted bfloat16 tensor)
+    else:
+        out = np.array(array, dtype=np.float32, order="C")
+    if not np.isfinite(out).all():  # a float64 too large for float32 becomes inf here, so check after the cast
+        bad = int(np.size(out) - np.isfinite(out).sum())
+        raise ModelFormatError(f"{source}: tensor {name} has {bad} non-finite values (NaN or infinity); "
+                               "a model with them gives NaN scores")
+    return out
