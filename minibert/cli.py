@@ -153,6 +153,8 @@ def parse_pair(line: str, source: str, number: int) -> tuple[str, str]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}: not valid JSON: {exc.msg} at column {exc.colno}") from None
+        except (ValueError, RecursionError) as exc:  # an integer too long to read, nesting too deep
+            raise InputError(f"{where}: not valid JSON: {exc}") from None
         if not (isinstance(record, dict) and isinstance(record.get("query"), str)
                 and isinstance(record.get("passage"), str)):
             raise InputError(f'{where}: expected a JSON object with string fields "query" and "passage"')

@@ -12,8 +12,8 @@ per example (default 5000: generous, as CI machines are shared). At the end of t
 capture or not: "fuzz: config 400 cases, pairs 200 cases, ...".
 
 Bugs found and not yet fixed are listed in KNOWN_BUGS: the fuzz tests let exactly those
-exceptions through (and count them), and each one has a strict-xfail reproducer below, which
-starts failing, as a reminder to drop the entry, once the bug is fixed.
+exceptions through (and count them); none is left. Each bug found so far has a reproducer at the
+end of this file that must raise a MinibertError.
 """
 
 import codecs
@@ -55,16 +55,7 @@ EXIT_STATUSES = Counter()  # main()'s exit statuses, to see that the fuzz gets p
 # --- known bugs: the only non-MinibertError exceptions a fuzz test lets through -------------
 
 # name -> (exact exception type, message pattern, targets where it is known to escape)
-KNOWN_BUGS = {
-    # json.loads, repr() and str() refuse ints of more than 4300 digits (sys.int_info) with a
-    # plain ValueError: read_json, parse_pair and check_fetch_complete catch only JSONDecodeError,
-    # and config error messages repr (or str() in id2label) the offending value.
-    "huge-int": (ValueError, r"Exceeds the limit \(\d+ digits\) for integer string conversion",
-                 {"parse_pair", "main"}),
-    # json.loads of a deeply nested document raises RecursionError (read_json, parse_pair,
-    # check_fetch_complete do not catch it; read_sharded and the safetensors reader do).
-    "deep-json": (RecursionError, r"maximum recursion depth exceeded", {"parse_pair", "main"}),
-}
+KNOWN_BUGS = {}  # none left: the bugs this harness found are fixed (see the tests at the end)
 
 
 def known_bug(target: str, exc: BaseException):
@@ -467,9 +458,7 @@ def test_fetch_record_reader_raises_only_model_format_errors(scratch, content):
         assert not unfinished and result is None
 
 
-# --- the known bugs, one reproducer each (strict: they fail until the bug is fixed) --------------
-
-BUG = "known bug, issue 5 fuzz: a non-MinibertError escapes; drop the KNOWN_BUGS entry when fixed"
+# --- the bugs this harness found, one reproducer each, fixed: each must raise a MinibertError ------
 
 
 def raises_a_minibert_error(call):
@@ -496,14 +485,12 @@ def test_load_config_unparsable_json(tmp_path, text):
     assert raises_a_minibert_error(lambda: load_config(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, RecursionError), reason=BUG)
 @pytest.mark.parametrize("line", ['{"query": ' + "9" * 4301 + "}", '{"query": ' + "[" * 5000], ids=["long-literal", "deep"])
-def test_bug_parse_pair_unparsable_json(line):
+def test_parse_pair_unparsable_json(line):
     assert raises_a_minibert_error(lambda: parse_pair(line, "pairs.jsonl", 1))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=BUG)
-def test_bug_cli_score_line_with_a_long_integer(tmp_path, capsys):
+def test_cli_score_line_with_a_long_integer(tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"query": ' + "9" * 4301 + ', "passage": "p"}\n')
     assert main(["score", "--model", str(TINY), str(pairs)]) == 2
