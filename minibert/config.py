@@ -114,10 +114,7 @@ def show(value) -> str:
 def load_config(model_dir: str | Path) -> BertConfig:
     """Read and validate `model_dir/config.json`."""
     path = Path(model_dir) / "config.json"
-    raw = read_json(path, ConfigError)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}")
-    return config_from_dict(raw, source=str(path))
+    return config_from_dict(read_json_object(path, ConfigError), source=str(path))
 
 
 def config_from_dict(raw: dict, source: str = "<config>") -> BertConfig:
@@ -158,6 +155,14 @@ def _read_id2label(raw: dict, source: str) -> dict[int, str]:
     if sorted(out) != list(range(len(out))):
         raise ConfigError(f"{source}: id2label keys must be 0..{len(out) - 1}, found {show(sorted(out))}")
     return out
+
+
+def read_json_object(path: Path, error=ConfigError) -> dict:
+    """read_json, for a file that must hold a JSON object."""
+    raw = read_json(path, error)
+    if not isinstance(raw, dict):
+        raise error(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    return raw
 
 
 def read_json(path: Path, error=ConfigError):

@@ -3,6 +3,7 @@
 import numpy as np
 
 from minibert.errors import ConfigError, InputError
+from minibert.tokenize import check_unicode
 
 
 def as_list(items, what: str):
@@ -16,10 +17,7 @@ def check_rank_args(query, documents, top_k) -> list:
     """Check rank()'s arguments; return the documents as a list."""
     if not isinstance(query, str):
         raise InputError(f"the query must be a str, found {type(query).__name__}")
-    try:
-        query.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InputError(f"the query is not valid Unicode text ({exc.reason} at position {exc.start})") from None
+    check_unicode(query, "the query is")
     if isinstance(documents, str):
         raise InputError("documents must be a list of str, found a single str")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):

@@ -34,7 +34,7 @@ from pathlib import Path, PureWindowsPath
 import numpy as np
 from tokenizers import normalizers
 
-from minibert.config import load_config, read_json
+from minibert.config import load_config, read_json, read_json_object
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
                                check_max_batch_tokens, check_threads)
 from minibert.errors import ConfigError, ModelFormatError, NumericalError
@@ -220,9 +220,7 @@ def read_pooling_config(path: Path) -> tuple[tuple[str, ...], int | None]:
     """
     if not path.is_file():
         raise ModelFormatError(f"{path}: file not found (modules.json lists a Pooling module there)")
-    raw = read_json(path, ModelFormatError)
-    if not isinstance(raw, dict):
-        raise ModelFormatError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    raw = read_json_object(path, ModelFormatError)
     for key in raw:
         if key.startswith("pooling_mode_") and key not in _LEGACY_POOLING_KEYS:
             raise ConfigError(f"{path}: field {key!r} is not a pooling mode minibert knows "
@@ -263,9 +261,7 @@ def _read_transformer_config(encoder_dir: Path) -> tuple[int | None, bool]:
     path = next((encoder_dir / name for name in _TRANSFORMER_CONFIG_FILES if (encoder_dir / name).is_file()), None)
     if path is None:
         return None, False
-    raw = read_json(path, ConfigError)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    raw = read_json_object(path, ConfigError)
     task = raw.get("transformer_task", "feature-extraction")
     if task != "feature-extraction":
         raise ModelFormatError(f"{path}: transformer_task is {task!r}; a sentence encoder is 'feature-extraction'")
@@ -291,9 +287,7 @@ def _read_model_config(path: Path) -> int | None:
     """truncate_dim from config_sentence_transformers.json; refuses what minibert does not implement."""
     if not path.is_file():
         return None
-    raw = read_json(path, ConfigError)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    raw = read_json_object(path, ConfigError)
     model_type = raw.get("model_type", "SentenceTransformer")
     if model_type != "SentenceTransformer":
         raise ModelFormatError(f"{path}: model_type is {model_type!r}, not a SentenceTransformer")

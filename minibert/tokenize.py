@@ -23,7 +23,7 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 from tokenizers.processors import TemplateProcessing
 
-from minibert.config import BertConfig, read_json
+from minibert.config import BertConfig, read_json_object
 from minibert.errors import ConfigError, InputError, ModelFormatError, TruncationWarning
 
 # model_max_length values above this are "no limit" placeholders (transformers writes 1e30).
@@ -177,11 +177,16 @@ def check_text(text, index: int, what: str = "text") -> str:
     """A text must be a str that is valid Unicode (no lone surrogates)."""
     if not isinstance(text, str):
         raise InputError(f"{what} {index}: expected a str, found {type(text).__name__}")
+    check_unicode(text, f"{what} {index}:")
+    return text
+
+
+def check_unicode(text: str, subject: str):
+    """Text the tokenizer can take: valid Unicode, so no lone surrogates. `subject` starts the message."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InputError(f"{what} {index}: not valid Unicode text ({exc.reason} at position {exc.start})") from None
-    return text
+        raise InputError(f"{subject} not valid Unicode text ({exc.reason} at position {exc.start})") from None
 
 
 def check_pair(pair, index: int) -> tuple[str, str]:
@@ -193,21 +198,14 @@ def check_pair(pair, index: int) -> tuple[str, str]:
     for side, text in zip(("query", "passage"), pair):
         if not isinstance(text, str):
             raise InputError(f"pair {index}: the {side} must be a str, found {type(text).__name__}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputError(
-                f"pair {index}: the {side} is not valid Unicode text ({exc.reason} at position {exc.start})"
-            ) from None
+        check_unicode(text, f"pair {index}: the {side} is")
     return (pair[0], pair[1])
 
 
 def load_tokenizer(model_dir: str | Path, config: BertConfig, max_length: int | None = None) -> PairTokenizer:
     model_dir = Path(model_dir)
     tc_path = model_dir / "tokenizer_config.json"
-    tc = read_json(tc_path, ConfigError) if tc_path.is_file() else {}
-    if not isinstance(tc, dict):
-        raise ConfigError(f"{tc_path}: expected a JSON object")
+    tc = read_json_object(tc_path, ConfigError) if tc_path.is_file() else {}
     max_length = resolve_max_length(max_length, tc, config, tc_path)
 
     json_path, vocab_path = model_dir / "tokenizer.json", model_dir / "vocab.txt"
