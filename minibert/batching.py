@@ -3,12 +3,39 @@
 Texts are tokenized a chunk at a time, and each chunk is cut into batches of at most
 `batch_size` sequences and `max_batch_tokens` tokens: with packed (padding-free) batches, the
 token budget bounds the memory of a forward pass whatever the number of inputs.
+
+The streaming methods (predict_iter, encode_iter) read their input a window at a time and score
+each window as predict / encode would score it alone. Windows are cut by content only (a count
+and a character budget), never by timing, so the same input always gives the same numbers.
 """
+
+from itertools import islice
 
 from minibert.errors import ConfigError
 
 DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens per forward pass: about 100 MB of activations for MiniLM
 TOKENIZE_CHUNK = 1024             # sequences tokenized at a time, so memory stays bounded on long inputs
+WINDOW_ITEMS = TOKENIZE_CHUNK     # inputs a streaming method reads ahead: a window of <= this many...
+WINDOW_CHARS = 1 << 24            # ...holding <= 16M characters (or a single longer input)
+
+
+def windows(items, size, max_items=None, max_chars=None):
+    """Consecutive lists of the iterable `items`: at most max_items (default WINDOW_ITEMS) each, and a
+    window ends as soon as the sizes (size(item), in characters) of its items reach max_chars (default
+    WINDOW_CHARS). Reads no further ahead."""
+    max_items = WINDOW_ITEMS if max_items is None else max_items
+    max_chars = WINDOW_CHARS if max_chars is None else max_chars
+    items = iter(items)
+    while True:
+        window, chars = [], 0
+        for item in islice(items, max_items):
+            window.append(item)
+            chars += size(item)
+            if chars >= max_chars:
+                break
+        if not window:
+            return
+        yield window
 
 
 def batches(lengths, max_sequences, max_tokens):
@@ -41,3 +68,9 @@ def check_max_batch_tokens(max_batch_tokens, max_length):
 def check_threads(threads):
     if threads is not None and not _is_positive_int(threads):
         raise ConfigError(f"threads must be a positive integer or None, found {threads!r}")
+
+
+def listed(indices, shown=10) -> str:
+    """'0, 3, 7' or '0, 1, ... (25 in all)': the inputs an error is about."""
+    text = ", ".join(str(i) for i in indices[:shown])
+    return text if len(indices) <= shown else f"{text}, ... ({len(indices)} in all)"

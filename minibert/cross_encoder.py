@@ -12,9 +12,9 @@ import numpy as np
 
 from minibert import ops as reference_ops
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
-                               check_max_batch_tokens, check_threads)
+                               check_max_batch_tokens, check_threads, listed, windows)
 from minibert.config import load_config
-from minibert.errors import ConfigError, ModelFormatError, NumericalError
+from minibert.errors import ConfigError, InputError, ModelFormatError, NumericalError
 from minibert.model import Batch, default_ops, forward
 from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_pair, load_tokenizer
@@ -86,14 +86,42 @@ class CrossEncoder:
         Returns float32 [n] when num_labels == 1, else [n, num_labels]: raw logits by default,
         or with activation="sigmoid" / "softmax". A single pair (q, p) gives a single score.
         """
+        self._check_predict_args(batch_size, activation)
+        single = isinstance(sentences, (tuple, list)) and len(sentences) == 2 and isinstance(sentences[0], str)
+        pairs = [sentences] if single else as_list(sentences, "a list of (query, passage) pairs")
+        scores = self._scores(pairs, 0, batch_size, activation, show_progress_bar)
+        return scores[0] if single else scores
+
+    def predict_iter(self, sentences, batch_size=32, activation=None):
+        """predict for an iterable of pairs of any length: yields each pair's score, in input order.
+
+        Reads the pairs a window at a time (1024 pairs, or fewer holding 16M characters) and scores
+        each window as predict would score it, so memory stays bounded whatever the number of
+        pairs, and the numbers do not depend on how fast the pairs arrive. Yields a float32 scalar
+        per pair when num_labels == 1, else a float32 [num_labels] array. Duplicates are scored once
+        within a window. An InputError names the pair's index in the whole stream.
+        """
+        self._check_predict_args(batch_size, activation)
+        if isinstance(sentences, (str, bytes)) or not hasattr(sentences, "__iter__"):
+            raise InputError(f"expected an iterable of (query, passage) pairs, found {type(sentences).__name__}")
+        return self._stream(sentences, batch_size, activation)   # arguments checked now, pairs when read
+
+    def _stream(self, sentences, batch_size, activation):
+        first = 0
+        for window in windows(sentences, size=_pair_chars):
+            yield from self._scores(window, first, batch_size, activation)
+            first += len(window)
+
+    def _check_predict_args(self, batch_size, activation):
         check_batch_size(batch_size)
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, found {activation!r}")
         if activation == "softmax" and self.num_labels == 1:
             raise ConfigError("softmax over a single logit is always 1.0; use the sigmoid activation for a single-logit model")
-        single = isinstance(sentences, (tuple, list)) and len(sentences) == 2 and isinstance(sentences[0], str)
-        pairs = [sentences] if single else as_list(sentences, "a list of (query, passage) pairs")
-        pairs = [check_pair(pair, i) for i, pair in enumerate(pairs)]  # every pair, before any work
+
+    def _scores(self, pairs: list, first_index: int, batch_size: int, activation, show_progress_bar=False):
+        """Scores of a list of pairs: [n] or [n, L] float32. first_index: the index of pairs[0], for messages."""
+        pairs = [check_pair(pair, first_index + i) for i, pair in enumerate(pairs)]  # every pair, before any work
         # A repeated pair is scored once, so that duplicates get exactly the same score.
         distinct: dict[tuple[str, str], int] = {}
         where = np.array([distinct.setdefault(pair, len(distinct)) for pair in pairs], dtype=np.int64)
@@ -113,13 +141,12 @@ class CrossEncoder:
         if show_progress_bar and pairs:
             print(file=sys.stderr)
         if not np.isfinite(logits).all():
-            bad = np.flatnonzero(~np.isfinite(logits[where]).all(axis=1))
-            raise NumericalError(f"non-finite scores (NaN or infinity) for pairs {_first(bad)}: the model's "
+            bad = first_index + np.flatnonzero(~np.isfinite(logits[where]).all(axis=1))
+            raise NumericalError(f"non-finite scores (NaN or infinity) for pairs {listed(bad)}: the model's "
                                  "weights or the input overflow float32")
 
         scores = _activate(logits[where], activation)
-        scores = scores[:, 0] if self.num_labels == 1 else scores
-        return scores[0] if single else scores
+        return scores[:, 0] if self.num_labels == 1 else scores
 
     def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32, activation=None):
         """Passages sorted by score, best first (ties by corpus_id): [{"corpus_id", "score"[, "text"]}]."""
@@ -134,10 +161,9 @@ class CrossEncoder:
         return ranked(scores, documents, top_k, return_documents)
 
 
-def _first(indices, shown=10) -> str:
-    """'0, 3, 7' or '0, 1, ... (25 in all)'."""
-    listed = ", ".join(str(i) for i in indices[:shown])
-    return listed if len(indices) <= shown else f"{listed}, ... ({len(indices)} in all)"
+def _pair_chars(pair) -> int:
+    """Characters of a pair, for the streaming window's budget (0 for what is not a pair of str)."""
+    return sum(len(side) for side in pair if isinstance(side, str)) if isinstance(pair, (tuple, list)) else 0
 
 
 def _activate(logits, activation):

@@ -36,8 +36,8 @@ from tokenizers import normalizers
 
 from minibert.config import load_config, read_json, read_json_object
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
-                               check_max_batch_tokens, check_threads)
-from minibert.errors import ConfigError, ModelFormatError, NumericalError
+                               check_max_batch_tokens, check_threads, listed, windows)
+from minibert.errors import ConfigError, InputError, ModelFormatError, NumericalError
 from minibert.model import Batch, default_ops, encoder
 from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_text, load_tokenizer
@@ -392,12 +392,37 @@ class SentenceEncoder:
         normalize=True normalizes once more, at the end, as sentence-transformers'
         normalize_embeddings does (after truncate_dim).
         """
+        self._check_encode_args(batch_size, normalize)
+        single = isinstance(texts, str)
+        texts = [texts] if single else as_list(texts, "a str or a list of str")
+        embeddings = self._embeddings(texts, 0, batch_size, normalize, show_progress_bar)
+        return embeddings[0] if single else embeddings
+
+    def encode_iter(self, texts, batch_size=32, normalize=False):
+        """encode for an iterable of texts of any length: yields each text's embedding, float32 [D], in order.
+
+        Reads the texts a window at a time (1024 texts, or fewer holding 16M characters) and
+        embeds each window as encode would, so memory stays bounded whatever the number of texts.
+        """
+        self._check_encode_args(batch_size, normalize)
+        if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
+            raise InputError(f"expected an iterable of str, found {type(texts).__name__}")
+        return self._stream(texts, batch_size, normalize)   # arguments checked now, texts when read
+
+    def _stream(self, texts, batch_size, normalize):
+        first = 0
+        for window in windows(texts, size=lambda text: len(text) if isinstance(text, str) else 0):
+            yield from self._embeddings(window, first, batch_size, normalize)
+            first += len(window)
+
+    def _check_encode_args(self, batch_size, normalize):
         check_batch_size(batch_size)
         if not isinstance(normalize, bool):
             raise ConfigError(f"normalize must be True or False, found {normalize!r}")
-        single = isinstance(texts, str)
-        texts = [texts] if single else as_list(texts, "a str or a list of str")
-        texts = [check_text(text, i) for i, text in enumerate(texts)]  # every text, before any work
+
+    def _embeddings(self, texts: list, first_index: int, batch_size: int, normalize: bool, show_progress_bar=False):
+        """Embeddings [n, D] of a list of texts; first_index: the index of texts[0], for messages."""
+        texts = [check_text(text, first_index + i) for i, text in enumerate(texts)]  # every text, before any work
         # A repeated text is embedded once, so that duplicates get exactly the same embedding.
         distinct: dict[str, int] = {}
         where = np.array([distinct.setdefault(text, len(distinct)) for text in texts], dtype=np.int64)
@@ -407,11 +432,10 @@ class SentenceEncoder:
         if normalize:
             embeddings = l2_normalize(embeddings)
         if not np.isfinite(embeddings).all():
-            bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
-            shown = ", ".join(str(i) for i in bad[:10]) + ("" if len(bad) <= 10 else f", ... ({len(bad)} in all)")
-            raise NumericalError(f"non-finite embeddings (NaN or infinity) for texts {shown}: the model's "
+            bad = first_index + np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+            raise NumericalError(f"non-finite embeddings (NaN or infinity) for texts {listed(bad)}: the model's "
                                  "weights or the input overflow float32")
-        return embeddings[0] if single else embeddings
+        return embeddings
 
     def similarity(self, a, b):
         """Cosine similarity of every row of a [n, D] with every row of b [m, D]: [n, m] float32."""

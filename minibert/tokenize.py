@@ -14,7 +14,9 @@ Two things transformers does that minibert does too:
   nothing here; batches are padded later, by the model code.
 """
 
+import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -36,6 +38,7 @@ MAX_INPUT_CHARS_PER_WORD = 100  # WordPiece's default: a longer word is one [UNK
 # by clean_text and joins the words around it).
 _BREAK = re.compile(r"[ \t\n\r]")
 _warned_truncation = False
+_PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 
 class PairTokenizer:
@@ -164,13 +167,19 @@ def _arrays(encodings) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _warn_truncation():
-    """Once per process: some text was longer than max_length tokens and lost its end."""
+    """Once per process: some text was longer than max_length tokens and lost its end.
+
+    The warning points at the caller's line that called into minibert (predict, encode, a stream's next).
+    """
     global _warned_truncation
     if not _warned_truncation:
         _warned_truncation = True
+        level, frame = 1, sys._getframe(0)
+        while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            level, frame = level + 1, frame.f_back
         warnings.warn("minibert: an input was longer than max_length tokens and was truncated (this warning "
                       "is shown once; warnings.filterwarnings('ignore', category=minibert.TruncationWarning) "
-                      "silences it)", TruncationWarning, stacklevel=4)
+                      "silences it)", TruncationWarning, stacklevel=level)
 
 
 def check_text(text, index: int, what: str = "text") -> str:
