@@ -5,6 +5,13 @@ line ('\\n' or '\\r\\n'; a final newline does not start another record). Output 
 Scores are printed as the shortest decimal that reads back as the same float32, in TSV and JSON
 alike.
 
+`score` and `embed` (JSON lines) stream: they read a window of lines at a time (1024, see
+minibert.batching), score it and write each output line as a whole, flushed, before reading on.
+So memory stays bounded on any number of lines, a reader downstream sees progress, and Ctrl-C or
+a closed pipe leaves no partial line. `rank` needs every passage before it can sort, so it reads
+all of its input first. A bad line (not UTF-8, no tab, bad JSON) stops the command with exit 2
+after the output of the lines before it; with --skip-bad it is reported on stderr and skipped.
+
 Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`),
 2 bad usage or input (options, malformed or non-UTF-8 lines, unreadable FILE, InputError,
 ConfigError), 1 any other failure (ModelFormatError, other MinibertError, OSError),
@@ -13,6 +20,7 @@ ConfigError), 1 any other failure (ModelFormatError, other MinibertError, OSErro
 
 import argparse
 import codecs
+import collections
 import json
 import os
 import sys
@@ -23,6 +31,7 @@ import numpy as np
 import minibert
 from minibert import ConfigError, CrossEncoder, InputError, MinibertError, TruncationWarning
 from minibert.sentence_encoder import SentenceEncoder, is_sentence_encoder
+from minibert.tokenize import check_unicode
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -57,19 +66,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_rank(args: argparse.Namespace, out) -> None:
     """Rank the passages of FILE (one per line) against --query; corpus_id = 0-based line index."""
-    _, passages = read_lines(args.file)
+    with Records(args.file, args.skip_bad) as records:
+        numbered = list(records.lines())   # every passage before the model loads: a bad line fails fast
+        records.finish()
+    line_index = [number - 1 for number, _ in numbered]
+    passages = [text for _, text in numbered]
     # A sentence encoder scores by cosine similarity, a cross-encoder by its logit; the output is alike.
     kind = SentenceEncoder if is_sentence_encoder(args.model) else CrossEncoder
     model = kind(args.model, max_length=args.max_length, threads=args.threads)
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True,
                       batch_size=args.batch_size)
     if args.json:
-        rows = [f'{{"corpus_id": {hit["corpus_id"]}, "score": {_json_number(hit["score"])}, '
+        rows = [f'{{"corpus_id": {line_index[hit["corpus_id"]]}, "score": {_json_number(hit["score"])}, '
                 f'"text": {json.dumps(hit["text"], ensure_ascii=False)}}}' for hit in hits]
         out.write("[\n  " + ",\n  ".join(rows) + "\n]\n" if rows else "[]\n")
     else:
         for rank, hit in enumerate(hits, start=1):
-            out.write(f'{rank}\t{format_score(hit["score"])}\t{hit["corpus_id"]}\t{hit["text"]}\n')
+            write_line(out, f'{rank}\t{format_score(hit["score"])}\t{line_index[hit["corpus_id"]]}\t{hit["text"]}')
 
 
 def run_embed(args: argparse.Namespace, out) -> None:
@@ -77,26 +90,33 @@ def run_embed(args: argparse.Namespace, out) -> None:
     fmt = args.format or ("npy" if args.output else "jsonl")
     if fmt == "npy" and not args.output:
         raise ConfigError("--format npy writes binary data: give --output FILE (or --output - for stdout)")
-    _, texts = read_lines(args.file)
-    model = SentenceEncoder(args.model, max_length=args.max_length, threads=args.threads)
-    embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize)  # [n, D] float32
-    if fmt == "npy":
-        write_output(args.output, out, lambda f: np.save(f, embeddings, allow_pickle=False), binary=True)
-    else:
-        lines = (f'{{"index": {i}, "embedding": [{", ".join(_json_number(v) for v in row)}]}}\n'
-                 for i, row in enumerate(embeddings))
-        write_output(args.output, out, lambda f: f.writelines(lines), binary=False)
+    with Records(args.file, args.skip_bad) as records:
+        model = SentenceEncoder(args.model, max_length=args.max_length, threads=args.threads)
+        if fmt == "npy":  # the array's shape comes first in the file: every line is read before any output
+            texts = [text for _, text in records.lines()]
+            records.finish()
+            embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize)  # [n, D]
+            write_output(args.output, out, lambda f: np.save(f, embeddings, allow_pickle=False), binary=True)
+            return
+
+        def write_jsonl(f):
+            numbers = collections.deque()   # line numbers of the texts read ahead, not yet written
+            texts = (numbers.append(number) or text for number, text in records.lines())
+            for embedding in model.encode_iter(texts, batch_size=args.batch_size, normalize=args.normalize):
+                values = ", ".join(_json_number(v) for v in embedding)
+                write_line(f, f'{{"index": {numbers.popleft() - 1}, "embedding": [{values}]}}')
+            records.finish()
+        write_output(args.output, out, write_jsonl, binary=False)
 
 
 def run_score(args: argparse.Namespace, out) -> None:
     """Score each `query<TAB>passage` (or JSON object) line of FILE; one line of scores per pair."""
-    source, lines = read_lines(args.file)
-    pairs = [parse_pair(line, source, number) for number, line in enumerate(lines, start=1)]
-    model = CrossEncoder(args.model, max_length=args.max_length, threads=args.threads)
-    scores = model.predict(pairs, batch_size=args.batch_size, activation=args.activation)
-    scores = scores[:, None] if scores.ndim == 1 else scores  # [n] or [n, L] -> [n, L]
-    for row in scores:
-        out.write("\t".join(format_score(s) for s in row) + "\n")
+    with Records(args.file, args.skip_bad) as records:
+        model = CrossEncoder(args.model, max_length=args.max_length, threads=args.threads)
+        pairs = records.parsed(parse_pair)
+        for scores in model.predict_iter(pairs, batch_size=args.batch_size, activation=args.activation):
+            write_line(out, "\t".join(format_score(s) for s in np.atleast_1d(scores)))
+        records.finish()
 
 
 def run_fetch(args: argparse.Namespace, out) -> None:
@@ -111,38 +131,85 @@ def run_fetch(args: argparse.Namespace, out) -> None:
 # Input
 
 
-def read_lines(path: str) -> tuple[str, list[str]]:
-    """(display name, lines) of FILE, or of stdin when `path` is '-'.
+class Records:
+    """The lines of FILE, or of stdin when the path is '-', decoded as they are read.
 
-    Decoded as UTF-8 line by line, so a bad byte is reported with its line number. A UTF-8 byte
-    order mark at the very start is dropped.
+    Opened at once, so that an unreadable FILE is reported before the model loads. Each line
+    is decoded as UTF-8 on its own, so a bad byte is reported with its line number; a UTF-8
+    byte order mark at the very start is dropped. A bad line (`reject`) either stops the
+    reading, and `finish` raises its error once the lines before it are done, or, with
+    skip_bad, is reported on stderr and skipped.
     """
-    source = "<stdin>" if path == "-" else path
-    try:
-        if path == "-":
-            if sys.stdin is None:
-                raise InputError("no standard input to read passages from; give a FILE")
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except OSError as exc:
-        raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
 
-    raw_lines = data.split(b"\n")
-    if raw_lines[-1] == b"":  # the text after the final newline, or an empty input
-        raw_lines.pop()
-    lines = []
-    for number, raw in enumerate(raw_lines, start=1):
-        raw = raw[:-1] if raw.endswith(b"\r") else raw
-        if number == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8):]
+    def __init__(self, path: str, skip_bad: bool = False):
+        self.source = "<stdin>" if path == "-" else path
+        self.skip_bad, self.error, self.skipped, self.read = skip_bad, None, 0, 0
         try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{source}, line {number}: not valid UTF-8 "
-                             f"(byte {exc.start + 1} of the line is {raw[exc.start]:#04x})") from None
-    return source, lines
+            if path == "-":
+                if sys.stdin is None:
+                    raise InputError("no standard input to read from; give a FILE")
+                self.stream, self.owned = sys.stdin.buffer, False
+            else:
+                self.stream, self.owned = open(path, "rb"), True
+        except OSError as exc:
+            raise InputError(f"cannot read {self.source}: {exc.strerror or exc}") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.owned:
+            self.stream.close()
+
+    def lines(self):
+        """(line number, text) for each good line, in order."""
+        for number, raw in enumerate(self.stream, start=1):
+            self.read = number
+            raw = raw[:-1] if raw.endswith(b"\n") else raw
+            raw = raw[:-1] if raw.endswith(b"\r") else raw
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if self.reject(InputError(f"{self.source}, line {number}: not valid UTF-8 "
+                                          f"(byte {exc.start + 1} of the line is {raw[exc.start]:#04x})")):
+                    continue
+                return
+            yield number, text
+
+    def parsed(self, parse):
+        """parse(line, source, number) for each good line whose parse raises no InputError."""
+        for number, line in self.lines():
+            try:
+                yield parse(line, self.source, number)
+            except InputError as exc:
+                if not self.reject(exc):
+                    return
+
+    def reject(self, error: InputError) -> bool:
+        """A bad line: with skip_bad, report it and go on (True); else keep its error and stop (False)."""
+        if not self.skip_bad:
+            self.error = error
+            return False
+        self.skipped += 1
+        print(f"minibert: skipped {error}", file=sys.stderr, flush=True)
+        return True
+
+    def finish(self) -> None:
+        """After the last line: raise the error of the line that stopped the reading, or tell the skips."""
+        if self.error is not None:
+            raise self.error
+        if self.skipped:
+            print(f"minibert: skipped {self.skipped} of {self.read} lines", file=sys.stderr, flush=True)
+
+
+def read_lines(path: str) -> tuple[str, list[str]]:
+    """(display name, lines) of FILE, or of stdin when `path` is '-'; a bad line is an InputError."""
+    with Records(path) as records:
+        lines = [text for _, text in records.lines()]
+        records.finish()
+    return records.source, lines
 
 
 def parse_pair(line: str, source: str, number: int) -> tuple[str, str]:
@@ -158,7 +225,10 @@ def parse_pair(line: str, source: str, number: int) -> tuple[str, str]:
         if not (isinstance(record, dict) and isinstance(record.get("query"), str)
                 and isinstance(record.get("passage"), str)):
             raise InputError(f'{where}: expected a JSON object with string fields "query" and "passage"')
-        return record["query"], record["passage"]
+        query, passage = record["query"], record["passage"]
+        for side, text in (("query", query), ("passage", passage)):
+            check_unicode(text, f"{where}: the {side} is")  # a JSON escape can make a lone surrogate
+        return query, passage
     query, tab, passage = line.partition("\t")
     if not tab:
         raise InputError(f'{where}: expected "query<TAB>passage" or a JSON object '
@@ -188,6 +258,12 @@ def write_output(path: str | None, out, write, binary: bool) -> None:
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def write_line(out, text: str) -> None:
+    """One whole line, flushed: a reader sees it at once, and an interruption cuts between lines."""
+    out.write(text + "\n")
+    out.flush()
 
 
 def format_score(value) -> str:
@@ -288,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="truncate each text to N tokens (default: the model's max_seq_length)")
     embed.add_argument("--threads", type=positive_int, metavar="N",
                        help="BLAS threads (default: the library's own setting, e.g. OMP_NUM_THREADS)")
+    _add_skip_bad_option(embed)
     embed.set_defaults(run=run_embed)
 
     score = commands.add_parser(
@@ -326,7 +403,14 @@ def _add_model_option(command: argparse.ArgumentParser) -> None:
                          help="model directory: config.json, model.safetensors, tokenizer.json or vocab.txt")
 
 
+def _add_skip_bad_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--skip-bad", action="store_true",
+                         help="report a bad input line (not UTF-8, malformed) on stderr and go on without it, "
+                              "instead of stopping with exit status 2")
+
+
 def _add_run_options(command: argparse.ArgumentParser) -> None:
+    _add_skip_bad_option(command)
     command.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
                          help="pairs per forward pass (default: 32)")
     command.add_argument("--threads", type=positive_int, metavar="N",

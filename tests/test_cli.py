@@ -247,10 +247,13 @@ def test_score_reads_stdin(model_l1, capsys, monkeypatch):
     ('{"query": "q", "passage": 3}', '"passage"'),
 ])
 def test_score_malformed_line_names_its_number(model_l1, bad_line, fragment, tmp_path, capsys, monkeypatch):
+    # The lines before the bad one are scored and written (output streams); nothing after it.
+    good = [(QUERY, PASSAGES[0]), ("q", "p")]
     lines = [f"{QUERY}\t{PASSAGES[0]}", json.dumps({"query": "q", "passage": "p"}), bad_line, "q\tp"]
     path = write_lines(tmp_path / "pairs.tsv", lines)
     status, out, err = run(["score", "-m", model_l1, path], capsys, monkeypatch)
-    assert (status, out) == (EXIT_USAGE, "")
+    assert status == EXIT_USAGE
+    assert out == "".join(format_score(s) + "\n" for s in CrossEncoder(model_l1).predict(good))
     assert_one_error_line(err, f"{path}, line 3:", fragment)
 
 
@@ -383,7 +386,8 @@ def test_process_errors_are_one_line_with_exit_status(model_l1, argv, stdin, sta
     argv = [model_l1 if a == "MODEL_L1" else a for a in argv]
     proc = run_process(argv, stdin)
     assert proc.returncode == status
-    assert proc.stdout == b""
+    # score streams: the good line before the bad one is written; rank sorts, so it writes nothing.
+    assert proc.stdout.count(b"\n") == (1 if argv[0] == "score" else 0)
     assert b"Traceback" not in proc.stderr
     assert_one_error_line(proc.stderr.decode("utf-8"), fragment)
 
@@ -538,3 +542,208 @@ def test_threads_option(model_l1, tmp_path, capsys, monkeypatch):
     assert run(["score", "--model", model_l1, "--threads", "2", pairs], capsys, monkeypatch)[0] == 0
     status, out, err = run(["score", "--model", model_l1, "--threads", "0", pairs], capsys, monkeypatch)
     assert status == 2 and out == "" and "--threads" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# --skip-bad: a bad line is reported with its number and left out; the rest is scored
+
+
+BAD_LINES = [  # (line bytes, what the report says)
+    (b"no tab on this line", "no tab"),
+    (b'{"query": "q", "passage": ', "not valid JSON"),
+    (b'{"query": "q", "passage": 3}', '"passage"'),
+    (b'{"query": "\\ud800", "passage": "p"}', "not valid Unicode"),   # a JSON escape for a lone surrogate
+    (b"bad \xff byte\tp", "not valid UTF-8"),
+]
+
+
+def skip_reports(err: str) -> dict[int, str]:
+    """{line number: report} of the 'minibert: skipped <source>, line N: ...' lines of stderr."""
+    reports = {}
+    for line in err.splitlines():
+        if ", line " in line:
+            assert line.startswith("minibert: skipped "), line
+            reports[int(line.split(", line ")[1].split(":")[0])] = line
+    return reports
+
+
+def test_score_skip_bad_scores_the_good_lines(model_l1, tmp_path, capsys, monkeypatch):
+    good = [(QUERY, p) for p in PASSAGES]
+    lines, bad_numbers = [], {}
+    for i, (query, passage) in enumerate(good):
+        lines.append(f"{query}\t{passage}".encode("utf-8"))
+        if i < len(BAD_LINES):
+            lines.append(BAD_LINES[i][0])
+            bad_numbers[len(lines)] = BAD_LINES[i][1]
+    path = tmp_path / "pairs.tsv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    status, out, err = run(["score", "-m", model_l1, "--skip-bad", path], capsys, monkeypatch)
+    assert status == EXIT_OK
+    assert out == "".join(format_score(s) + "\n" for s in CrossEncoder(model_l1).predict(good))
+    reports = skip_reports(err)
+    assert sorted(reports) == sorted(bad_numbers)
+    for number, fragment in bad_numbers.items():
+        assert f"{path}, line {number}: " in reports[number] and fragment in reports[number]
+    assert err.splitlines()[-1] == f"minibert: skipped {len(BAD_LINES)} of {len(lines)} lines"
+    assert "Traceback" not in err
+
+    # Without --skip-bad the first bad line stops the command, after the output of the lines before it.
+    status, out, err = run(["score", "-m", model_l1, path], capsys, monkeypatch)
+    assert (status, out.count("\n")) == (EXIT_USAGE, 1)
+    assert_one_error_line(err, f"{path}, line 2:", "no tab")
+
+
+def test_score_lone_surrogate_in_json_names_the_line(model_l1, capsys, monkeypatch):
+    status, out, err = run(["score", "-m", model_l1], capsys, monkeypatch,
+                           b'q\tp\n{"query": "q", "passage": "a\\udc80b"}\n')
+    assert (status, out.count("\n")) == (EXIT_USAGE, 1)
+    assert_one_error_line(err, "<stdin>, line 2:", "passage", "not valid Unicode")
+
+
+def test_rank_skip_bad_keeps_line_indices_as_corpus_ids(model_l1, capsys, monkeypatch):
+    stdin = b"paris is the capital of france\n\xff\xfe\nthe cat sat on the mat\n\xc3\x28\nrome is a big city\n"
+    status, out, err = run(["rank", "-m", model_l1, "-q", QUERY, "--skip-bad", "--json"], capsys, monkeypatch, stdin)
+    assert status == EXIT_OK
+    hits = json.loads(out)
+    texts = {hit["corpus_id"]: hit["text"] for hit in hits}
+    assert texts == {0: "paris is the capital of france", 2: "the cat sat on the mat", 4: "rome is a big city"}
+    expected = CrossEncoder(model_l1).predict([(QUERY, texts[i]) for i in (0, 2, 4)])
+    assert {hit["corpus_id"]: np.float32(hit["score"]) for hit in hits} == dict(zip((0, 2, 4), expected))
+    assert sorted(skip_reports(err)) == [2, 4]
+    assert err.splitlines()[-1] == "minibert: skipped 2 of 5 lines"
+
+
+def test_embed_skip_bad_jsonl_index_is_the_line_index(sentence_model, capsys, monkeypatch):
+    stdin = b"first text\n\xff\nthird text\n"
+    status, out, err = run(["embed", "-m", sentence_model, "--skip-bad"], capsys, monkeypatch, stdin)
+    assert status == EXIT_OK
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["index"] for r in records] == [0, 2]
+    expected = SentenceEncoder(sentence_model).encode(["first text", "third text"])
+    np.testing.assert_array_equal(np.array([r["embedding"] for r in records], dtype=np.float32), expected)
+    assert sorted(skip_reports(err)) == [2]
+
+
+def test_embed_npy_skip_bad_and_error(sentence_model, tmp_path, capsys, monkeypatch):
+    output = tmp_path / "e.npy"
+    stdin = b"first text\n\xff\nthird text\n"
+    status, _, err = run(["embed", "-m", sentence_model, "--skip-bad", "-o", output], capsys, monkeypatch, stdin)
+    assert status == EXIT_OK
+    np.testing.assert_array_equal(np.load(output), SentenceEncoder(sentence_model).encode(["first text", "third text"]))
+    # Without --skip-bad: exit 2 and no output file at all (it appears only once complete).
+    output.unlink()
+    status, _, err = run(["embed", "-m", sentence_model, "-o", output], capsys, monkeypatch, stdin)
+    assert status == EXIT_USAGE and not output.exists() and not list(tmp_path.iterdir())
+    assert_one_error_line(err, "<stdin>, line 2:", "UTF-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: windows of lines, each scored as predict scores it; output a whole line at a time
+
+
+def test_score_streams_windows_scored_as_predict_scores_them(model_l1, tmp_path, capsys, monkeypatch):
+    from minibert.batching import WINDOW_ITEMS
+    rng = np.random.default_rng(0)
+    words = np.array("the cat sat on a mat paris is capital of france rome fish river blue".split())
+    pairs = [(" ".join(rng.choice(words, 5)), " ".join(rng.choice(words, rng.integers(1, 40))))
+             for _ in range(2 * WINDOW_ITEMS + 300)]
+    pairs += pairs[:50]   # duplicates across windows
+    path = write_lines(tmp_path / "pairs.tsv", [f"{q}\t{p}" for q, p in pairs])
+    status, out, err = run(["score", "-m", model_l1, path], capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "")
+    printed = np.array([np.float32(line) for line in out.splitlines()])
+    ce = CrossEncoder(model_l1)
+    windows = [ce.predict(pairs[i:i + WINDOW_ITEMS]) for i in range(0, len(pairs), WINDOW_ITEMS)]
+    np.testing.assert_array_equal(printed, np.concatenate(windows))             # the same numbers, in order
+    np.testing.assert_allclose(printed, ce.predict(pairs), rtol=1e-5, atol=1e-5)  # as one call, to rounding
+
+
+def read_available_lines(stream, count: int, timeout: float) -> list[bytes]:
+    """Up to `count` lines from a pipe, waiting at most `timeout` seconds in all."""
+    import selectors
+    import time
+    lines, pending, deadline = [], b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while len(lines) < count and time.monotonic() < deadline:
+            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(stream.fileno(), 1 << 16)
+            if not chunk:
+                break
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            lines += [line + b"\n" for line in complete]
+    assert pending == b"", f"a partial line was written: {pending!r}"
+    return lines
+
+
+def test_process_score_output_arrives_before_the_input_ends(model_l1):
+    # The writer keeps stdin open: the first window's scores must come out while the input is still open.
+    from minibert.batching import WINDOW_ITEMS
+    proc = subprocess.Popen([sys.executable, "-m", "minibert", "score", "-m", str(model_l1)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=process_env(), cwd=REPO)
+    try:
+        proc.stdin.write(b"".join(f"query {i}\tpassage {i}\n".encode() for i in range(WINDOW_ITEMS + 5)))
+        proc.stdin.flush()
+        first = read_available_lines(proc.stdout, WINDOW_ITEMS, timeout=120)
+        assert len(first) == WINDOW_ITEMS
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+    assert rest.count(b"\n") == 5 and rest.endswith(b"\n")
+    expected = CrossEncoder(model_l1).predict([(f"query {i}", f"passage {i}") for i in range(WINDOW_ITEMS)])
+    assert [np.float32(line) for line in first] == list(expected)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
+def test_process_ctrl_c_ends_quietly_between_lines(model_l1, tmp_path, delay):
+    # SIGINT while the command reads, scores and writes: exit 130, nothing on stderr, only whole lines.
+    import signal
+    import time
+    path = write_lines(tmp_path / "pairs.tsv", [f"query {i}\t" + "passage words " * 20 for i in range(20_000)])
+    proc = subprocess.Popen([sys.executable, "-m", "minibert", "score", "-m", str(model_l1), str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=process_env(), cwd=REPO)
+    try:
+        assert read_available_lines(proc.stdout, 1, timeout=120)   # whole lines: it is streaming now
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stdout.read()
+        stderr = proc.stderr.read()
+        returncode = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert (returncode, stderr) == (EXIT_INTERRUPTED, b"")
+    assert rest == b"" or rest.endswith(b"\n")
+    assert all(np.isfinite(np.float32(line)) for line in rest.splitlines())
+
+
+def test_process_stream_memory_is_bounded_by_the_window(model_l1):
+    # 20,000 more pairs of 2,000 characters are 40 MB more input (120 MB if held as bytes, lines and
+    # pairs, as the CLI once did). Streaming keeps one window: peak RSS must not grow with the pairs.
+    # (Measured: 1k 309, 5k 327, 20k 328, 60k 338 MiB; allocator arenas settle after a few windows.)
+    def peak_rss_mib(n_pairs: int) -> float:
+        proc = subprocess.Popen([sys.executable, "-m", "minibert", "score", "-m", str(model_l1)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env=process_env(), cwd=REPO)
+        import threading
+        counted = []
+        reader = threading.Thread(target=lambda: counted.append(sum(1 for _ in proc.stdout)))
+        reader.start()
+        passage = ("the capital of france is paris " * 70)[:2000]
+        for start in range(0, n_pairs, 1000):
+            proc.stdin.write(b"".join(f"query {i}\t{passage}\n".encode() for i in range(start, start + 1000)))
+        proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        reader.join()
+        assert (proc.returncode, counted) == (0, [n_pairs])
+        return usage.ru_maxrss / 1024   # KiB on Linux
+
+    small, large = peak_rss_mib(4_000), peak_rss_mib(24_000)
+    print(f"\npeak RSS: 4,000 pairs {small:.0f} MiB, 24,000 pairs {large:.0f} MiB")
+    assert large - small < 25, (small, large)
