@@ -245,7 +245,7 @@ def write_output(path: str | None, out, write, binary: bool) -> None:
     if path in (None, "-"):
         if binary:
             out.flush()
-            write(out.buffer)
+            write(_WriteOnly(out.buffer))
             out.buffer.flush()
         else:
             write(out)
@@ -258,6 +258,14 @@ def write_output(path: str | None, out, write, binary: bool) -> None:
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+class _WriteOnly:
+    """A stream seen through its write method only. np.save treats a real file object as seekable
+    and asks for its position, which a pipe does not have; to anything else it just writes."""
+
+    def __init__(self, stream):
+        self.write = stream.write
 
 
 def write_line(out, text: str) -> None:

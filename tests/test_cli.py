@@ -60,7 +60,9 @@ def run(argv, capsys, monkeypatch, stdin: bytes | None = None):
 def process_env() -> dict:
     """The environment for `python -m minibert` from this source tree (installed or not)."""
     paths = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    env.pop("PYTHONUNBUFFERED", None)   # stdout to a pipe block-buffered, as users have it: flushing is minibert's job
+    return env
 
 
 def run_process(argv, stdin: bytes = b""):
@@ -679,8 +681,11 @@ def read_available_lines(stream, count: int, timeout: float) -> list[bytes]:
     return lines
 
 
-def test_process_score_output_arrives_before_the_input_ends(model_l1):
+@pytest.mark.parametrize("end", ["eof", "ctrl-c"])
+def test_process_score_output_arrives_before_the_input_ends(model_l1, end):
     # The writer keeps stdin open: the first window's scores must come out while the input is still open.
+    # Then either the input ends (the rest is scored) or Ctrl-C comes while the command waits for input.
+    import signal
     from minibert.batching import WINDOW_ITEMS
     proc = subprocess.Popen([sys.executable, "-m", "minibert", "score", "-m", str(model_l1)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -690,12 +695,18 @@ def test_process_score_output_arrives_before_the_input_ends(model_l1):
         proc.stdin.flush()
         first = read_available_lines(proc.stdout, WINDOW_ITEMS, timeout=120)
         assert len(first) == WINDOW_ITEMS
-        proc.stdin.close()
-        rest = proc.stdout.read()
-        assert proc.wait(timeout=120) == 0
+        if end == "eof":
+            proc.stdin.close()
+        else:
+            proc.send_signal(signal.SIGINT)
+        rest, stderr = proc.stdout.read(), proc.stderr.read()
+        returncode = proc.wait(timeout=120)
     finally:
         proc.kill()
-    assert rest.count(b"\n") == 5 and rest.endswith(b"\n")
+    if end == "eof":
+        assert (returncode, stderr, rest.count(b"\n")) == (EXIT_OK, b"", 5) and rest.endswith(b"\n")
+    else:
+        assert (returncode, stderr, rest) == (EXIT_INTERRUPTED, b"", b"")
     expected = CrossEncoder(model_l1).predict([(f"query {i}", f"passage {i}") for i in range(WINDOW_ITEMS)])
     assert [np.float32(line) for line in first] == list(expected)
 
