@@ -3,7 +3,7 @@
 Targets, each fed arbitrary values by hypothesis:
   config  config_from_dict / load_config on JSON with BERT's field names and random values
   pairs   CrossEncoder.predict (tiny-l1 golden model) on random text pairs and non-pair junk
-  cli     parse_pair and read_lines (random lines and bytes), main() on random argv lists
+  cli     parse_pair and read_lines, with and without --skip-bad (random lines and bytes), main() on random argv lists
   shards  the shard index reader (model.safetensors.index.json) and the fetch record reader
 (The safetensors header and the .bin reader are fuzzed in test_unsafe_bin.py.)
 
@@ -36,7 +36,7 @@ from safetensors.numpy import load_file, save_file
 
 from minibert import CrossEncoder, InputError, MinibertError
 from minibert.checkpoint import FETCH_RECORD, SAFETENSORS_INDEX, check_fetch_complete, read_checkpoint
-from minibert.cli import main, parse_pair, read_lines
+from minibert.cli import Records, main, parse_pair, read_lines
 from minibert.config import _DEFAULTS, BertConfig, config_from_dict, load_config
 from minibert.errors import ModelFormatError
 
@@ -303,6 +303,38 @@ def test_read_lines_reads_the_documented_lines_or_raises_input_error(scratch, da
         assert value == (str(path), expected)
 
 
+@FUZZ
+@given(data=files)
+def test_skip_bad_reads_every_good_line_with_its_number(scratch, data):
+    # --skip-bad: every line that decodes comes through, numbered as in the file; each other is reported.
+    path = scratch / "skip.txt"
+    path.write_bytes(data)
+    raw = data.split(b"\n")
+    raw = raw[:-1] if raw[-1] == b"" else raw
+    expected = []
+    for number, line in enumerate(raw, start=1):
+        line = line[:-1] if line.endswith(b"\r") else line
+        line = line[3:] if number == 1 and line.startswith(codecs.BOM_UTF8) else line
+        try:
+            expected.append((number, line.decode("utf-8")))
+        except UnicodeDecodeError:
+            pass
+    stderr = io.StringIO()
+    with redirect_stderr(stderr):
+        kind, value = attempt("read_lines", lambda: _read_skipping(str(path)))
+    assert kind == "ok", value
+    assert value == expected
+    reports = [line for line in stderr.getvalue().splitlines() if ", line " in line]
+    assert len(reports) == len(raw) - len(expected)
+
+
+def _read_skipping(path):
+    with Records(path, skip_bad=True) as records:
+        lines = list(records.lines())
+        records.finish()
+    return lines
+
+
 @pytest.fixture(scope="module")
 def cli_files(scratch, encoder):
     """Absolute paths the random command lines may name (all inside the scratch folder)."""
@@ -318,7 +350,7 @@ def cli_files(scratch, encoder):
 
 
 WORDS = ["rank", "score", "embed", "--model", "-m", "--query", "-q", "--top-k", "--json", "--batch-size",
-         "--threads", "--max-length", "--activation", "--output", "-o", "--format", "--normalize", "--version",
+         "--threads", "--max-length", "--activation", "--output", "-o", "--format", "--normalize", "--version", "--skip-bad",
          "--help", "-h", "-", "--", "sigmoid", "softmax", "npy", "jsonl", "out.npy", "0", "1", "-1", "3", "64",
          "65", "1e3", "nan", "9" * 30, "\u0663", "", "--model=", "--top-k=2"]
 
