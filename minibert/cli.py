@@ -12,10 +12,11 @@ a closed pipe leaves no partial line. `rank` needs every passage before it can s
 all of its input first. A bad line (not UTF-8, no tab, bad JSON) stops the command with exit 2
 after the output of the lines before it; with --skip-bad it is reported on stderr and skipped.
 
-Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`),
-2 bad usage or input (options, malformed or non-UTF-8 lines, unreadable FILE, InputError,
-ConfigError), 1 any other failure (ModelFormatError, other MinibertError, OSError),
-130 interrupted. Errors are one line on stderr: `minibert: error: ...`.
+Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`, and
+when --skip-bad skipped lines), 2 bad usage or input (options, malformed or non-UTF-8 lines,
+unreadable FILE, InputError, ConfigError), 1 any other failure (ModelFormatError, other
+MinibertError, OSError), 130 interrupted. Errors are one line on stderr: `minibert: error: ...`;
+with --skip-bad, each skipped line is one `minibert: skipped FILE, line N: ...` line.
 """
 
 import argparse
