@@ -11,7 +11,7 @@ and a character budget), never by timing, so the same input always gives the sam
 
 from itertools import islice
 
-from minibert.errors import ConfigError
+from minibert.errors import ConfigError, InputError
 
 DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens per forward pass: about 100 MB of activations for MiniLM
 TOKENIZE_CHUNK = 1024             # sequences tokenized at a time, so memory stays bounded on long inputs
@@ -48,6 +48,20 @@ def batches(lengths, max_sequences, max_tokens):
         tokens += n
     if start < len(lengths):
         yield start, len(lengths)
+
+
+def stream(items, size, score, what: str):
+    """score(window, index of its first item) for each window of the iterable `items`, flattened: a
+    generator. `items` must be an iterable other than a str (checked now, not at the first next())."""
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise InputError(f"expected an iterable of {what}, found {type(items).__name__}")
+
+    def scored():
+        first = 0
+        for window in windows(items, size):
+            yield from score(window, first)
+            first += len(window)
+    return scored()
 
 
 def _is_positive_int(value) -> bool:

@@ -12,9 +12,9 @@ import numpy as np
 
 from minibert import ops as reference_ops
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
-                               check_max_batch_tokens, check_threads, listed, windows)
+                               check_max_batch_tokens, check_threads, listed, stream)
 from minibert.config import load_config
-from minibert.errors import ConfigError, InputError, ModelFormatError, NumericalError
+from minibert.errors import ConfigError, ModelFormatError, NumericalError
 from minibert.model import Batch, default_ops, forward
 from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_pair, load_tokenizer
@@ -102,15 +102,8 @@ class CrossEncoder:
         within a window. An InputError names the pair's index in the whole stream.
         """
         self._check_predict_args(batch_size, activation)
-        if isinstance(sentences, (str, bytes)) or not hasattr(sentences, "__iter__"):
-            raise InputError(f"expected an iterable of (query, passage) pairs, found {type(sentences).__name__}")
-        return self._stream(sentences, batch_size, activation)   # arguments checked now, pairs when read
-
-    def _stream(self, sentences, batch_size, activation):
-        first = 0
-        for window in windows(sentences, size=_pair_chars):
-            yield from self._scores(window, first, batch_size, activation)
-            first += len(window)
+        return stream(sentences, _pair_chars, lambda window, first: self._scores(window, first, batch_size, activation),
+                      "(query, passage) pairs")
 
     def _check_predict_args(self, batch_size, activation):
         check_batch_size(batch_size)

@@ -36,8 +36,8 @@ from tokenizers import normalizers
 
 from minibert.config import load_config, read_json, read_json_object
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
-                               check_max_batch_tokens, check_threads, listed, windows)
-from minibert.errors import ConfigError, InputError, ModelFormatError, NumericalError
+                               check_max_batch_tokens, check_threads, listed, stream)
+from minibert.errors import ConfigError, ModelFormatError, NumericalError
 from minibert.model import Batch, default_ops, encoder
 from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_text, load_tokenizer
@@ -405,15 +405,8 @@ class SentenceEncoder:
         embeds each window as encode would, so memory stays bounded whatever the number of texts.
         """
         self._check_encode_args(batch_size, normalize)
-        if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
-            raise InputError(f"expected an iterable of str, found {type(texts).__name__}")
-        return self._stream(texts, batch_size, normalize)   # arguments checked now, texts when read
-
-    def _stream(self, texts, batch_size, normalize):
-        first = 0
-        for window in windows(texts, size=lambda text: len(text) if isinstance(text, str) else 0):
-            yield from self._embeddings(window, first, batch_size, normalize)
-            first += len(window)
+        return stream(texts, lambda text: len(text) if isinstance(text, str) else 0,
+                      lambda window, first: self._embeddings(window, first, batch_size, normalize), "str")
 
     def _check_encode_args(self, batch_size, normalize):
         check_batch_size(batch_size)

@@ -101,3 +101,20 @@ def tiny_model_dir(tmp_path_factory):
         return built[key]
 
     return make
+
+
+GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
+
+
+@pytest.fixture(scope="module")
+def ce():
+    """The tiny-l1 golden model (1 label, uncased, tokenizer.json), loaded once per module."""
+    from minibert import CrossEncoder
+    return CrossEncoder(GOLDENS / "tiny-l1")
+
+
+@pytest.fixture(scope="module")
+def ce3():
+    """The tiny-l3 golden model (3 labels, cased, vocab.txt only)."""
+    from minibert import CrossEncoder
+    return CrossEncoder(GOLDENS / "tiny-l3")

@@ -25,16 +25,6 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ce():
-    return CrossEncoder(GOLDENS / "tiny-l1")
-
-
-@pytest.fixture(scope="module")
-def ce3():
-    return CrossEncoder(GOLDENS / "tiny-l3")
-
-
 def test_error_hierarchy_is_importable_from_the_root():
     for cls in (ConfigError, ModelFormatError, InputError, UnsafeCheckpointError):
         assert issubclass(cls, MinibertError)

@@ -8,31 +8,19 @@ depend on how fast the input arrives. The CLI's streaming is tested in test_cli.
 import itertools
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minibert import ConfigError, CrossEncoder, InputError, SentenceEncoder, batching
+from minibert import ConfigError, InputError, SentenceEncoder, batching
 from minibert.batching import WINDOW_ITEMS, windows
 
-GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 
 
 def many_pairs(n, seed=0):
     rng = np.random.default_rng(seed)
     words = np.array("the cat sat on a mat paris is capital of france rome fish river blue".split())
     return [(" ".join(rng.choice(words, 4)), " ".join(rng.choice(words, rng.integers(0, 30)))) for _ in range(n)]
-
-
-@pytest.fixture(scope="module")
-def ce():
-    return CrossEncoder(GOLDENS / "tiny-l1")
-
-
-@pytest.fixture(scope="module")
-def ce3():
-    return CrossEncoder(GOLDENS / "tiny-l3")
 
 
 class Counting:
