@@ -9,9 +9,13 @@ each window as predict / encode would score it alone. Windows are cut by content
 and a character budget), never by timing, so the same input always gives the same numbers.
 """
 
+import sys
 from itertools import islice
 
+import numpy as np
+
 from minibert.errors import ConfigError, InputError
+from minibert.model import Batch
 
 DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens per forward pass: about 100 MB of activations for MiniLM
 TOKENIZE_CHUNK = 1024             # sequences tokenized at a time, so memory stays bounded on long inputs
@@ -62,6 +66,33 @@ def stream(items, size, score, what: str):
             yield from score(window, first)
             first += len(window)
     return scored()
+
+
+def distinct(items: list) -> tuple[list, np.ndarray]:
+    """(the distinct items in order of first appearance, where [n]: items[i] == distinct[where[i]]).
+
+    Scoring each distinct input once makes duplicates score exactly alike."""
+    first: dict = {}
+    where = np.array([first.setdefault(item, len(first)) for item in items], dtype=np.int64)
+    return list(first), where
+
+
+def forward_batches(items: list, encode, batch_size: int, max_tokens: int, progress: str | None = None):
+    """(start, end, Batch) for each forward pass over items[start:end], in order.
+
+    encode(items, first_index) tokenizes TOKENIZE_CHUNK items at a time. progress, e.g.
+    "scored {}/{} pairs", is shown on stderr after each pass when given.
+    """
+    done = 0
+    for chunk_start in range(0, len(items), TOKENIZE_CHUNK):
+        chunk = encode(items[chunk_start:chunk_start + TOKENIZE_CHUNK], chunk_start)
+        for start, end in batches([len(ids) for ids, _ in chunk], batch_size, max_tokens):
+            yield chunk_start + start, chunk_start + end, Batch.pack(chunk[start:end])
+            done += end - start
+            if progress:
+                print("\r" + progress.format(done, len(items)), end="", file=sys.stderr, flush=True)
+    if progress and items:
+        print(file=sys.stderr)
 
 
 def _is_positive_int(value) -> bool:

@@ -5,17 +5,16 @@ of import, with one deliberate difference: predict returns raw logits unless an 
 asked for (sentence-transformers applies a sigmoid by default to single-logit models).
 """
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from minibert import ops as reference_ops
-from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
-                               check_max_batch_tokens, check_threads, listed, stream)
+from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, check_batch_size, check_max_batch_tokens, check_threads,
+                               distinct, forward_batches, listed, stream)
 from minibert.config import load_config
 from minibert.errors import ConfigError, ModelFormatError, NumericalError
-from minibert.model import Batch, default_ops, forward
+from minibert.model import default_ops, forward
 from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_pair, load_tokenizer
 from minibert.weights import load_params
@@ -115,24 +114,14 @@ class CrossEncoder:
     def _scores(self, pairs: list, first_index: int, batch_size: int, activation, show_progress_bar=False):
         """Scores of a list of pairs: [n] or [n, L] float32. first_index: the index of pairs[0], for messages."""
         pairs = [check_pair(pair, first_index + i) for i, pair in enumerate(pairs)]  # every pair, before any work
-        # A repeated pair is scored once, so that duplicates get exactly the same score.
-        distinct: dict[tuple[str, str], int] = {}
-        where = np.array([distinct.setdefault(pair, len(distinct)) for pair in pairs], dtype=np.int64)
-        pairs = list(distinct)
+        pairs, where = distinct(pairs)   # a repeated pair is scored once: duplicates get exactly the same score
 
         logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
-        done = 0
+        progress = "scored {}/{} pairs" if show_progress_bar else None
         with self.ops.limit_threads(self.threads):
-            for chunk_start in range(0, len(pairs), TOKENIZE_CHUNK):
-                chunk = self.tokenizer.encode_pairs(pairs[chunk_start:chunk_start + TOKENIZE_CHUNK], chunk_start)
-                for start, end in batches([len(ids) for ids, _ in chunk], batch_size, self.max_batch_tokens):
-                    batch = Batch.pack(chunk[start:end])
-                    logits[chunk_start + start:chunk_start + end] = forward(self.params, self.config, batch, self.ops)
-                    done += end - start
-                    if show_progress_bar:
-                        print(f"\rscored {done}/{len(pairs)} pairs", end="", file=sys.stderr, flush=True)
-        if show_progress_bar and pairs:
-            print(file=sys.stderr)
+            for start, end, batch in forward_batches(pairs, self.tokenizer.encode_pairs, batch_size,
+                                                     self.max_batch_tokens, progress):
+                logits[start:end] = forward(self.params, self.config, batch, self.ops)
         if not np.isfinite(logits).all():
             bad = first_index + np.flatnonzero(~np.isfinite(logits[where]).all(axis=1))
             raise NumericalError(f"non-finite scores (NaN or infinity) for pairs {listed(bad)}: the model's "

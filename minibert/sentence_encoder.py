@@ -27,7 +27,6 @@ Dimension letters as in minibert.model: B texts in a batch, N tokens of all of t
 padding), T tokens of one text, H hidden_size, P pooling modes, D = P * H output dimension.
 """
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
@@ -35,8 +34,8 @@ import numpy as np
 from tokenizers import normalizers
 
 from minibert.config import load_config, read_json, read_json_object
-from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, TOKENIZE_CHUNK, batches, check_batch_size,
-                               check_max_batch_tokens, check_threads, listed, stream)
+from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, check_batch_size, check_max_batch_tokens, check_threads,
+                               distinct, forward_batches, listed, stream)
 from minibert.errors import ConfigError, ModelFormatError, NumericalError
 from minibert.model import Batch, default_ops, encoder
 from minibert.ranking import as_list, check_rank_args, ranked
@@ -416,10 +415,8 @@ class SentenceEncoder:
     def _embeddings(self, texts: list, first_index: int, batch_size: int, normalize: bool, show_progress_bar=False):
         """Embeddings [n, D] of a list of texts; first_index: the index of texts[0], for messages."""
         texts = [check_text(text, first_index + i) for i, text in enumerate(texts)]  # every text, before any work
-        # A repeated text is embedded once, so that duplicates get exactly the same embedding.
-        distinct: dict[str, int] = {}
-        where = np.array([distinct.setdefault(text, len(distinct)) for text in texts], dtype=np.int64)
-        embeddings = self._embed(list(distinct), batch_size, show_progress_bar)[where]   # [n, P * H]
+        texts, where = distinct(texts)   # a repeated text is embedded once: duplicates get exactly the same embedding
+        embeddings = self._embed(texts, batch_size, show_progress_bar)[where]   # [n, P * H]
         # The order of sentence-transformers' encode: modules (Normalize among them), truncate, normalize.
         embeddings = embeddings[:, :self.get_embedding_dimension()]                      # [n, D]
         if normalize:
@@ -444,11 +441,10 @@ class SentenceEncoder:
             check_text(document, index, "document")
         if not documents:
             return []
-        # Each distinct document is scored once, so that duplicates tie exactly.
-        distinct: dict[str, int] = {}
-        where = np.array([distinct.setdefault(d, len(distinct)) for d in documents], dtype=np.int64)
+        # Each distinct document is scored once: the similarity product too, so that duplicates tie exactly.
+        unique, where = distinct(documents)
         query_embedding = self.encode([query], batch_size=batch_size)                    # [1, D]
-        document_embeddings = self.encode(list(distinct), batch_size=batch_size)        # [m, D]
+        document_embeddings = self.encode(unique, batch_size=batch_size)                # [m, D]
         scores = cos_sim(query_embedding, document_embeddings)[0][where]                 # [n]
         return ranked(scores, documents, top_k, return_documents)
 
@@ -456,18 +452,11 @@ class SentenceEncoder:
         """Distinct, checked texts -> pooled (and, if listed, normalized) embeddings [n, P * H]."""
         p = self.pipeline
         out = np.empty((len(texts), len(p.pooling_modes) * self.config.hidden_size), dtype=np.float32)
-        done = 0
+        progress = "embedded {}/{} texts" if show_progress_bar else None
         with self.ops.limit_threads(self.threads):
-            for chunk_start in range(0, len(texts), TOKENIZE_CHUNK):
-                chunk = self.tokenizer.encode_texts(texts[chunk_start:chunk_start + TOKENIZE_CHUNK], chunk_start)
-                for start, end in batches([len(ids) for ids, _ in chunk], batch_size, self.max_batch_tokens):
-                    batch = Batch.pack(chunk[start:end])
-                    hidden = encoder(self.params, self.config, batch, ops=self.ops)         # [N, H]
-                    pooled = pool(hidden, batch, p.pooling_modes)                           # [B, P * H]
-                    out[chunk_start + start:chunk_start + end] = l2_normalize(pooled) if p.normalize else pooled
-                    done += end - start
-                    if show_progress_bar:
-                        print(f"\rembedded {done}/{len(texts)} texts", end="", file=sys.stderr, flush=True)
-        if show_progress_bar and texts:
-            print(file=sys.stderr)
+            for start, end, batch in forward_batches(texts, self.tokenizer.encode_texts, batch_size,
+                                                     self.max_batch_tokens, progress):
+                hidden = encoder(self.params, self.config, batch, ops=self.ops)         # [N, H]
+                pooled = pool(hidden, batch, p.pooling_modes)                           # [B, P * H]
+                out[start:end] = l2_normalize(pooled) if p.normalize else pooled
         return out

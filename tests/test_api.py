@@ -221,3 +221,11 @@ def test_memory_is_bounded_by_the_token_budget(ce):
     np.testing.assert_allclose(small.predict(PAIRS), ce.predict(PAIRS), atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="max_batch_tokens"):
         CrossEncoder(GOLDENS / "tiny-l1", max_batch_tokens=10)
+
+
+def test_progress_bar_counts_forward_passes_on_stderr(ce, capsys):
+    ce.predict([("a", "b"), ("a", "b"), ("c", "d")], batch_size=1, show_progress_bar=True)
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", "\rscored 1/2 pairs\rscored 2/2 pairs\n")
+    ce.predict([("a", "b")])
+    assert capsys.readouterr().err == ""
