@@ -367,13 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="npy (binary, float32) or jsonl (default: npy with --output, else jsonl)")
     embed.add_argument("--normalize", action="store_true",
                        help="scale every embedding to unit length (then cosine similarity is a dot product)")
-    embed.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
-                       help="texts per forward pass (default: 32)")
-    embed.add_argument("--max-length", type=int, metavar="N",
-                       help="truncate each text to N tokens (default: the model's max_seq_length)")
-    embed.add_argument("--threads", type=positive_int, metavar="N",
-                       help="BLAS threads (default: the library's own setting, e.g. OMP_NUM_THREADS)")
-    _add_skip_bad_option(embed)
+    _add_run_options(embed, "text", "the model's max_seq_length")
     embed.set_defaults(run=run_embed)
 
     score = commands.add_parser(
@@ -412,17 +406,14 @@ def _add_model_option(command: argparse.ArgumentParser) -> None:
                          help="model directory: config.json, model.safetensors, tokenizer.json or vocab.txt")
 
 
-def _add_skip_bad_option(command: argparse.ArgumentParser) -> None:
+def _add_run_options(command: argparse.ArgumentParser, item: str = "pair",
+                     length_default: str = "the model's limit") -> None:
     command.add_argument("--skip-bad", action="store_true",
                          help="report a bad input line (not UTF-8, malformed) on stderr and go on without it, "
                               "instead of stopping with exit status 2")
-
-
-def _add_run_options(command: argparse.ArgumentParser) -> None:
-    _add_skip_bad_option(command)
     command.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
-                         help="pairs per forward pass (default: 32)")
+                         help=f"{item}s per forward pass (default: 32)")
     command.add_argument("--threads", type=positive_int, metavar="N",
                          help="BLAS threads (default: the library's own setting, e.g. OMP_NUM_THREADS)")
     command.add_argument("--max-length", type=int, metavar="N",
-                         help="truncate each pair to N tokens (default: the model's limit)")
+                         help=f"truncate each {item} to N tokens (default: {length_default})")
