@@ -29,11 +29,7 @@ pin it). `--check` compares everything but that field.
 
 from __future__ import annotations
 
-import argparse
-import filecmp
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +38,7 @@ import transformers
 from transformers import BertConfig, BertForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_goldens import randomize_, today, write_json  # noqa: E402  (same randomization as the goldens)
+from make_goldens import build_or_check, randomize_, today, write_json  # noqa: E402  (same randomization, same --check)
 
 FORMAT_VERSION = 1
 SEED = 20240917
@@ -144,7 +140,6 @@ def transformers_logits(directory: Path, batch: dict) -> np.ndarray:
 
 
 def make_fixtures(out: Path) -> None:
-    torch.set_num_threads(1)
     model = build_model()
     batch = build_batch()
     variants = {}
@@ -163,42 +158,10 @@ def make_fixtures(out: Path) -> None:
         "batch": {k: v.tolist() for k, v in batch.items()},
         "variants": variants,
     })
-    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"wrote {out} ({total / 1024:.0f} KiB)")
-
-
-def compare_dirs(built: Path, committed: Path) -> list[str]:
-    problems = []
-    files_a = sorted(p.relative_to(built) for p in built.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file()) if committed.exists() else []
-    if files_a != files_b:
-        return [f"files {[str(f) for f in files_b]} != rebuilt {[str(f) for f in files_a]}"]
-    for rel in files_a:
-        if rel.name == "golden.json":
-            ja, jb = (json.loads((d / rel).read_text(encoding="utf-8")) for d in (built, committed))
-            ja.pop("date"), jb.pop("date")
-            if ja != jb:
-                problems.append(f"{rel} differs in {sorted(k for k in ja if ja.get(k) != jb.get(k))}")
-        elif not filecmp.cmp(built / rel, committed / rel, shallow=False):
-            problems.append(f"{rel} differs")
-    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
-    parser.add_argument("--check", action="store_true", help="rebuild in a temp dir and compare with --out")
-    args = parser.parse_args(argv)
-    if args.check:
-        with tempfile.TemporaryDirectory() as tmp:
-            make_fixtures(Path(tmp))
-            problems = compare_dirs(Path(tmp), args.out)
-        for p in problems:
-            print("MISMATCH", p)
-        print("fixtures reproduce" if not problems else f"{len(problems)} mismatches")
-        return 1 if problems else 0
-    make_fixtures(args.out)
-    return 0
+    return build_or_check(argv, __doc__.splitlines()[0], DEFAULT_OUT, make_fixtures, "fixtures")
 
 
 if __name__ == "__main__":

@@ -604,52 +604,53 @@ def tokenizer_cases(hf_tok, spec: GoldenSpec) -> list[dict]:
 
 
 def compare_dirs(built: Path, committed: Path) -> list[str]:
+    """What differs between a rebuilt fixture tree and the committed one (golden.json files: all but the date)."""
     problems = []
-    for spec in SPECS + TOKENIZER_SPECS:
-        a, b = built / spec.name, committed / spec.name
-        names_a = sorted(p.name for p in a.iterdir())
-        names_b = sorted(p.name for p in b.iterdir()) if b.exists() else []
-        if names_a != names_b:
-            problems.append(f"{spec.name}: files {names_b} != rebuilt {names_a}")
-            continue
-        for name in names_a:
-            if name == "golden.json":
-                ja, jb = (json.loads((d / name).read_text(encoding="utf-8")) for d in (a, b))
-                ja.pop("date"), jb.pop("date")
-                if ja != jb:
-                    keys = sorted(k for k in ja if ja.get(k) != jb.get(k))
-                    problems.append(f"{spec.name}/golden.json differs in {keys}")
-            elif not filecmp.cmp(a / name, b / name, shallow=False):
-                problems.append(f"{spec.name}/{name} differs")
+    files_a = sorted(p.relative_to(built) for p in built.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file()) if committed.exists() else []
+    if files_a != files_b:
+        return [f"files {[str(f) for f in files_b]} != rebuilt {[str(f) for f in files_a]}"]
+    for rel in files_a:
+        if rel.name == "golden.json":
+            ja, jb = (json.loads((d / rel).read_text(encoding="utf-8")) for d in (built, committed))
+            ja.pop("date"), jb.pop("date")
+            if ja != jb:
+                problems.append(f"{rel} differs in {sorted(k for k in ja if ja.get(k) != jb.get(k))}")
+        elif not filecmp.cmp(built / rel, committed / rel, shallow=False):
+            problems.append(f"{rel} differs")
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+def build_or_check(argv: list[str] | None, description: str, default_out: Path, build, what: str) -> int:
+    """The tools' command line: build(out) into --out, or with --check build into a temp dir and compare."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=default_out, help=f"output directory (default {default_out})")
     parser.add_argument("--check", action="store_true", help="rebuild in a temp dir and compare with --out")
     args = parser.parse_args(argv)
-
     torch.set_num_threads(1)  # same reductions every run
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
-            for spec in SPECS:
-                make_golden(spec, Path(tmp) / spec.name)
-            for spec in TOKENIZER_SPECS:
-                make_tokenizer_golden(spec, Path(tmp) / spec.name)
+            build(Path(tmp))
             problems = compare_dirs(Path(tmp), args.out)
         for p in problems:
             print("MISMATCH", p)
-        print("goldens reproduce" if not problems else f"{len(problems)} mismatches")
+        print(f"{what} reproduce" if not problems else f"{len(problems)} mismatches")
         return 1 if problems else 0
-
-    for spec in SPECS:
-        make_golden(spec, args.out / spec.name)
-    for spec in TOKENIZER_SPECS:
-        make_tokenizer_golden(spec, args.out / spec.name)
+    build(args.out)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"wrote {args.out} ({total / 1024:.0f} KiB)")
     return 0
+
+
+def make_all(out: Path) -> None:
+    for spec in SPECS:
+        make_golden(spec, out / spec.name)
+    for spec in TOKENIZER_SPECS:
+        make_tokenizer_golden(spec, out / spec.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return build_or_check(argv, __doc__.splitlines()[0], DEFAULT_OUT, make_all, "goldens")
 
 
 if __name__ == "__main__":
