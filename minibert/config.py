@@ -1,7 +1,14 @@
 """The model configuration: HuggingFace's config.json, read once and validated at load.
 
-Field names are those of transformers' BertConfig, so a reader can hold this file next to a
-config.json. Fields a config.json leaves out take BertConfig's defaults, as transformers does.
+Each family (minibert/models/) has its own frozen Config dataclass whose field names are those of
+its transformers config class, so a reader can hold it next to a config.json; fields a
+config.json leaves out take that class's defaults, as transformers does. This module reads the
+file, picks the family from `model_type` and holds the checks every family's config shares.
+
+Every family's Config offers, besides its own fields, what the rest of minibert asks of a model:
+    model_type, vocab_size, hidden_size, num_hidden_layers, num_labels, id2label, source
+    type_vocab_size   token types the embeddings have (0: none)
+    max_tokens        the longest sequence the model takes, special tokens included
 """
 
 import json
@@ -13,77 +20,65 @@ from pathlib import Path
 
 from minibert.errors import ConfigError
 
-# BertConfig's defaults (transformers), used for fields a config.json leaves out.
-_DEFAULTS = {
-    "vocab_size": 30522,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "hidden_act": "gelu",
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "layer_norm_eps": 1e-12,
-    "pad_token_id": 0,
-    "position_embedding_type": "absolute",
-}
-
-MAX_SIZE = 2 ** 31 - 1  # sizes beyond this are not a BERT (and would overflow index arithmetic)
-
-# transformers' ACT2FN["gelu"] is the exact erf GELU; the tanh approximations are other names.
-SUPPORTED_HIDDEN_ACTS = ("gelu",)
+MAX_SIZE = 2 ** 31 - 1  # sizes beyond this are not a model (and would overflow index arithmetic)
 
 
-@dataclass(frozen=True)
-class BertConfig:
-    vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    hidden_act: str
-    max_position_embeddings: int
-    type_vocab_size: int
-    layer_norm_eps: float
-    pad_token_id: int | None
-    position_embedding_type: str
-    num_labels: int
-    id2label: dict[int, str] = field(default_factory=dict)
-    source: str = "<config>"  # the file this was read from, for error messages
+def check_sizes(config, *names, minimum=1):
+    """Each named field is an integer in [minimum, MAX_SIZE]."""
+    for name in names:
+        value = getattr(config, name)
+        if not _is_int(value) or not minimum <= value <= MAX_SIZE:
+            kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise ConfigError(f"{config.source}: field {name!r} must be {kind} (at most {MAX_SIZE}), found {show(value)}")
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
 
-    def __post_init__(self):
-        where = self.source
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size", "num_labels"):
-            value = getattr(self, name)
-            if not _is_int(value) or not 1 <= value <= MAX_SIZE:
-                raise ConfigError(
-                    f"{where}: field {name!r} must be a positive integer (at most {MAX_SIZE}), found {show(value)}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(
-                f"{where}: hidden_size ({self.hidden_size}) must be divisible by "
-                f"num_attention_heads ({self.num_attention_heads})")
-        if self.hidden_act not in SUPPORTED_HIDDEN_ACTS:
-            raise ConfigError(
-                f"{where}: unsupported hidden_act {show(self.hidden_act)}; minibert implements "
-                f"{', '.join(SUPPORTED_HIDDEN_ACTS)} (exact erf GELU, as transformers' 'gelu')")
-        eps = self.layer_norm_eps
-        if not _is_positive_finite(eps):
-            raise ConfigError(f"{where}: field 'layer_norm_eps' must be a positive finite number, found {show(eps)}")
-        if self.position_embedding_type != "absolute":
-            raise ConfigError(
-                f"{where}: unsupported position_embedding_type {show(self.position_embedding_type)}; "
-                "minibert implements 'absolute'")
-        pad = self.pad_token_id
-        if pad is not None and (not _is_int(pad) or not 0 <= pad < self.vocab_size):
-            raise ConfigError(f"{where}: field 'pad_token_id' must be an integer in [0, vocab_size), found {show(pad)}")
-        if self.id2label and len(self.id2label) != self.num_labels:
-            raise ConfigError(
-                f"{where}: id2label has {len(self.id2label)} labels but num_labels is {self.num_labels}")
+def check_divisible(config, size: str, heads: str):
+    if getattr(config, size) % getattr(config, heads):
+        raise ConfigError(f"{config.source}: {size} ({getattr(config, size)}) must be divisible by "
+                          f"{heads} ({getattr(config, heads)})")
+
+
+def check_eps(config, name: str):
+    value = getattr(config, name)
+    if not _is_positive_finite(value):
+        raise ConfigError(f"{config.source}: field {name!r} must be a positive finite number, found {show(value)}")
+
+
+def check_choice(config, name: str, allowed: tuple, what: str = ""):
+    """A field minibert implements only some values of: anything else is named, never run as something else."""
+    value = getattr(config, name)
+    if isinstance(value, (list, dict)) or value not in allowed:
+        raise ConfigError(f"{config.source}: unsupported {name} {show(value)}; minibert implements "
+                          f"{', '.join(repr(a) for a in allowed)}{what}")
+
+
+def check_token_id(config, name: str):
+    value = getattr(config, name)
+    if value is not None and (not _is_int(value) or not 0 <= value < config.vocab_size):
+        raise ConfigError(f"{config.source}: field {name!r} must be an integer in [0, vocab_size), found {show(value)}")
+
+
+def check_labels(config):
+    check_sizes(config, "num_labels")
+    if config.id2label and len(config.id2label) != config.num_labels:
+        raise ConfigError(
+            f"{config.source}: id2label has {len(config.id2label)} labels but num_labels is {config.num_labels}")
+
+
+def fields_with_defaults(raw: dict, defaults: dict) -> dict:
+    """The config.json values of the fields in `defaults`, the default where a field is left out."""
+    return {name: raw.get(name, default) for name, default in defaults.items()}
+
+
+def label_fields(raw: dict, source: str) -> dict:
+    """num_labels and id2label as transformers reads them, and the source: the fields every family has."""
+    id2label = _read_id2label(raw, source)
+    # transformers: num_labels = len(id2label) when id2label is given, else num_labels, else 2.
+    num_labels = len(id2label) if id2label else raw.get("num_labels", 2)
+    if id2label and "num_labels" in raw and raw["num_labels"] != num_labels:
+        raise ConfigError(
+            f"{source}: num_labels is {show(raw['num_labels'])} but id2label has {len(id2label)} labels")
+    return {"num_labels": num_labels, "id2label": id2label, "source": source}
 
 
 def _is_int(value) -> bool:
@@ -111,30 +106,22 @@ def show(value) -> str:
         return f"<an integer of more than {getattr(sys, 'get_int_max_str_digits', lambda: 4300)()} digits>"
 
 
-def load_config(model_dir: str | Path) -> BertConfig:
-    """Read and validate `model_dir/config.json`."""
+def load_config(model_dir: str | Path):
+    """Read and validate `model_dir/config.json`: the Config of its model family."""
     path = Path(model_dir) / "config.json"
     return config_from_dict(read_json_object(path, ConfigError), source=str(path))
 
 
-def config_from_dict(raw: dict, source: str = "<config>") -> BertConfig:
+def config_from_dict(raw: dict, source: str = "<config>"):
+    """A config.json's contents -> the Config of the family its model_type names (BERT when it names none)."""
+    from minibert.models import family_for_model_type  # the families import this module's checks
+
     model_type = raw.get("model_type", "bert")
-    if model_type != "bert":
-        raise ConfigError(
-            f"{source}: model_type is {show(model_type)}; minibert runs BERT models (model_type 'bert') only")
+    family = family_for_model_type(model_type, source)
     for flag in ("is_decoder", "add_cross_attention"):
         if raw.get(flag):
-            raise ConfigError(f"{source}: {flag} is true; minibert runs BERT encoders only")
-
-    id2label = _read_id2label(raw, source)
-    # transformers: num_labels = len(id2label) when id2label is given, else num_labels, else 2.
-    num_labels = len(id2label) if id2label else raw.get("num_labels", 2)
-    if id2label and "num_labels" in raw and raw["num_labels"] != num_labels:
-        raise ConfigError(
-            f"{source}: num_labels is {show(raw['num_labels'])} but id2label has {len(id2label)} labels")
-
-    values = {name: raw.get(name, default) for name, default in _DEFAULTS.items()}
-    return BertConfig(**values, num_labels=num_labels, id2label=id2label, source=source)
+            raise ConfigError(f"{source}: {flag} is true; minibert runs encoders only")
+    return family.config_from_dict(raw, source)
 
 
 def _read_id2label(raw: dict, source: str) -> dict[int, str]:

@@ -51,11 +51,11 @@ class CrossEncoder:
             raise ModelFormatError(f"{path}: no config.json in the model directory")
         self.path = path
         self.config = load_config(path)
-        if self.config.type_vocab_size < 2:
-            raise ConfigError(
-                f"{self.config.source}: type_vocab_size is {self.config.type_vocab_size}, but a cross-encoder "
-                "needs at least 2 token types (query = 0, passage = 1)")
         self.tokenizer = load_tokenizer(path, self.config, max_length)
+        if self.tokenizer.token_types and self.config.type_vocab_size < 2:
+            raise ConfigError(
+                f"{self.config.source}: type_vocab_size is {self.config.type_vocab_size}, but this model's tokenizer "
+                "gives the passage token type 1, so a cross-encoder needs at least 2 token types (query = 0, passage = 1)")
         self.params = load_params(path, self.config)
         self.ops = ops if ops is not None else default_ops()
         check_max_batch_tokens(max_batch_tokens, self.max_length)

@@ -357,7 +357,7 @@ class SentenceEncoder:
         if max_length is None and self.pipeline.max_seq_length is not None:
             # Capped by the position table. (sentence-transformers 6.2 does not cap an explicit
             # max_seq_length: a longer text then fails inside the embedding lookup.)
-            max_length = min(self.pipeline.max_seq_length, self.config.max_position_embeddings)
+            max_length = min(self.pipeline.max_seq_length, self.config.max_tokens)
         self.tokenizer = load_tokenizer(encoder_dir, self.config, max_length)
         if self.pipeline.do_lower_case:
             _lowercase_first(self.tokenizer.tokenizer)

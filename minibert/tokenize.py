@@ -1,8 +1,17 @@
-"""Pairs of texts -> token ids, as transformers' BERT tokenizer makes them for a cross-encoder.
+"""Pairs of texts -> token ids, as transformers' fast tokenizer makes them for a cross-encoder.
 
-A pair becomes [CLS] query [SEP] passage [SEP], with token type 0 for the first three parts
-and 1 for the last two, truncated 'longest_first' to max_length tokens (special tokens
-included): the longer side loses a token until the pair fits.
+A pair becomes the tokenizer class's pair template: for BERT [CLS] query [SEP] passage [SEP],
+with token type 0 for the first three parts and 1 for the last two; for RoBERTa
+<s> query </s></s> passage </s>. It is truncated 'longest_first' to max_length tokens (special
+tokens included, as many as the template adds): the longer side loses a token until the pair fits.
+
+The tokenizer class is the one transformers' AutoTokenizer picks: tokenizer_config.json's
+`tokenizer_class`, else the family's (BertTokenizer for model_type bert, ...). Like transformers 5,
+a class with a pipeline of its own (BertTokenizer, RobertaTokenizer, ...) takes only the
+vocabulary from tokenizer.json and sets its normalization and pair template itself, from
+tokenizer_config.json; a plain PreTrainedTokenizerFast (ModernBERT's) runs tokenizer.json as it
+is. Token type ids reach the model only where the class's `model_input_names` (or
+tokenizer_config.json's) lists them; elsewhere they are all 0, as the model then sees them.
 
 Two things transformers does that minibert does too:
 - The vocabulary comes from tokenizer.json (or vocab.txt), but a BERT tokenizer's text
@@ -20,12 +29,15 @@ import sys
 import warnings
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 from tokenizers.processors import TemplateProcessing
 
-from minibert.config import BertConfig, read_json_object
+from minibert.config import read_json_object, show
 from minibert.errors import ConfigError, InputError, ModelFormatError, TruncationWarning
 
 # model_max_length values above this are "no limit" placeholders (transformers writes 1e30).
@@ -42,10 +54,13 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 
 class PairTokenizer:
-    def __init__(self, tokenizer: Tokenizer, max_length: int, source: str):
+    def __init__(self, tokenizer: Tokenizer, max_length: int, source: str, token_types: bool = True,
+                 cuttable: bool = True):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.source = source
+        self.token_types = token_types  # False: the model sees token type 0 everywhere
+        self._cuttable = cuttable and _cuttable(tokenizer)  # see _encode_long
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length, strategy="longest_first", direction="right", stride=0)
         self._counter = None  # a copy without truncation, to count a prefix's tokens (made when first needed)
@@ -72,7 +87,7 @@ class PairTokenizer:
     def _encode(self, inputs: list[tuple[str, ...]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Inputs of one or two sides -> arrays; a side longer than char_cap goes through `_encode_long`."""
         long = [i for i, sides in enumerate(inputs) if max(map(len, sides)) > self.char_cap]
-        if long and not _cuttable(self.tokenizer):
+        if long and not self._cuttable:
             long = []
         if len(long) < len(inputs):
             short = sorted(set(range(len(inputs))) - set(long))
@@ -85,6 +100,8 @@ class PairTokenizer:
             out = {}
         for i in long:
             out[i] = self._encode_long(inputs[i])
+        if not self.token_types:
+            return [(out[i][0], np.zeros_like(out[i][1])) for i in range(len(inputs))]
         return [out[i] for i in range(len(inputs))]
 
     def _encode_long(self, sides: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -211,49 +228,110 @@ def check_pair(pair, index: int) -> tuple[str, str]:
     return (pair[0], pair[1])
 
 
-def load_tokenizer(model_dir: str | Path, config: BertConfig, max_length: int | None = None) -> PairTokenizer:
+def load_tokenizer(model_dir: str | Path, config, max_length: int | None = None) -> PairTokenizer:
+    """The tokenizer of a model directory, as transformers' AutoTokenizer would load it, truncating to max_length."""
+    from minibert.models import family_of
+
     model_dir = Path(model_dir)
     tc_path = model_dir / "tokenizer_config.json"
     tc = read_json_object(tc_path, ConfigError) if tc_path.is_file() else {}
     max_length = resolve_max_length(max_length, tc, config, tc_path)
+    name = tc.get("tokenizer_class") or family_of(config).tokenizer_class
+    if not isinstance(name, str) or _class_name(name) not in TOKENIZER_CLASSES:
+        raise ConfigError(f"{tc_path}: tokenizer_class {show(name)} is not one minibert reproduces; it knows "
+                          f"{', '.join(sorted(TOKENIZER_CLASSES))}")
+    kind = TOKENIZER_CLASSES[_class_name(name)]
+    tokenizer, source = kind.build(model_dir, tc)
+    names = tc.get("model_input_names", kind.model_input_names)
+    token_types = isinstance(names, (list, tuple)) and "token_type_ids" in names
+    return PairTokenizer(tokenizer, max_length, str(source), token_types, cuttable=kind is BERT_TOKENIZER)
 
-    json_path, vocab_path = model_dir / "tokenizer.json", model_dir / "vocab.txt"
-    if json_path.is_file():
-        try:
-            tokenizer = Tokenizer.from_file(str(json_path))
-        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
-            raise ModelFormatError(f"{json_path}: cannot load tokenizer: {exc}") from None
-        source = json_path
+
+@dataclass(frozen=True)
+class TokenizerClass:
+    """What one of transformers' tokenizer classes does with a model directory's files."""
+    build: Callable            # (model_dir, tokenizer_config) -> (tokenizers.Tokenizer with its template, source)
+    model_input_names: tuple   # the class's default: does the model get token_type_ids?
+
+
+def _class_name(name: str) -> str:
+    return name[:-4] if name.endswith("Fast") and name != "PreTrainedTokenizerFast" else name
+
+
+def _tokenizer_json(model_dir: Path):
+    """tokenizer.json as the tokenizers library reads it, or None when the directory has none."""
+    json_path = model_dir / "tokenizer.json"
+    if not json_path.is_file():
+        return None, json_path
+    try:
+        return Tokenizer.from_file(str(json_path)), json_path
+    except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+        raise ModelFormatError(f"{json_path}: cannot load tokenizer: {exc}") from None
+
+
+def _no_tokenizer(model_dir: Path, wanted: str):
+    spm = [name for name in ("spm.model", "sentencepiece.bpe.model", "tokenizer.model") if (model_dir / name).is_file()]
+    if spm:
+        raise ModelFormatError(
+            f"{model_dir}: only a SentencePiece model ({spm[0]}), no tokenizer.json. minibert reads tokenizer.json; "
+            "write one once with transformers: AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)")
+    raise ModelFormatError(f"{model_dir}: no tokenizer: expected {wanted}")
+
+
+def _bert_tokenizer(model_dir: Path, tc: dict):
+    """BertTokenizer: WordPiece, BERT normalization from tokenizer_config.json, [CLS] A [SEP] B [SEP]."""
+    tokenizer, source = _tokenizer_json(model_dir)
+    vocab_path = model_dir / "vocab.txt"
+    if tokenizer is not None:
         if isinstance(tokenizer.model, WordPiece) and isinstance(tokenizer.normalizer, normalizers.BertNormalizer):
             tokenizer.normalizer = _bert_normalizer(tc, clean_text=tokenizer.normalizer.clean_text)
     elif vocab_path.is_file():
         tokenizer, source = _from_vocab_txt(vocab_path, tc), vocab_path
     else:
-        raise ModelFormatError(f"{model_dir}: no tokenizer: expected tokenizer.json or vocab.txt")
+        _no_tokenizer(model_dir, "tokenizer.json or vocab.txt")
 
     cls, sep = _token(tc, "cls_token", "[CLS]"), _token(tc, "sep_token", "[SEP]")
-    ids = {}
-    for token in (cls, sep):
-        ids[token] = tokenizer.token_to_id(token)
-        if ids[token] is None:
-            raise ModelFormatError(f"{source}: special token {token!r} is not in the vocabulary")
     tokenizer.post_processor = TemplateProcessing(
         single=f"{cls}:0 $A:0 {sep}:0",
         pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, ids[cls]), (sep, ids[sep])],
+        special_tokens=[(cls, _token_id(tokenizer, cls, source)), (sep, _token_id(tokenizer, sep, source))],
     )
-    return PairTokenizer(tokenizer, max_length, str(source))
+    return tokenizer, source
 
 
-def resolve_max_length(max_length, tc: dict, config: BertConfig, tc_path: Path) -> int:
+def _file_tokenizer(model_dir: Path, tc: dict):
+    """PreTrainedTokenizerFast: tokenizer.json as it is, its post-processor included."""
+    tokenizer, source = _tokenizer_json(model_dir)
+    if tokenizer is None:
+        _no_tokenizer(model_dir, "tokenizer.json")
+    return tokenizer, source
+
+
+def _token_id(tokenizer: Tokenizer, token: str, source) -> int:
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise ModelFormatError(f"{source}: special token {token!r} is not in the vocabulary")
+    return token_id
+
+
+BERT_TOKENIZER = TokenizerClass(_bert_tokenizer, ("input_ids", "token_type_ids", "attention_mask"))
+# transformers' tokenizer classes (their names without "Fast") -> what minibert does for each.
+TOKENIZER_CLASSES = {
+    "BertTokenizer": BERT_TOKENIZER,
+    "PreTrainedTokenizerFast": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
+    "TokenizersBackend": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
+}
+
+
+def resolve_max_length(max_length, tc: dict, config, tc_path: Path) -> int:
     """An explicit max_length must fit the model; the default is min(model_max_length, positions)."""
-    limit = config.max_position_embeddings
+    limit = config.max_tokens
     if max_length is not None:
         if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \
                 or not MIN_MAX_LENGTH <= max_length <= limit:
             raise ConfigError(
                 f"max_length must be an integer in [{MIN_MAX_LENGTH}, {limit}] "
-                f"(max_position_embeddings of {config.source}), found {max_length!r}")
+                f"(the positions of {config.source}), found {max_length!r}")
         return int(max_length)
     declared = tc.get("model_max_length")
     if isinstance(declared, int) and not isinstance(declared, bool) \

@@ -1,8 +1,10 @@
 """Checkpoint -> parameter tree.
 
-The parameters are a small tree of frozen dataclasses holding float32 arrays. HuggingFace's
-tensor names live in one table here (`_skeleton`) and nowhere else. Linear weights keep
-PyTorch's [out, in] layout, so `ops.linear` computes x @ W.T + b exactly as nn.Linear does.
+The parameters are a small tree of frozen dataclasses holding float32 arrays. Each family's
+HuggingFace tensor names live in one table, its `skeleton` (the same tree with `Spec` leaves),
+in the family's own file (minibert/models/), and nowhere else; this module maps a checkpoint onto
+it. Linear weights keep PyTorch's [out, in] layout, so `ops.linear` computes x @ W.T + b exactly
+as nn.Linear does.
 """
 
 import dataclasses
@@ -13,106 +15,55 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert import checkpoint
-from minibert.config import BertConfig
 from minibert.errors import ModelFormatError
 
 
 @dataclass(frozen=True)
 class Linear:
-    weight: np.ndarray  # [out, in]
-    bias: np.ndarray    # [out]
+    weight: np.ndarray        # [out, in]
+    bias: np.ndarray | None   # [out]; None for a bias-free linear
 
 
 @dataclass(frozen=True)
 class LayerNorm:
-    weight: np.ndarray  # [H]
-    bias: np.ndarray    # [H]
+    weight: np.ndarray        # [H]
+    bias: np.ndarray | None   # [H]; None for a bias-free norm
 
 
-@dataclass(frozen=True)
-class Embeddings:
-    word: np.ndarray        # [V, H]
-    position: np.ndarray    # [P, H]
-    token_type: np.ndarray  # [TV, H]
-    norm: LayerNorm
-
-
-@dataclass(frozen=True)
-class EncoderLayer:
-    qkv: Linear        # H -> 3H: the query, key and value projections stacked, in that order
-    attn_out: Linear   # H -> H
-    attn_norm: LayerNorm
-    ffn_in: Linear     # H -> I
-    ffn_out: Linear    # I -> H
-    ffn_norm: LayerNorm
-
-
-@dataclass(frozen=True)
-class BertParams:
-    embeddings: Embeddings
-    layers: tuple[EncoderLayer, ...]
-    pooler: Linear | None      # H -> H, then tanh; None when loaded as a bare encoder
-    classifier: Linear | None  # H -> L; None when loaded as a bare encoder
-
-
-class _Stack(NamedTuple):
-    parts: tuple         # _Spec leaves whose tensors are concatenated along their first axis
-
-
-class _Spec(NamedTuple):
-    name: str                # HuggingFace tensor name, without the "bert." prefix
+class Spec(NamedTuple):
+    """A leaf of a skeleton: the HuggingFace tensor name (without the family's prefix) and its shape."""
+    name: str
     shape: tuple[int, ...]
 
 
-# The one table of HuggingFace tensor names: the parameter tree with _Spec leaves.
-# Encoder names are given without the "bert." prefix that BertForSequenceClassification
-# checkpoints carry; the classifier has no prefix.
-def _skeleton(c: BertConfig, head: bool = True) -> BertParams:
-    H, I, L = c.hidden_size, c.intermediate_size, c.num_labels
+class Stack(NamedTuple):
+    """Leaves whose tensors are concatenated along their first axis at load (query | key | value)."""
+    parts: tuple
 
-    def linear(name, n_out, n_in):
-        return Linear(_Spec(f"{name}.weight", (n_out, n_in)), _Spec(f"{name}.bias", (n_out,)))
 
-    def stacked(*linears):
-        # One product instead of three: the weights are stacked once, at load.
-        return Linear(_Stack(tuple(l.weight for l in linears)), _Stack(tuple(l.bias for l in linears)))
+def linear_spec(name: str, n_out: int, n_in: int, bias: bool = True) -> Linear:
+    """The Spec leaves of an nn.Linear named `name`, [out, in]."""
+    return Linear(Spec(f"{name}.weight", (n_out, n_in)), Spec(f"{name}.bias", (n_out,)) if bias else None)
 
-    def norm(name):
-        return LayerNorm(_Spec(f"{name}.weight", (H,)), _Spec(f"{name}.bias", (H,)))
 
-    def layer(i):
-        p = f"encoder.layer.{i}."
-        return EncoderLayer(
-            qkv=stacked(linear(p + "attention.self.query", H, H),
-                        linear(p + "attention.self.key", H, H),
-                        linear(p + "attention.self.value", H, H)),
-            attn_out=linear(p + "attention.output.dense", H, H),
-            attn_norm=norm(p + "attention.output.LayerNorm"),
-            ffn_in=linear(p + "intermediate.dense", I, H),
-            ffn_out=linear(p + "output.dense", H, I),
-            ffn_norm=norm(p + "output.LayerNorm"),
-        )
+def stacked(*linears: Linear) -> Linear:
+    """Several nn.Linear of the same input as one product: the weights are stacked once, at load."""
+    return Linear(Stack(tuple(l.weight for l in linears)),
+                  Stack(tuple(l.bias for l in linears)) if linears[0].bias is not None else None)
 
-    return BertParams(
-        embeddings=Embeddings(
-            word=_Spec("embeddings.word_embeddings.weight", (c.vocab_size, H)),
-            position=_Spec("embeddings.position_embeddings.weight", (c.max_position_embeddings, H)),
-            token_type=_Spec("embeddings.token_type_embeddings.weight", (c.type_vocab_size, H)),
-            norm=norm("embeddings.LayerNorm"),
-        ),
-        layers=tuple(layer(i) for i in range(c.num_hidden_layers)),
-        pooler=linear("pooler.dense", H, H) if head else None,
-        classifier=linear("classifier", L, H) if head else None,
-    )
+
+def norm_spec(name: str, width: int, bias: bool = True) -> LayerNorm:
+    """The Spec leaves of an nn.LayerNorm named `name`."""
+    return LayerNorm(Spec(f"{name}.weight", (width,)), Spec(f"{name}.bias", (width,)) if bias else None)
 
 
 def _leaves(tree):
     """The leaves of a parameter tree, depth first."""
     if tree is None:
         return
-    if isinstance(tree, _Spec):
+    if isinstance(tree, Spec):
         yield tree
-    elif isinstance(tree, _Stack):
+    elif isinstance(tree, Stack):
         yield from tree.parts
     elif isinstance(tree, tuple):
         for item in tree:
@@ -128,9 +79,9 @@ def _map_leaves(fn, tree):
     """The same tree with every leaf replaced by fn(leaf)."""
     if tree is None:
         return None
-    if isinstance(tree, _Spec):
+    if isinstance(tree, Spec):
         return fn(tree)
-    if isinstance(tree, _Stack):
+    if isinstance(tree, Stack):
         return np.concatenate([fn(part) for part in tree.parts])
     if isinstance(tree, tuple):
         return tuple(_map_leaves(fn, item) for item in tree)
@@ -163,7 +114,7 @@ find_checkpoint = checkpoint.find_checkpoint
 read_safetensors = checkpoint.read_safetensors
 
 
-def load_params(model_dir: str | Path, config: BertConfig, head: bool = True) -> BertParams:
+def load_params(model_dir: str | Path, config, head: bool = True):
     """Read the checkpoint in `model_dir` and check it against `config`, tensor by tensor.
 
     head=False loads the encoder alone (embeddings and layers), for sentence embeddings: a
@@ -173,34 +124,38 @@ def load_params(model_dir: str | Path, config: BertConfig, head: bool = True) ->
     return params_from_tensors(checkpoint.read_checkpoint(path), config, source=str(path), head=head)
 
 
-def params_from_tensors(tensors: dict[str, np.ndarray], config: BertConfig, source: str,
-                        head: bool = True) -> BertParams:
-    """Map HuggingFace-named tensors onto the parameter tree; every problem is reported at once."""
-    skeleton = _skeleton(config, head)
+def params_from_tensors(tensors: dict[str, np.ndarray], config, source: str, head: bool = True):
+    """Map HuggingFace-named tensors onto the family's parameter tree; every problem is reported at once."""
+    from minibert.models import family_of
+
+    family = family_of(config)
+    skeleton = family.skeleton(config, head)
     expected = dict(_leaves(skeleton))  # HF name (no prefix) -> shape
-    # BertForSequenceClassification saves the encoder under "bert."; a bare BertModel saves none.
-    prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
+    # *ForSequenceClassification saves the encoder under the family's prefix ("bert."); a bare base
+    # model saves none.
+    prefix = family.prefix if any(k.startswith(family.prefix) for k in tensors) else ""
 
     found: dict[str, np.ndarray] = {}
     unexpected = []
     for key, array in tensors.items():
         name = _canonical(key, prefix)
-        if _is_ignored(key) or (not head and name.startswith(("pooler.", "classifier."))):
+        if _is_ignored(key) or (not head and name.startswith(family.head)):
             continue
         if name in expected and name not in found:
             found[name] = array
         else:
             unexpected.append(key)
 
-    if head and not any(name.startswith("classifier.") for name in found):
+    if head and not any(name.startswith(family.classifier) for name in found):
         raise ModelFormatError(
-            f"{source}: no classifier tensors: this is a bare BERT encoder (BertModel), not a "
-            "cross-encoder. A cross-encoder checkpoint is a BertForSequenceClassification, "
-            "with a 'classifier' head on the pooled [CLS] output")
+            f"{source}: no {family.classifier.rstrip('.')!r} tensors: this is a bare {family.name} encoder (no "
+            "classification head), not a "
+            f"cross-encoder. A cross-encoder checkpoint is a {family.name} *ForSequenceClassification, with a "
+            f"{family.classifier.rstrip('.')!r} head")
 
     problems = []
     for name, shape in expected.items():
-        shown = name if name.startswith("classifier.") else prefix + name
+        shown = name if name.startswith(family.top_level) else prefix + name
         if name not in found:
             problems.append(f"missing tensor {shown}, expected shape {list(shape)}")
         elif tuple(found[name].shape) != shape:

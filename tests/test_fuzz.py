@@ -37,7 +37,8 @@ from safetensors.numpy import load_file, save_file
 from minibert import CrossEncoder, InputError, MinibertError
 from minibert.checkpoint import FETCH_RECORD, SAFETENSORS_INDEX, check_fetch_complete, read_checkpoint
 from minibert.cli import Records, main, parse_pair, read_lines
-from minibert.config import _DEFAULTS, BertConfig, config_from_dict, load_config
+from minibert.config import config_from_dict, load_config
+from minibert.models.bert import DEFAULTS as _DEFAULTS, BertConfig
 from minibert.errors import ModelFormatError
 
 TINY = Path(__file__).parent / "fixtures" / "goldens" / "tiny-l1"

@@ -1,0 +1,235 @@
+"""BERT: BertForSequenceClassification's forward pass (transformers, eval mode), top to bottom.
+
+Dimension letters, used in the shape comments of every family file:
+    B   pairs in the batch             N   tokens of all pairs together (no padding)
+    T   tokens of one pair             H   hidden_size
+    NH  num_attention_heads            HD  head size, H // NH
+    I   intermediate_size              L   num_labels
+
+A batch is packed (minibert.model.Batch): the tokens of its pairs stand back to back in one [N]
+array, and pair b owns rows offsets[b]:offsets[b + 1]. Every dense layer (the projections, the
+feed-forward network) runs on [N, H] at once, with no padding tokens; only attention looks at
+one pair at a time. This is the same math as transformers' padded batch, where a padded key
+gets an attention weight of exactly zero, with none of the work on padding.
+
+Every function is pure: (parameters, config, arrays, op set) -> arrays. The op set is
+`minibert.ops` (NumPy reference) or `minibert.kernels` (Numba), with the same names; matrix
+products are NumPy's. Inference only, so there is no dropout (in eval mode it is the identity).
+Every stage stays float32.
+
+RoBERTa, ELECTRA and DistilBERT run this same encoder layer; their files say how they differ.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minibert.config import (check_choice, check_divisible, check_eps, check_labels, check_sizes, check_token_id,
+                             fields_with_defaults, label_fields)
+from minibert.models import Family
+from minibert.weights import LayerNorm, Linear, Spec, linear_spec, norm_spec, stacked
+
+# transformers' ACT2FN["gelu"] is the exact erf GELU; the tanh approximations are other names.
+SUPPORTED_HIDDEN_ACTS = ("gelu",)
+
+# BertConfig's defaults (transformers), for fields a config.json leaves out.
+DEFAULTS = {
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+    "position_embedding_type": "absolute",
+}
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float
+    pad_token_id: int | None
+    position_embedding_type: str
+    num_labels: int
+    id2label: dict[int, str] = field(default_factory=dict)
+    source: str = "<config>"  # the file this was read from, for error messages
+    model_type: str = "bert"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_position_embeddings
+
+    def __post_init__(self):
+        check_bert_fields(self)
+
+
+def check_bert_fields(c):
+    """The checks of BERT's fields, shared by the families that read them (RoBERTa, ELECTRA)."""
+    check_sizes(c, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size")
+    check_labels(c)
+    check_divisible(c, "hidden_size", "num_attention_heads")
+    check_choice(c, "hidden_act", SUPPORTED_HIDDEN_ACTS, " (exact erf GELU, as transformers' 'gelu')")
+    check_eps(c, "layer_norm_eps")
+    check_choice(c, "position_embedding_type", ("absolute",))
+    check_token_id(c, "pad_token_id")
+
+
+def config_from_dict(raw: dict, source: str) -> BertConfig:
+    return BertConfig(**fields_with_defaults(raw, DEFAULTS), **label_fields(raw, source))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters, and the table of HuggingFace tensor names
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    word: np.ndarray        # [V, H]
+    position: np.ndarray    # [P, H]
+    token_type: np.ndarray  # [TV, H]
+    norm: LayerNorm
+
+
+@dataclass(frozen=True)
+class EncoderLayer:
+    qkv: Linear        # H -> 3H: the query, key and value projections stacked, in that order
+    attn_out: Linear   # H -> H
+    attn_norm: LayerNorm
+    ffn_in: Linear     # H -> I
+    ffn_out: Linear    # I -> H
+    ffn_norm: LayerNorm
+
+
+@dataclass(frozen=True)
+class BertParams:
+    embeddings: Embeddings
+    layers: tuple[EncoderLayer, ...]
+    pooler: Linear | None      # H -> H, then tanh; None when loaded as a bare encoder
+    classifier: Linear | None  # H -> L; None when loaded as a bare encoder
+
+
+def embeddings_skeleton(c, prefix: str = "embeddings.") -> Embeddings:
+    H = c.hidden_size
+    return Embeddings(
+        word=Spec(f"{prefix}word_embeddings.weight", (c.vocab_size, H)),
+        position=Spec(f"{prefix}position_embeddings.weight", (c.max_position_embeddings, H)),
+        token_type=Spec(f"{prefix}token_type_embeddings.weight", (c.type_vocab_size, H)),
+        norm=norm_spec(f"{prefix}LayerNorm", H),
+    )
+
+
+def layer_skeleton(c, i: int) -> EncoderLayer:
+    """The tensor names of BERT's encoder layer i (also RoBERTa's and ELECTRA's)."""
+    H, I = c.hidden_size, c.intermediate_size
+    p = f"encoder.layer.{i}."
+    return EncoderLayer(
+        qkv=stacked(linear_spec(p + "attention.self.query", H, H),
+                    linear_spec(p + "attention.self.key", H, H),
+                    linear_spec(p + "attention.self.value", H, H)),
+        attn_out=linear_spec(p + "attention.output.dense", H, H),
+        attn_norm=norm_spec(p + "attention.output.LayerNorm", H),
+        ffn_in=linear_spec(p + "intermediate.dense", I, H),
+        ffn_out=linear_spec(p + "output.dense", H, I),
+        ffn_norm=norm_spec(p + "output.LayerNorm", H),
+    )
+
+
+# The tensor names, without the "bert." prefix that BertForSequenceClassification checkpoints give the
+# encoder and its pooler; the classifier has no prefix.
+def skeleton(c: BertConfig, head: bool = True) -> BertParams:
+    H, L = c.hidden_size, c.num_labels
+    return BertParams(
+        embeddings=embeddings_skeleton(c),
+        layers=tuple(layer_skeleton(c, i) for i in range(c.num_hidden_layers)),
+        pooler=linear_spec("pooler.dense", H, H) if head else None,
+        classifier=linear_spec("classifier", L, H) if head else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward pass
+
+
+def embeddings(p: Embeddings, c: BertConfig, batch, ops):
+    x = p.word[batch.input_ids]                  # [N] -> [N, H]
+    x = x + p.token_type[batch.token_type_ids]   # [N, H]
+    x = x + p.position[batch.positions]          # [N, H]
+    return ops.layer_norm(x, p.norm.weight, p.norm.bias, c.layer_norm_eps)
+
+
+def self_attention(p: EncoderLayer, c, x, offsets, ops):
+    qkv = ops.linear(x, p.qkv.weight, p.qkv.bias)     # [N, H] -> [N, 3H]: query | key | value
+    q, k, v = np.split(qkv, 3, axis=1)                # 3 x [N, H]
+    # For each pair and head: softmax(q k^T / sqrt(HD)) v, over that pair's tokens only.
+    context = ops.attention(q, k, v, offsets, c.num_attention_heads)  # [N, H]
+    return ops.linear(context, p.attn_out.weight, p.attn_out.bias)     # [N, H]
+
+
+def encoder_layer(p: EncoderLayer, c, x, offsets, ops):
+    # Post-LN: each sublayer's output is added to its input, then normalized.
+    attended = self_attention(p, c, x, offsets, ops)                        # [N, H]
+    x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
+    h = ops.linear_gelu(x, p.ffn_in.weight, p.ffn_in.bias)                  # [N, H] -> [N, I]
+    h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                     # [N, I] -> [N, H]
+    return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, c.layer_norm_eps)
+
+
+def encoder(params: BertParams, c: BertConfig, batch, ops, stages=None):
+    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
+    x = embeddings(params.embeddings, c, batch, ops)          # [N, H]
+    return run_layers(params.layers, c, x, batch, ops, stages)
+
+
+def run_layers(encoder_layers, c, x, batch, ops, stages=None):
+    """The embeddings through every encoder layer: [N, H] -> [N, H]; stages "embeddings", "layer_i"."""
+    if stages is not None:
+        stages["embeddings"] = x
+    for i, layer in enumerate(encoder_layers):
+        x = encoder_layer(layer, c, x, batch.offsets, ops)    # [N, H]
+        if stages is not None:
+            stages[f"layer_{i}"] = x
+    return x
+
+
+def pooler(p: Linear, first, ops):
+    return np.tanh(ops.linear(first, p.weight, p.bias))  # dense + tanh on [CLS]: [B, H]
+
+
+def classifier(p: Linear, pooled, ops):
+    return ops.linear(pooled, p.weight, p.bias)          # [B, H] -> [B, L], raw logits
+
+
+def forward(params: BertParams, c: BertConfig, batch, ops, return_stages=False):
+    """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
+    stages = {} if return_stages else None
+    x = encoder(params, c, batch, ops, stages)                        # [N, H]
+    pooled = pooler(params.pooler, x[batch.first_tokens], ops)        # [N, H] -> [B, H]
+    logits = classifier(params.classifier, pooled, ops)               # [B, L]
+    if stages is not None:
+        stages["pooled"], stages["logits"] = pooled, logits
+        return logits, stages
+    return logits
+
+
+FAMILY = Family(
+    name="BERT", model_types=("bert",), config_from_dict=config_from_dict, skeleton=skeleton,
+    encoder=encoder, forward=forward,
+    prefix="bert.", top_level=("classifier.",), head=("pooler.", "classifier."), classifier="classifier.",
+    tokenizer_class="BertTokenizer",
+)
