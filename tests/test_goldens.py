@@ -27,6 +27,7 @@ import pytest
 
 from minibert import CrossEncoder
 from minibert.model import Batch, forward
+from minibert.weights import LayerNorm
 from op_sets import OP_SETS
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
@@ -55,6 +56,9 @@ class Golden:
 
     @property
     def stages(self) -> list[str]:
+        """The stages in forward order: golden.json's "stages" (every family's goldens name them), else BERT's."""
+        if "stages" in self.meta:
+            return list(self.meta["stages"])
         layers = [f"layer_{i}" for i in range(self.meta["config"]["num_hidden_layers"])]
         return ["embeddings", *layers, "pooled", "logits"]
 
@@ -166,9 +170,12 @@ def test_golden_files_are_consistent(name):
     assert a["input_ids"].shape == a["token_type_ids"].shape == (N,)
     for stage in golden.stages:
         assert a[stage].dtype == np.float32, f"{name}: golden {stage} is {a[stage].dtype}"
-    for stage in golden.stages[:-2]:
+    token_stages = [s for s in golden.stages if s == "embeddings" or s.startswith("layer_")]
+    for stage in token_stages:
         assert a[stage].shape == (N, H), f"{name}: golden {stage} has shape {a[stage].shape}"
-    assert a["pooled"].shape == (B, H) and a["logits"].shape == (B, L)
+    for stage in golden.stages[len(token_stages):-1]:  # the head's stages: one row per pair
+        assert a[stage].ndim == 2 and a[stage].shape[0] == B, f"{name}: golden {stage} has shape {a[stage].shape}"
+    assert golden.stages[-1] == "logits" and a["logits"].shape == (B, L)
     assert [len(t) for t in meta["tokens"]] == a["lengths"].tolist()
     assert int(a["lengths"].max()) <= meta["max_length"]
 
@@ -180,7 +187,10 @@ def test_goldens_exist():
 
 def test_golden_fixtures_are_small():
     total = sum(p.stat().st_size for p in GOLDENS.rglob("*") if p.is_file())
-    assert total < 2 * 1024 * 1024, f"golden fixtures are {total / 1024:.0f} KiB; keep them under 2 MiB"
+    assert total < 6 * 1024 * 1024, f"golden fixtures are {total / 1024:.0f} KiB; keep them under 6 MiB"
+    for model in GOLDENS.iterdir():
+        size = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
+        assert size < 600 * 1024, f"golden fixture {model.name} is {size / 1024:.0f} KiB; keep each under 600 KiB"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,12 +389,14 @@ def test_comparator_finds_a_planted_error():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_planted_model_error_fails_the_right_stage(name):
-    """Zero the last layer's output LayerNorm weight (in memory): earlier stages still pass,
+    """Zero the last layer's last LayerNorm weight (in memory): earlier stages still pass,
     that layer and everything after it fail, and the message names the stage."""
     golden = load_golden(name)
     ce = load_model(name, "ops")
     last = ce.params.layers[-1]
-    broken_last = dataclasses.replace(last, ffn_norm=dataclasses.replace(last.ffn_norm, weight=np.zeros_like(last.ffn_norm.weight)))
+    norm = [f.name for f in dataclasses.fields(last) if isinstance(getattr(last, f.name), LayerNorm)][-1]
+    broken = dataclasses.replace(getattr(last, norm), weight=np.zeros_like(getattr(last, norm).weight))
+    broken_last = dataclasses.replace(last, **{norm: broken})
     params = dataclasses.replace(ce.params, layers=(*ce.params.layers[:-1], broken_last))
     _, stages = forward(params, ce.config, golden.batch(), ops=ce.ops, return_stages=True)
     ok = {s: stage_comparison(golden, stages, s).ok for s in golden.stages}
