@@ -63,10 +63,17 @@ def softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def attention(q, k, v, offsets, num_heads):
+# Scores held at once by attention: [NH, query block, keys] float32 elements (64 MiB). A pair of T tokens
+# is done in blocks of queries so that a long pair (8,192 tokens) never holds a whole [NH, T, T].
+ATTENTION_BLOCK_ELEMENTS = 1 << 24
+
+
+def attention(q, k, v, offsets, num_heads, window=None):
     """Scaled dot-product self-attention, within each pair of a packed batch.
 
     q, k, v: [N, H]; pair b owns rows offsets[b]:offsets[b + 1]. Returns the context, [N, H].
+    window: None for global attention; w for a sliding window, where token i attends only the keys j
+    with |i - j| <= w (ModernBERT's local layers): the scores are then computed for that band only.
     """
     N, H = q.shape
     HD = H // num_heads
@@ -74,9 +81,18 @@ def attention(q, k, v, offsets, num_heads):
     context = np.empty((num_heads, N, HD), np.float32)
     scale = np.float32(HD ** -0.5)
     for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
-        scores = q[:, start:end] @ k[:, start:end].transpose(0, 2, 1)  # [NH, T, T]
-        scores *= scale
-        np.matmul(softmax(scores), v[:, start:end], out=context[:, start:end])  # [NH, T, HD]
+        T = end - start
+        span = T if window is None else min(T, 2 * window + 1)    # keys a query block can see, beyond its own rows
+        block = max(1, min(T, ATTENTION_BLOCK_ELEMENTS // (num_heads * max(span, 1))))
+        for q0 in range(0, T, block):
+            q1 = min(T, q0 + block)
+            k0, k1 = (0, T) if window is None else (max(0, q0 - window), min(T, q1 + window))
+            scores = q[:, start + q0:start + q1] @ k[:, start + k0:start + k1].transpose(0, 2, 1)  # [NH, Tq, Tk]
+            scores *= scale
+            if window is not None:
+                distance = np.abs(np.arange(q0, q1)[:, None] - np.arange(k0, k1)[None, :])      # [Tq, Tk]
+                scores[:, distance > window] = -np.inf                                          # weight exactly 0
+            np.matmul(softmax(scores), v[:, start + k0:start + k1], out=context[:, start + q0:start + q1])
     return context.transpose(1, 0, 2).reshape(N, H)  # [NH, N, HD] -> [N, H]
 
 

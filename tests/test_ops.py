@@ -114,3 +114,44 @@ def test_softmax_fully_masked_rows_are_uniform_not_nan():
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got[1], 1 / 7, rtol=1e-6)
     assert np.all(got[0, ..., 3:] == 0)
+
+
+def _attention_float64(q, k, v, offsets, num_heads, window=None):
+    """The definition, in float64, one pair and head at a time, the window as a mask."""
+    N, H = q.shape
+    HD = H // num_heads
+    out = np.zeros((N, H))
+    for start, end in zip(offsets[:-1], offsets[1:]):
+        T = end - start
+        for h in range(num_heads):
+            cols = slice(h * HD, (h + 1) * HD)
+            scores = q[start:end, cols].astype(np.float64) @ k[start:end, cols].astype(np.float64).T / math.sqrt(HD)
+            if window is not None:
+                scores[np.abs(np.arange(T)[:, None] - np.arange(T)[None, :]) > window] = -np.inf
+            weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+            out[start:end, cols] = (weights / weights.sum(axis=1, keepdims=True)) @ v[start:end, cols]
+    return out
+
+
+@pytest.mark.parametrize("window", [None, 0, 3, 64, 5000])
+@pytest.mark.parametrize("block_elements", [ops.ATTENTION_BLOCK_ELEMENTS, 1000, 1])
+def test_attention_in_query_blocks_and_sliding_windows_is_the_definition(monkeypatch, window, block_elements):
+    """Long pairs are done in blocks of queries, a sliding window as a band of keys: the same numbers as
+    the whole [T, T] scores with the window as a mask, however small the blocks."""
+    monkeypatch.setattr(ops, "ATTENTION_BLOCK_ELEMENTS", block_elements)
+    rng = np.random.default_rng(7)
+    offsets = np.array([0, 1, 6, 300, 1100])
+    q, k, v = (rng.standard_normal((offsets[-1], 40)).astype(np.float32) for _ in range(3))
+    got = ops.attention(q, k, v, offsets, 5, window=window)
+    assert got.dtype == np.float32
+    want = _attention_float64(q, k, v, offsets, 5, window)
+    assert np.abs(got - want).max() <= 1e-6 + 1e-5 * np.abs(want).max()
+
+
+def test_attention_window_changes_the_result_where_keys_are_out_of_reach():
+    rng = np.random.default_rng(8)
+    offsets = np.array([0, 50])
+    q, k, v = (rng.standard_normal((50, 8)).astype(np.float32) for _ in range(3))
+    full, local = ops.attention(q, k, v, offsets, 2), ops.attention(q, k, v, offsets, 2, window=4)
+    assert np.abs(full - local).max() > 1e-2
+    assert np.array_equal(ops.attention(q, k, v, offsets, 2, window=49), full)  # the window covers every key
