@@ -114,3 +114,10 @@ def test_softmax_fully_masked_rows_are_uniform_not_nan():
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got[1], 1 / 7, rtol=1e-6)
     assert np.all(got[0, ..., 3:] == 0)
+
+
+def test_relu_is_max_zero_keeps_nan_and_float32():
+    x = np.array([[-2.5, -0.0, 0.0, 1e-30, 3.25, np.nan, -np.inf, np.inf]], np.float32)
+    got = ops.relu(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_array_equal(got, np.array([[0, 0, 0, 1e-30, 3.25, np.nan, 0, np.inf]], np.float32))
