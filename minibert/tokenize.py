@@ -318,6 +318,7 @@ BERT_TOKENIZER = TokenizerClass(_bert_tokenizer, ("input_ids", "token_type_ids",
 # transformers' tokenizer classes (their names without "Fast") -> what minibert does for each.
 TOKENIZER_CLASSES = {
     "BertTokenizer": BERT_TOKENIZER,
+    "ElectraTokenizer": BERT_TOKENIZER,  # transformers 5 has no ElectraTokenizer: AutoTokenizer loads BertTokenizer
     "PreTrainedTokenizerFast": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
     "TokenizersBackend": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
 }

@@ -45,8 +45,9 @@ class Family:
 
 
 def _families() -> tuple[Family, ...]:
-    from minibert.models import bert
-    return (bert.FAMILY,)
+    from minibert.models import bert, electra
+    return (bert.FAMILY,
+            electra.FAMILY)
 
 
 def family_for_model_type(model_type, source: str = "<config>") -> Family:
