@@ -52,7 +52,8 @@ class CrossEncoder:
         self.path = path
         self.config = load_config(path)
         self.tokenizer = load_tokenizer(path, self.config, max_length)
-        if self.tokenizer.token_types and self.config.type_vocab_size < 2:
+        # type_vocab_size 0: the family has no token type embeddings (DistilBERT) and never reads the ids
+        if self.tokenizer.token_types and 0 < self.config.type_vocab_size < 2:
             raise ConfigError(
                 f"{self.config.source}: type_vocab_size is {self.config.type_vocab_size}, but this model's tokenizer "
                 "gives the passage token type 1, so a cross-encoder needs at least 2 token types (query = 0, passage = 1)")

@@ -109,3 +109,8 @@ def linear_gelu(x, weight, bias):
     h = x @ weight.T  # [N, in] -> [N, out], a fresh array: the bias and GELU go in place
     _bias_gelu_rows(h, bias)
     return h
+
+
+# relu: NumPy's elementwise maximum is already one vectorized pass; a Numba loop would add nothing.
+from minibert.ops import relu  # noqa: E402
+__all__ += ["relu"]

@@ -117,3 +117,8 @@ def erf(x):
     for c in ERF_Q[-2::-1]:
         q = q * u + c
     return t * p / q
+
+
+def relu(x):
+    """max(x, 0), elementwise, as torch's ReLU (NaN stays NaN): DistilBERT's head and its 'relu' FFN."""
+    return np.maximum(x, np.float32(0.0))

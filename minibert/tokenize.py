@@ -244,7 +244,7 @@ def load_tokenizer(model_dir: str | Path, config, max_length: int | None = None)
     tokenizer, source = kind.build(model_dir, tc)
     names = tc.get("model_input_names", kind.model_input_names)
     token_types = isinstance(names, (list, tuple)) and "token_type_ids" in names
-    return PairTokenizer(tokenizer, max_length, str(source), token_types, cuttable=kind is BERT_TOKENIZER)
+    return PairTokenizer(tokenizer, max_length, str(source), token_types, cuttable=kind.build is _bert_tokenizer)
 
 
 @dataclass(frozen=True)
@@ -318,6 +318,9 @@ BERT_TOKENIZER = TokenizerClass(_bert_tokenizer, ("input_ids", "token_type_ids",
 # transformers' tokenizer classes (their names without "Fast") -> what minibert does for each.
 TOKENIZER_CLASSES = {
     "BertTokenizer": BERT_TOKENIZER,
+    "ElectraTokenizer": BERT_TOKENIZER,  # transformers 5 has no ElectraTokenizer: AutoTokenizer loads BertTokenizer
+    # BertTokenizer's pipeline (a subclass, do_lower_case defaulting to True as BERT's), no token types
+    "DistilBertTokenizer": TokenizerClass(_bert_tokenizer, ("input_ids", "attention_mask")),
     "PreTrainedTokenizerFast": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
     "TokenizersBackend": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
 }

@@ -80,3 +80,9 @@ def test_linear_gelu(rows, n_in, n_out):
     w = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in) * 3).astype(np.float32)
     b = rng.standard_normal(n_out).astype(np.float32)
     assert_close(kernels.linear_gelu(x, w, b), ops.linear_gelu(x, w, b), f"linear_gelu {rows}x{n_in}->{n_out}")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_relu(shape):
+    x = (np.random.default_rng(9).standard_normal(shape) * 4).astype(np.float32)
+    assert_close(kernels.relu(x), ops.relu(x), f"relu {shape}")

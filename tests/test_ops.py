@@ -155,3 +155,10 @@ def test_attention_window_changes_the_result_where_keys_are_out_of_reach():
     full, local = ops.attention(q, k, v, offsets, 2), ops.attention(q, k, v, offsets, 2, window=4)
     assert np.abs(full - local).max() > 1e-2
     assert np.array_equal(ops.attention(q, k, v, offsets, 2, window=49), full)  # the window covers every key
+
+
+def test_relu_is_max_zero_keeps_nan_and_float32():
+    x = np.array([[-2.5, -0.0, 0.0, 1e-30, 3.25, np.nan, -np.inf, np.inf]], np.float32)
+    got = ops.relu(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_array_equal(got, np.array([[0, 0, 0, 1e-30, 3.25, np.nan, 0, np.inf]], np.float32))

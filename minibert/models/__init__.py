@@ -45,8 +45,10 @@ class Family:
 
 
 def _families() -> tuple[Family, ...]:
-    from minibert.models import bert
-    return (bert.FAMILY,)
+    from minibert.models import bert, distilbert, electra
+    return (bert.FAMILY,
+            electra.FAMILY,
+            distilbert.FAMILY)
 
 
 def family_for_model_type(model_type, source: str = "<config>") -> Family:

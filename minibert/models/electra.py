@@ -1,0 +1,151 @@
+"""ELECTRA: ElectraForSequenceClassification's forward pass (transformers, eval mode), top to bottom.
+
+ELECTRA is BERT (minibert/models/bert.py, whose dimension letters this file uses) in two places
+of its own, besides its tensor names ("electra." for the encoder):
+    E   embedding_size: the word, position and token type tables and their LayerNorm are E wide.
+        Where E != H, a linear `embeddings_project` maps E -> H before the first layer
+        (electra-small: E = 128, H = 256); where E == H (electra-base, -large) there is none.
+- No pooler. The head, ElectraClassificationHead, is dense + GELU on the first token, then
+  out_proj. That GELU is transformers' fixed get_activation("gelu") (exact erf GELU), whatever
+  hidden_act says (hidden_act is the feed-forward's only). The config's summary_* fields belong to
+  ElectraForMultipleChoice's sequence summary; ElectraForSequenceClassification never reads them.
+Token types and positions are BERT's; the encoder layers are BERT's, unchanged.
+"""
+
+from dataclasses import dataclass, field
+
+from minibert.config import check_sizes, fields_with_defaults, label_fields
+from minibert.models import Family, bert
+from minibert.weights import Linear, Spec, linear_spec, norm_spec
+
+# ElectraConfig's defaults (transformers), for fields a config.json leaves out: not BERT's
+# (electra-small's sizes), so a config.json that relies on them gets ELECTRA's.
+DEFAULTS = {
+    "vocab_size": 30522,
+    "embedding_size": 128,
+    "hidden_size": 256,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 4,
+    "intermediate_size": 1024,
+    "hidden_act": "gelu",
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+    "position_embedding_type": "absolute",
+}
+
+
+@dataclass(frozen=True)
+class ElectraConfig:
+    """BertConfig's fields, and embedding_size."""
+    vocab_size: int
+    embedding_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float
+    pad_token_id: int | None
+    position_embedding_type: str
+    num_labels: int
+    id2label: dict[int, str] = field(default_factory=dict)
+    source: str = "<config>"
+    model_type: str = "electra"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_position_embeddings
+
+    def __post_init__(self):
+        bert.check_bert_fields(self)
+        check_sizes(self, "embedding_size")
+
+
+def config_from_dict(raw: dict, source: str) -> ElectraConfig:
+    return ElectraConfig(**fields_with_defaults(raw, DEFAULTS), **label_fields(raw, source))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters, and the table of HuggingFace tensor names
+
+
+@dataclass(frozen=True)
+class ClassificationHead:
+    dense: Linear     # H -> H, then GELU
+    out_proj: Linear  # H -> L
+
+
+@dataclass(frozen=True)
+class ElectraParams:
+    embeddings: bert.Embeddings            # E wide
+    project: Linear | None                 # E -> H; None when E == H (the checkpoint then has no such tensor)
+    layers: tuple[bert.EncoderLayer, ...]
+    classifier: ClassificationHead | None  # None when loaded as a bare encoder
+
+
+# The tensor names, without the "electra." prefix ElectraForSequenceClassification gives the encoder;
+# the head ("classifier.dense", "classifier.out_proj") has no prefix.
+def skeleton(c: ElectraConfig, head: bool = True) -> ElectraParams:
+    E, H, L = c.embedding_size, c.hidden_size, c.num_labels
+    return ElectraParams(
+        embeddings=bert.Embeddings(  # BERT's embedding tables, E wide
+            word=Spec("embeddings.word_embeddings.weight", (c.vocab_size, E)),
+            position=Spec("embeddings.position_embeddings.weight", (c.max_position_embeddings, E)),
+            token_type=Spec("embeddings.token_type_embeddings.weight", (c.type_vocab_size, E)),
+            norm=norm_spec("embeddings.LayerNorm", E),
+        ),
+        project=linear_spec("embeddings_project", H, E) if E != H else None,
+        layers=tuple(bert.layer_skeleton(c, i) for i in range(c.num_hidden_layers)),
+        classifier=ClassificationHead(dense=linear_spec("classifier.dense", H, H),
+                                      out_proj=linear_spec("classifier.out_proj", L, H)) if head else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward pass
+
+
+def embeddings(params: ElectraParams, c: ElectraConfig, batch, ops):
+    x = bert.embeddings(params.embeddings, c, batch, ops)      # word + type + position, LayerNorm: [N, E]
+    if params.project is not None:
+        x = ops.linear(x, params.project.weight, params.project.bias)  # [N, E] -> [N, H]
+    return x
+
+
+def encoder(params: ElectraParams, c: ElectraConfig, batch, ops, stages=None):
+    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
+    x = embeddings(params, c, batch, ops)                       # [N, H]
+    return bert.run_layers(params.layers, c, x, batch, ops, stages)
+
+
+def classification_head(p: ClassificationHead, first, ops):
+    # Where BERT has its pooler (dense + tanh), ELECTRA has dense + GELU, and no pooler.
+    pooled = ops.linear_gelu(first, p.dense.weight, p.dense.bias)   # [B, H] -> [B, H]
+    return pooled, ops.linear(pooled, p.out_proj.weight, p.out_proj.bias)  # [B, H] -> [B, L], raw logits
+
+
+def forward(params: ElectraParams, c: ElectraConfig, batch, ops, return_stages=False):
+    """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
+    stages = {} if return_stages else None
+    x = encoder(params, c, batch, ops, stages)                                  # [N, H]
+    pooled, logits = classification_head(params.classifier, x[batch.first_tokens], ops)  # [B, H], [B, L]
+    if stages is not None:
+        stages["pooled"], stages["logits"] = pooled, logits
+        return logits, stages
+    return logits
+
+
+FAMILY = Family(
+    name="ELECTRA", model_types=("electra",), config_from_dict=config_from_dict, skeleton=skeleton,
+    encoder=encoder, forward=forward,
+    prefix="electra.", top_level=("classifier.",), head=("classifier.",), classifier="classifier.",
+    tokenizer_class="BertTokenizer",  # transformers 5's AutoTokenizer for model_type electra
+)
