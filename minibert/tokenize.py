@@ -23,6 +23,7 @@ Two things transformers does that minibert does too:
   nothing here; batches are padded later, by the model code.
 """
 
+import json
 import os
 import re
 import sys
@@ -33,8 +34,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from tokenizers import Tokenizer, normalizers, pre_tokenizers
-from tokenizers.models import WordPiece
+from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import BPE, WordPiece
 from tokenizers.processors import TemplateProcessing
 
 from minibert.config import read_json_object, show
@@ -314,12 +315,137 @@ def _token_id(tokenizer: Tokenizer, token: str, source) -> int:
     return token_id
 
 
+def _roberta_tokenizer(model_dir: Path, tc: dict):
+    """RobertaTokenizer: byte-level BPE, no normalizer, <s> A </s></s> B </s> (RobertaProcessing), all type 0.
+
+    As transformers 5 rebuilds it: the vocabulary and merges from tokenizer.json (or vocab.json +
+    merges.txt), its own BPE settings, ByteLevel pre-tokenizer with tokenizer_config.json's
+    add_prefix_space (default false); tokenizer.json's normalizer, pre-tokenizer and post-processor
+    are not used. Added tokens (<s>, </s>, <mask>, ...) are tokenizer.json's.
+    """
+    bpe = {"dropout": None, "unk_token": None, "continuing_subword_prefix": "", "end_of_word_suffix": "",
+           "fuse_unk": False, "byte_fallback": False, "ignore_merges": False}
+    raw, source = _tokenizer_json_dict(model_dir)
+    if raw is not None:
+        if not isinstance(raw.get("model"), dict) or raw["model"].get("type") != "BPE":
+            raise ModelFormatError(f"{source}: a RobertaTokenizer needs a BPE model, found "
+                                   f"{show(raw.get('model', {}).get('type') if isinstance(raw.get('model'), dict) else None)}")
+        raw["model"].update(bpe)
+        tokenizer = _tokenizer_from_dict(raw, source)
+    elif (model_dir / "vocab.json").is_file() and (model_dir / "merges.txt").is_file():
+        source = model_dir / "vocab.json"
+        try:
+            vocab, merges = BPE.read_file(str(source), str(model_dir / "merges.txt"))
+            tokenizer = Tokenizer(BPE(vocab, merges, **bpe))
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise ModelFormatError(f"{source}, merges.txt: cannot load the BPE vocabulary: {exc}") from None
+        tokenizer.add_special_tokens(_added_tokens(model_dir, tc))
+    else:
+        _no_tokenizer(model_dir, "tokenizer.json, or vocab.json and merges.txt")
+    add_prefix_space = bool(tc.get("add_prefix_space", False))
+    tokenizer.normalizer = None
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    cls, sep = _token(tc, "cls_token", "<s>"), _token(tc, "sep_token", "</s>")
+    tokenizer.post_processor = processors.RobertaProcessing(
+        (sep, _token_id(tokenizer, sep, source)), (cls, _token_id(tokenizer, cls, source)),
+        trim_offsets=bool(tc.get("trim_offsets", True)), add_prefix_space=add_prefix_space)
+    return tokenizer, source
+
+
+_ROBERTA_SPECIALS = (("bos_token", "<s>"), ("eos_token", "</s>"), ("unk_token", "<unk>"), ("sep_token", "</s>"),
+                     ("pad_token", "<pad>"), ("cls_token", "<s>"), ("mask_token", "<mask>"))
+
+
+def _added_tokens(model_dir: Path, tc: dict) -> list:
+    """The special tokens transformers adds to a tokenizer it builds from vocab files: tokenizer_config.json's
+    added_tokens_decoder, then the named ones (special_tokens_map.json's, else tokenizer_config.json's, else
+    the class's defaults), with their lstrip / rstrip / single_word / normalized flags."""
+    map_path = model_dir / "special_tokens_map.json"
+    named = read_json_object(map_path, ConfigError) if map_path.is_file() else {}
+    entries = [entry for _, entry in sorted(((int(k), v) for k, v in (tc.get("added_tokens_decoder") or {}).items()),
+                                            key=lambda kv: kv[0])]
+    entries += [named.get(key, tc.get(key, default)) for key, default in _ROBERTA_SPECIALS]
+    tokens, seen = [], set()
+    for entry in entries:
+        content = entry.get("content") if isinstance(entry, dict) else entry
+        if not isinstance(content, str) or content in seen:
+            continue
+        seen.add(content)
+        flags = {k: bool(entry[k]) for k in ("lstrip", "rstrip", "single_word", "normalized")
+                 if isinstance(entry, dict) and k in entry}
+        tokens.append(AddedToken(content, special=True, **flags))
+    return tokens
+
+
+def _sentencepiece_tokenizer(kind: str):
+    """XLMRobertaTokenizer / CamembertTokenizer: SentencePiece Unigram, <s> A </s> </s> B </s>, all type 0.
+
+    As transformers 5 rebuilds them: the Unigram pieces and scores from tokenizer.json, byte_fallback
+    off, the unknown piece id 3 (XLM-R) or the unk_token's index (CamemBERT, 0 if absent); of
+    tokenizer.json's normalizer only the Precompiled charsmap (SentencePiece's NFKC rules);
+    WhitespaceSplit then Metaspace ("▁", prepend_scheme "always", or "never" when
+    tokenizer_config.json's add_prefix_space is false). Added tokens are tokenizer.json's.
+    """
+    def build(model_dir: Path, tc: dict):
+        raw, source = _tokenizer_json_dict(model_dir)
+        if raw is None:
+            _no_tokenizer(model_dir, "tokenizer.json")
+        model = raw.get("model")
+        if not isinstance(model, dict) or model.get("type") != "Unigram" or not isinstance(model.get("vocab"), list):
+            raise ModelFormatError(f"{source}: a {kind} needs a Unigram model with a vocab list")
+        unk = _token(tc, "unk_token", "<unk>")
+        if kind == "XLMRobertaTokenizer":
+            unk_id = 3
+        else:
+            unk_id = next((i for i, piece in enumerate(model["vocab"]) if piece and piece[0] == unk), 0)
+        model.update({"unk_id": unk_id, "byte_fallback": False})
+        charsmap = _precompiled(raw.get("normalizer"))
+        raw["normalizer"] = None if charsmap is None else {"type": "Precompiled", "precompiled_charsmap": charsmap}
+        tokenizer = _tokenizer_from_dict(raw, source)
+        scheme = "always" if tc.get("add_prefix_space", True) else "never"
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme)])
+        bos, eos = _token(tc, "bos_token", "<s>"), _token(tc, "eos_token", "</s>")
+        tokenizer.post_processor = TemplateProcessing(
+            single=[bos, "$A", eos], pair=[bos, "$A", eos, eos, "$B", eos],
+            special_tokens=[(bos, _token_id(tokenizer, bos, source)), (eos, _token_id(tokenizer, eos, source))])
+        return tokenizer, source
+    return build
+
+
+def _precompiled(normalizer):
+    """The precompiled_charsmap of a Precompiled normalizer in tokenizer.json (alone or in a Sequence), or None."""
+    if not isinstance(normalizer, dict):
+        return None
+    parts = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
+    return next((n["precompiled_charsmap"] for n in parts
+                 if isinstance(n, dict) and n.get("type") == "Precompiled" and n.get("precompiled_charsmap")), None)
+
+
+def _tokenizer_json_dict(model_dir: Path):
+    """tokenizer.json as a dict (for the classes that rebuild parts of it), or None when there is none."""
+    json_path = model_dir / "tokenizer.json"
+    if not json_path.is_file():
+        return None, json_path
+    return read_json_object(json_path, ModelFormatError), json_path
+
+
+def _tokenizer_from_dict(raw: dict, source) -> Tokenizer:
+    try:
+        return Tokenizer.from_str(json.dumps(raw))
+    except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+        raise ModelFormatError(f"{source}: cannot load tokenizer: {exc}") from None
+
+
 BERT_TOKENIZER = TokenizerClass(_bert_tokenizer, ("input_ids", "token_type_ids", "attention_mask"))
 # transformers' tokenizer classes (their names without "Fast") -> what minibert does for each.
 TOKENIZER_CLASSES = {
     "BertTokenizer": BERT_TOKENIZER,
     "PreTrainedTokenizerFast": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
     "TokenizersBackend": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
+    "RobertaTokenizer": TokenizerClass(_roberta_tokenizer, ("input_ids", "attention_mask")),
+    "XLMRobertaTokenizer": TokenizerClass(_sentencepiece_tokenizer("XLMRobertaTokenizer"), ("input_ids", "attention_mask")),
+    "CamembertTokenizer": TokenizerClass(_sentencepiece_tokenizer("CamembertTokenizer"), ("input_ids", "attention_mask")),
 }
 
 

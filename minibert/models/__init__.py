@@ -45,8 +45,8 @@ class Family:
 
 
 def _families() -> tuple[Family, ...]:
-    from minibert.models import bert
-    return (bert.FAMILY,)
+    from minibert.models import bert, roberta
+    return (bert.FAMILY, *roberta.FAMILIES)
 
 
 def family_for_model_type(model_type, source: str = "<config>") -> Family:
