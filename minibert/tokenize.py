@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
-from tokenizers.models import BPE, WordPiece
+from tokenizers.models import BPE, Unigram, WordPiece
 from tokenizers.processors import TemplateProcessing
 
 from minibert.config import read_json_object, show
@@ -61,7 +61,7 @@ class PairTokenizer:
         self.max_length = max_length
         self.source = source
         self.token_types = token_types  # False: the model sees token type 0 everywhere
-        self._cuttable = cuttable and _cuttable(tokenizer)  # see _encode_long
+        self._cut = _cutter(tokenizer) if cuttable else None  # see _encode_long
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length, strategy="longest_first", direction="right", stride=0)
         self._counter = None  # a copy without truncation, to count a prefix's tokens (made when first needed)
@@ -88,7 +88,7 @@ class PairTokenizer:
     def _encode(self, inputs: list[tuple[str, ...]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Inputs of one or two sides -> arrays; a side longer than char_cap goes through `_encode_long`."""
         long = [i for i, sides in enumerate(inputs) if max(map(len, sides)) > self.char_cap]
-        if long and not self._cuttable:
+        if long and self._cut is None:
             long = []
         if len(long) < len(inputs):
             short = sorted(set(range(len(inputs))) - set(long))
@@ -111,8 +111,8 @@ class PairTokenizer:
         Tokenizing a text of a million characters to keep its first 512 tokens costs ~0.5 s (and
         for a pair of two such texts the tokenizer's overflow pieces exhaust memory), so each side is
         tokenized here, alone and untruncated, after a cut at a space at or after char_cap characters:
-        a prefix of its tokens (see _BREAK). Then longest_first truncation is applied as the tokenizer
-        applies it, and [CLS] / [SEP] are added as its template adds them.
+        a prefix of its tokens (see _cutter). Then longest_first truncation is applied as the tokenizer
+        applies it, and the special tokens ([CLS] / [SEP], <s> / </s>) are added as its template adds them.
 
         The cut must not change what truncation keeps: a cut side must keep at least max_length
         tokens (truncation keeps fewer), and since longest_first gives the odd token of an odd budget
@@ -126,7 +126,7 @@ class PairTokenizer:
             self._counter.no_padding()
         limit = self.char_cap
         while True:
-            cut = [_cut_after(side, limit) for side in sides]
+            cut = [self._cut(side, limit) for side in sides]
             whole = [len(c) == len(side) for c, side in zip(cut, sides)]
             tokens = [self._counter.encode(c, add_special_tokens=False).ids for c in cut]
             counts = [len(t) for t in tokens]
@@ -134,17 +134,33 @@ class PairTokenizer:
                    for i, (w, n) in enumerate(zip(whole, counts))):
                 break
             limit *= 2
-        specials = self.tokenizer.encode(*[""] * len(sides), add_special_tokens=True).ids   # [CLS] [SEP] ([SEP])
-        budget = self.max_length - len(specials)
+        slots, side_types = self._template(len(sides))
+        budget = self.max_length - sum(len(ids) for ids, _ in slots)
         kept = _longest_first(counts, budget)
         if not all(whole) or kept != counts:
             _warn_truncation()
-        ids = [specials[0], *tokens[0][:kept[0]], specials[1]]
-        type_ids = [0] * len(ids)
-        if len(sides) == 2:
-            ids += [*tokens[1][:kept[1]], specials[2]]
-            type_ids += [1] * (kept[1] + 1)
+        ids, type_ids = list(slots[0][0]), list(slots[0][1])
+        for side, (slot_ids, slot_types) in enumerate(slots[1:]):   # side k, then the specials after it
+            ids += [*tokens[side][:kept[side]], *slot_ids]
+            type_ids += [side_types[side]] * kept[side] + list(slot_types)
         return np.asarray(ids, dtype=np.int64), np.asarray(type_ids, dtype=np.int64)
+
+    def _template(self, n_sides: int):
+        """The template's special tokens, from a probe ("a" on every side): [(ids, type ids)] before
+        side 1, after side 1 (and after side 2), and each side's type id. BERT: [CLS] | [SEP] | [SEP];
+        RoBERTa: <s> | </s></s> | </s>."""
+        probe = self._counter.encode(*["a"] * n_sides, add_special_tokens=True)   # untruncated
+        slots, sides, current = [([], [])], [], None
+        for token, type_id, seq in zip(probe.ids, probe.type_ids, probe.sequence_ids):
+            if seq is None:
+                slots[-1][0].append(token), slots[-1][1].append(type_id)
+            elif seq != current:
+                current = seq
+                sides.append(type_id)
+                slots.append(([], []))
+        if len(sides) != n_sides:
+            raise ModelFormatError(f"{self.source}: the tokenizer gives no tokens for 'a'; cannot read its template")
+        return slots, sides
 
 
 def _longest_first(counts: list[int], budget: int) -> list[int]:
@@ -170,14 +186,49 @@ def _cut_after(text: str, limit: int) -> str:
     return text[:found.end()] if found else text
 
 
-def _cuttable(tokenizer: Tokenizer) -> bool:
-    """True for BERT's pipeline (WordPiece after the BERT pre-tokenizer, BERT or lowercase normalizers),
-    where a cut after whitespace provably keeps the tokens before it. Anything else is tokenized whole."""
+def _cut_before_space(text: str, limit: int) -> str:
+    """text up to (not including) the first space at or after limit that follows an ASCII letter or digit."""
+    found = _SPACE_AFTER_ALNUM.search(text, limit) if len(text) > limit else None
+    return text[:found.start()] if found else text
+
+
+_SPACE_AFTER_ALNUM = re.compile(r"(?<=[A-Za-z0-9]) ")
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def _cutter(tokenizer: Tokenizer):
+    """The cut (text, limit) -> prefix that provably keeps a prefix of the tokens, for the pipelines where
+    one is known; None for anything else, which is tokenized whole.
+
+    - BERT's (WordPiece after the BERT pre-tokenizer, BERT or lowercase normalizers): after whitespace
+      (see _BREAK).
+    - RoBERTa's (BPE after ByteLevel with its GPT-2 split, no normalizer) and XLM-R's / CamemBERT's
+      (Unigram after WhitespaceSplit + Metaspace, Precompiled normalizer), also with the Lowercase that
+      do_lower_case puts first: before a space that follows an ASCII letter or digit. Every piece of
+      the GPT-2 split ends at such a place (letters, digits and punctuation runs stop at a space, and
+      whitespace runs do not reach a letter); WhitespaceSplit splits there; the normalizers map one
+      grapheme at a time, and a grapheme never spans a letter or digit and the space after it; the
+      BPE / Unigram model then runs on each piece alone. So the pieces, and the tokens, before the
+      cut are those of the whole text. Added tokens are matched before all this; none may hold a space.
+    """
     norm = tokenizer.normalizer
     parts = list(norm) if isinstance(norm, normalizers.Sequence) else [] if norm is None else [norm]
-    return isinstance(tokenizer.model, WordPiece) \
-        and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer) \
-        and all(isinstance(n, (normalizers.BertNormalizer, normalizers.Lowercase)) for n in parts)
+    pre = tokenizer.pre_tokenizer
+    if isinstance(tokenizer.model, WordPiece) and isinstance(pre, pre_tokenizers.BertPreTokenizer) \
+            and all(isinstance(n, (normalizers.BertNormalizer, normalizers.Lowercase)) for n in parts):
+        return _cut_after
+    if any(" " in token.content for token in tokenizer.get_added_tokens_decoder().values()):
+        return None
+    byte_level = isinstance(tokenizer.model, BPE) and isinstance(pre, pre_tokenizers.ByteLevel) and pre.use_regex \
+        and all(isinstance(n, normalizers.Lowercase) for n in parts)
+    pieces = list(pre) if isinstance(pre, pre_tokenizers.Sequence) else []
+    sentencepiece = isinstance(tokenizer.model, Unigram) and len(pieces) == 2 \
+        and isinstance(pieces[0], pre_tokenizers.WhitespaceSplit) and isinstance(pieces[1], pre_tokenizers.Metaspace) \
+        and all(isinstance(n, (normalizers.Precompiled, normalizers.Lowercase)) for n in parts)
+    probe = f"{_ALNUM} {_ALNUM}"
+    if (byte_level or sentencepiece) and (norm is None or norm.normalize_str(probe).lower() == probe.lower()):
+        return _cut_before_space
+    return None
 
 
 def _arrays(encodings) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -245,7 +296,7 @@ def load_tokenizer(model_dir: str | Path, config, max_length: int | None = None)
     tokenizer, source = kind.build(model_dir, tc)
     names = tc.get("model_input_names", kind.model_input_names)
     token_types = isinstance(names, (list, tuple)) and "token_type_ids" in names
-    return PairTokenizer(tokenizer, max_length, str(source), token_types, cuttable=kind is BERT_TOKENIZER)
+    return PairTokenizer(tokenizer, max_length, str(source), token_types, cuttable=kind.cuttable)
 
 
 @dataclass(frozen=True)
@@ -253,6 +304,7 @@ class TokenizerClass:
     """What one of transformers' tokenizer classes does with a model directory's files."""
     build: Callable            # (model_dir, tokenizer_config) -> (tokenizers.Tokenizer with its template, source)
     model_input_names: tuple   # the class's default: does the model get token_type_ids?
+    cuttable: bool = False     # minibert builds the class's pipeline, so _encode_long may cut long texts
 
 
 def _class_name(name: str) -> str:
@@ -437,15 +489,17 @@ def _tokenizer_from_dict(raw: dict, source) -> Tokenizer:
         raise ModelFormatError(f"{source}: cannot load tokenizer: {exc}") from None
 
 
-BERT_TOKENIZER = TokenizerClass(_bert_tokenizer, ("input_ids", "token_type_ids", "attention_mask"))
+BERT_TOKENIZER = TokenizerClass(_bert_tokenizer, ("input_ids", "token_type_ids", "attention_mask"), cuttable=True)
 # transformers' tokenizer classes (their names without "Fast") -> what minibert does for each.
 TOKENIZER_CLASSES = {
     "BertTokenizer": BERT_TOKENIZER,
     "PreTrainedTokenizerFast": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
     "TokenizersBackend": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
-    "RobertaTokenizer": TokenizerClass(_roberta_tokenizer, ("input_ids", "attention_mask")),
-    "XLMRobertaTokenizer": TokenizerClass(_sentencepiece_tokenizer("XLMRobertaTokenizer"), ("input_ids", "attention_mask")),
-    "CamembertTokenizer": TokenizerClass(_sentencepiece_tokenizer("CamembertTokenizer"), ("input_ids", "attention_mask")),
+    "RobertaTokenizer": TokenizerClass(_roberta_tokenizer, ("input_ids", "attention_mask"), cuttable=True),
+    "XLMRobertaTokenizer": TokenizerClass(_sentencepiece_tokenizer("XLMRobertaTokenizer"), ("input_ids", "attention_mask"),
+                                          cuttable=True),
+    "CamembertTokenizer": TokenizerClass(_sentencepiece_tokenizer("CamembertTokenizer"), ("input_ids", "attention_mask"),
+                                         cuttable=True),
 }
 
 
