@@ -124,6 +124,10 @@ class PairTokenizer:
             self._counter = Tokenizer.from_str(self.tokenizer.to_str())
             self._counter.no_truncation()
             self._counter.no_padding()
+        slots, side_types = self._template(len(sides))
+        budget = self.max_length - sum(len(ids) for ids, _ in slots)
+        if budget < 0:  # max_length below the template's special tokens: the tokenizer then does not truncate
+            return _arrays([self.tokenizer.encode(*sides, add_special_tokens=True)])[0]
         limit = self.char_cap
         while True:
             cut = [self._cut(side, limit) for side in sides]
@@ -134,8 +138,6 @@ class PairTokenizer:
                    for i, (w, n) in enumerate(zip(whole, counts))):
                 break
             limit *= 2
-        slots, side_types = self._template(len(sides))
-        budget = self.max_length - sum(len(ids) for ids, _ in slots)
         kept = _longest_first(counts, budget)
         if not all(whole) or kept != counts:
             _warn_truncation()

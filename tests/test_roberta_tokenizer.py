@@ -66,3 +66,12 @@ def test_long_pairs_match_the_tokenizer_without_the_fast_path(name):
     texts = [long_text(6, 900), "word " * 500]
     for got, want in zip(fast.encode_texts(texts), slow.encode_texts(texts)):
         assert got[0].tolist() == want[0].tolist()
+
+
+def test_max_length_below_the_template_is_not_truncated_as_the_tokenizer_does():
+    """max_length 3 < RoBERTa's 4 special tokens of a pair: the tokenizer does not truncate (nor does transformers)."""
+    fast = load("roberta-bpe", max_length=3)
+    slow = PairTokenizer(load("roberta-bpe", max_length=3).tokenizer, 3, fast.source, fast.token_types, cuttable=False)
+    pairs = [("word " * 100, "a b"), ("word " * 100, "word " * 90)]
+    for got, want in zip(fast.encode_pairs(pairs), slow.encode_pairs(pairs)):
+        assert got[0].tolist() == want[0].tolist() and len(got[0]) > 100
