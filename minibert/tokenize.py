@@ -82,7 +82,7 @@ class PairTokenizer:
         return self._encode(checked)
 
     def encode_texts(self, texts, first_index=0) -> list[tuple[np.ndarray, np.ndarray]]:
-        """[text, ...] -> [(ids, type_ids), ...] for single texts: [CLS] text [SEP], all type 0."""
+        """[text, ...] -> [(ids, type_ids), ...] for single texts: [CLS] text [SEP] (<s> text </s>), all type 0."""
         return self._encode([(check_text(text, first_index + i),) for i, text in enumerate(texts)])
 
     def _encode(self, inputs: list[tuple[str, ...]]) -> list[tuple[np.ndarray, np.ndarray]]:
