@@ -2,11 +2,11 @@
 
 A sentence encoder is the other half of retrieval: it embeds queries and passages one text at a
 time, so passages can be embedded once and compared with a query by cosine similarity (a
-cross-encoder then reranks the best few). It runs the same BERT encoder as the cross-encoder
-(`minibert.model.encoder`), then replaces the pooler and classifier with a parameter-free
-pooling of the last hidden states:
+cross-encoder then reranks the best few). It runs the same encoder as the cross-encoder, of any
+family (`minibert.model.encoder`: BERT, RoBERTa, XLM-R ...), then replaces the head (pooler,
+classifier) with a parameter-free pooling of the last hidden states:
 
-    text --tokenize--> [CLS] text [SEP]                 input_ids [T], all token type 0
+    text --tokenize--> [CLS] text [SEP]                 input_ids [T], all token type 0 (RoBERTa: <s> text </s>)
     encoder            the last layer's hidden states   [T, H]
     pooling            cls / max / mean / ...            [H] per mode, concatenated: [D] = [P * H]
     Normalize          x / max(||x||, 1e-12), if listed  [D]

@@ -23,6 +23,7 @@ Two things transformers does that minibert does too:
   nothing here; batches are padded later, by the model code.
 """
 
+import json
 import os
 import re
 import sys
@@ -33,8 +34,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from tokenizers import Tokenizer, normalizers, pre_tokenizers
-from tokenizers.models import WordPiece
+from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import BPE, Unigram, WordPiece
 from tokenizers.processors import TemplateProcessing
 
 from minibert.config import read_json_object, show
@@ -60,7 +61,7 @@ class PairTokenizer:
         self.max_length = max_length
         self.source = source
         self.token_types = token_types  # False: the model sees token type 0 everywhere
-        self._cuttable = cuttable and _cuttable(tokenizer)  # see _encode_long
+        self._cut = _cutter(tokenizer) if cuttable else None  # see _encode_long
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length, strategy="longest_first", direction="right", stride=0)
         self._counter = None  # a copy without truncation, to count a prefix's tokens (made when first needed)
@@ -81,13 +82,13 @@ class PairTokenizer:
         return self._encode(checked)
 
     def encode_texts(self, texts, first_index=0) -> list[tuple[np.ndarray, np.ndarray]]:
-        """[text, ...] -> [(ids, type_ids), ...] for single texts: [CLS] text [SEP], all type 0."""
+        """[text, ...] -> [(ids, type_ids), ...] for single texts: [CLS] text [SEP] (<s> text </s>), all type 0."""
         return self._encode([(check_text(text, first_index + i),) for i, text in enumerate(texts)])
 
     def _encode(self, inputs: list[tuple[str, ...]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Inputs of one or two sides -> arrays; a side longer than char_cap goes through `_encode_long`."""
         long = [i for i, sides in enumerate(inputs) if max(map(len, sides)) > self.char_cap]
-        if long and not self._cuttable:
+        if long and self._cut is None:
             long = []
         if len(long) < len(inputs):
             short = sorted(set(range(len(inputs))) - set(long))
@@ -110,8 +111,8 @@ class PairTokenizer:
         Tokenizing a text of a million characters to keep its first 512 tokens costs ~0.5 s (and
         for a pair of two such texts the tokenizer's overflow pieces exhaust memory), so each side is
         tokenized here, alone and untruncated, after a cut at a space at or after char_cap characters:
-        a prefix of its tokens (see _BREAK). Then longest_first truncation is applied as the tokenizer
-        applies it, and [CLS] / [SEP] are added as its template adds them.
+        a prefix of its tokens (see _cutter). Then longest_first truncation is applied as the tokenizer
+        applies it, and the special tokens ([CLS] / [SEP], <s> / </s>) are added as its template adds them.
 
         The cut must not change what truncation keeps: a cut side must keep at least max_length
         tokens (truncation keeps fewer), and since longest_first gives the odd token of an odd budget
@@ -123,9 +124,13 @@ class PairTokenizer:
             self._counter = Tokenizer.from_str(self.tokenizer.to_str())
             self._counter.no_truncation()
             self._counter.no_padding()
+        slots, side_types = self._template(len(sides))
+        budget = self.max_length - sum(len(ids) for ids, _ in slots)
+        if budget < 0:  # max_length below the template's special tokens: the tokenizer then does not truncate
+            return _arrays([self.tokenizer.encode(*sides, add_special_tokens=True)])[0]
         limit = self.char_cap
         while True:
-            cut = [_cut_after(side, limit) for side in sides]
+            cut = [self._cut(side, limit) for side in sides]
             whole = [len(c) == len(side) for c, side in zip(cut, sides)]
             tokens = [self._counter.encode(c, add_special_tokens=False).ids for c in cut]
             counts = [len(t) for t in tokens]
@@ -133,17 +138,31 @@ class PairTokenizer:
                    for i, (w, n) in enumerate(zip(whole, counts))):
                 break
             limit *= 2
-        specials = self.tokenizer.encode(*[""] * len(sides), add_special_tokens=True).ids   # [CLS] [SEP] ([SEP])
-        budget = self.max_length - len(specials)
         kept = _longest_first(counts, budget)
         if not all(whole) or kept != counts:
             _warn_truncation()
-        ids = [specials[0], *tokens[0][:kept[0]], specials[1]]
-        type_ids = [0] * len(ids)
-        if len(sides) == 2:
-            ids += [*tokens[1][:kept[1]], specials[2]]
-            type_ids += [1] * (kept[1] + 1)
+        ids, type_ids = list(slots[0][0]), list(slots[0][1])
+        for side, (slot_ids, slot_types) in enumerate(slots[1:]):   # side k, then the specials after it
+            ids += [*tokens[side][:kept[side]], *slot_ids]
+            type_ids += [side_types[side]] * kept[side] + list(slot_types)
         return np.asarray(ids, dtype=np.int64), np.asarray(type_ids, dtype=np.int64)
+
+    def _template(self, n_sides: int):
+        """The template's special tokens, from a probe ("a" on every side): [(ids, type ids)] before
+        side 1, after side 1 (and after side 2), and each side's type id. BERT: [CLS] | [SEP] | [SEP];
+        RoBERTa: <s> | </s></s> | </s>."""
+        probe = self._counter.encode(*["a"] * n_sides, add_special_tokens=True)   # untruncated
+        slots, sides, current = [([], [])], [], None
+        for token, type_id, seq in zip(probe.ids, probe.type_ids, probe.sequence_ids):
+            if seq is None:
+                slots[-1][0].append(token), slots[-1][1].append(type_id)
+            elif seq != current:
+                current = seq
+                sides.append(type_id)
+                slots.append(([], []))
+        if len(sides) != n_sides:
+            raise ModelFormatError(f"{self.source}: the tokenizer gives no tokens for 'a'; cannot read its template")
+        return slots, sides
 
 
 def _longest_first(counts: list[int], budget: int) -> list[int]:
@@ -169,14 +188,49 @@ def _cut_after(text: str, limit: int) -> str:
     return text[:found.end()] if found else text
 
 
-def _cuttable(tokenizer: Tokenizer) -> bool:
-    """True for BERT's pipeline (WordPiece after the BERT pre-tokenizer, BERT or lowercase normalizers),
-    where a cut after whitespace provably keeps the tokens before it. Anything else is tokenized whole."""
+def _cut_before_space(text: str, limit: int) -> str:
+    """text up to (not including) the first space at or after limit that follows an ASCII letter or digit."""
+    found = _SPACE_AFTER_ALNUM.search(text, limit) if len(text) > limit else None
+    return text[:found.start()] if found else text
+
+
+_SPACE_AFTER_ALNUM = re.compile(r"(?<=[A-Za-z0-9]) ")
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def _cutter(tokenizer: Tokenizer):
+    """The cut (text, limit) -> prefix that provably keeps a prefix of the tokens, for the pipelines where
+    one is known; None for anything else, which is tokenized whole.
+
+    - BERT's (WordPiece after the BERT pre-tokenizer, BERT or lowercase normalizers): after whitespace
+      (see _BREAK).
+    - RoBERTa's (BPE after ByteLevel with its GPT-2 split, no normalizer) and XLM-R's / CamemBERT's
+      (Unigram after WhitespaceSplit + Metaspace, Precompiled normalizer), also with the Lowercase that
+      do_lower_case puts first: before a space that follows an ASCII letter or digit. Every piece of
+      the GPT-2 split ends at such a place (letters, digits and punctuation runs stop at a space, and
+      whitespace runs do not reach a letter); WhitespaceSplit splits there; the normalizers map one
+      grapheme at a time, and a grapheme never spans a letter or digit and the space after it; the
+      BPE / Unigram model then runs on each piece alone. So the pieces, and the tokens, before the
+      cut are those of the whole text. Added tokens are matched before all this; none may hold a space.
+    """
     norm = tokenizer.normalizer
     parts = list(norm) if isinstance(norm, normalizers.Sequence) else [] if norm is None else [norm]
-    return isinstance(tokenizer.model, WordPiece) \
-        and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer) \
-        and all(isinstance(n, (normalizers.BertNormalizer, normalizers.Lowercase)) for n in parts)
+    pre = tokenizer.pre_tokenizer
+    if isinstance(tokenizer.model, WordPiece) and isinstance(pre, pre_tokenizers.BertPreTokenizer) \
+            and all(isinstance(n, (normalizers.BertNormalizer, normalizers.Lowercase)) for n in parts):
+        return _cut_after
+    if any(" " in token.content for token in tokenizer.get_added_tokens_decoder().values()):
+        return None
+    byte_level = isinstance(tokenizer.model, BPE) and isinstance(pre, pre_tokenizers.ByteLevel) and pre.use_regex \
+        and all(isinstance(n, normalizers.Lowercase) for n in parts)
+    pieces = list(pre) if isinstance(pre, pre_tokenizers.Sequence) else []
+    sentencepiece = isinstance(tokenizer.model, Unigram) and len(pieces) == 2 \
+        and isinstance(pieces[0], pre_tokenizers.WhitespaceSplit) and isinstance(pieces[1], pre_tokenizers.Metaspace) \
+        and all(isinstance(n, (normalizers.Precompiled, normalizers.Lowercase)) for n in parts)
+    probe = f"{_ALNUM} {_ALNUM}"
+    if (byte_level or sentencepiece) and (norm is None or norm.normalize_str(probe).lower() == probe.lower()):
+        return _cut_before_space
+    return None
 
 
 def _arrays(encodings) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -244,7 +298,7 @@ def load_tokenizer(model_dir: str | Path, config, max_length: int | None = None)
     tokenizer, source = kind.build(model_dir, tc)
     names = tc.get("model_input_names", kind.model_input_names)
     token_types = isinstance(names, (list, tuple)) and "token_type_ids" in names
-    return PairTokenizer(tokenizer, max_length, str(source), token_types, cuttable=kind.build is _bert_tokenizer)
+    return PairTokenizer(tokenizer, max_length, str(source), token_types, cuttable=kind.cuttable)
 
 
 @dataclass(frozen=True)
@@ -252,6 +306,7 @@ class TokenizerClass:
     """What one of transformers' tokenizer classes does with a model directory's files."""
     build: Callable            # (model_dir, tokenizer_config) -> (tokenizers.Tokenizer with its template, source)
     model_input_names: tuple   # the class's default: does the model get token_type_ids?
+    cuttable: bool = False     # minibert builds the class's pipeline, so _encode_long may cut long texts
 
 
 def _class_name(name: str) -> str:
@@ -314,15 +369,142 @@ def _token_id(tokenizer: Tokenizer, token: str, source) -> int:
     return token_id
 
 
-BERT_TOKENIZER = TokenizerClass(_bert_tokenizer, ("input_ids", "token_type_ids", "attention_mask"))
+def _roberta_tokenizer(model_dir: Path, tc: dict):
+    """RobertaTokenizer: byte-level BPE, no normalizer, <s> A </s></s> B </s> (RobertaProcessing), all type 0.
+
+    As transformers 5 rebuilds it: the vocabulary and merges from tokenizer.json (or vocab.json +
+    merges.txt), its own BPE settings, ByteLevel pre-tokenizer with tokenizer_config.json's
+    add_prefix_space (default false); tokenizer.json's normalizer, pre-tokenizer and post-processor
+    are not used. Added tokens (<s>, </s>, <mask>, ...) are tokenizer.json's.
+    """
+    bpe = {"dropout": None, "unk_token": None, "continuing_subword_prefix": "", "end_of_word_suffix": "",
+           "fuse_unk": False, "byte_fallback": False, "ignore_merges": False}
+    raw, source = _tokenizer_json_dict(model_dir)
+    if raw is not None:
+        if not isinstance(raw.get("model"), dict) or raw["model"].get("type") != "BPE":
+            raise ModelFormatError(f"{source}: a RobertaTokenizer needs a BPE model, found "
+                                   f"{show(raw.get('model', {}).get('type') if isinstance(raw.get('model'), dict) else None)}")
+        raw["model"].update(bpe)
+        tokenizer = _tokenizer_from_dict(raw, source)
+    elif (model_dir / "vocab.json").is_file() and (model_dir / "merges.txt").is_file():
+        source = model_dir / "vocab.json"
+        try:
+            vocab, merges = BPE.read_file(str(source), str(model_dir / "merges.txt"))
+            tokenizer = Tokenizer(BPE(vocab, merges, **bpe))
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise ModelFormatError(f"{source}, merges.txt: cannot load the BPE vocabulary: {exc}") from None
+        tokenizer.add_special_tokens(_added_tokens(model_dir, tc))
+    else:
+        _no_tokenizer(model_dir, "tokenizer.json, or vocab.json and merges.txt")
+    add_prefix_space = bool(tc.get("add_prefix_space", False))
+    tokenizer.normalizer = None
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    cls, sep = _token(tc, "cls_token", "<s>"), _token(tc, "sep_token", "</s>")
+    tokenizer.post_processor = processors.RobertaProcessing(
+        (sep, _token_id(tokenizer, sep, source)), (cls, _token_id(tokenizer, cls, source)),
+        trim_offsets=bool(tc.get("trim_offsets", True)), add_prefix_space=add_prefix_space)
+    return tokenizer, source
+
+
+_ROBERTA_SPECIALS = (("bos_token", "<s>"), ("eos_token", "</s>"), ("unk_token", "<unk>"), ("sep_token", "</s>"),
+                     ("pad_token", "<pad>"), ("cls_token", "<s>"), ("mask_token", "<mask>"))
+
+
+def _added_tokens(model_dir: Path, tc: dict) -> list:
+    """The special tokens transformers adds to a tokenizer it builds from vocab files: tokenizer_config.json's
+    added_tokens_decoder, then the named ones (special_tokens_map.json's, else tokenizer_config.json's, else
+    the class's defaults), with their lstrip / rstrip / single_word / normalized flags."""
+    map_path = model_dir / "special_tokens_map.json"
+    named = read_json_object(map_path, ConfigError) if map_path.is_file() else {}
+    entries = [entry for _, entry in sorted(((int(k), v) for k, v in (tc.get("added_tokens_decoder") or {}).items()),
+                                            key=lambda kv: kv[0])]
+    entries += [named.get(key, tc.get(key, default)) for key, default in _ROBERTA_SPECIALS]
+    tokens, seen = [], set()
+    for entry in entries:
+        content = entry.get("content") if isinstance(entry, dict) else entry
+        if not isinstance(content, str) or content in seen:
+            continue
+        seen.add(content)
+        flags = {k: bool(entry[k]) for k in ("lstrip", "rstrip", "single_word", "normalized")
+                 if isinstance(entry, dict) and k in entry}
+        tokens.append(AddedToken(content, special=True, **flags))
+    return tokens
+
+
+def _sentencepiece_tokenizer(kind: str):
+    """XLMRobertaTokenizer / CamembertTokenizer: SentencePiece Unigram, <s> A </s> </s> B </s>, all type 0.
+
+    As transformers 5 rebuilds them: the Unigram pieces and scores from tokenizer.json, byte_fallback
+    off, the unknown piece id 3 (XLM-R) or the unk_token's index (CamemBERT, 0 if absent); of
+    tokenizer.json's normalizer only the Precompiled charsmap (SentencePiece's NFKC rules);
+    WhitespaceSplit then Metaspace ("▁", prepend_scheme "always", or "never" when
+    tokenizer_config.json's add_prefix_space is false). Added tokens are tokenizer.json's.
+    """
+    def build(model_dir: Path, tc: dict):
+        raw, source = _tokenizer_json_dict(model_dir)
+        if raw is None:
+            _no_tokenizer(model_dir, "tokenizer.json")
+        model = raw.get("model")
+        if not isinstance(model, dict) or model.get("type") != "Unigram" or not isinstance(model.get("vocab"), list):
+            raise ModelFormatError(f"{source}: a {kind} needs a Unigram model with a vocab list")
+        unk = _token(tc, "unk_token", "<unk>")
+        if kind == "XLMRobertaTokenizer":
+            unk_id = 3
+        else:
+            unk_id = next((i for i, piece in enumerate(model["vocab"]) if piece and piece[0] == unk), 0)
+        model.update({"unk_id": unk_id, "byte_fallback": False})
+        charsmap = _precompiled(raw.get("normalizer"))
+        raw["normalizer"] = None if charsmap is None else {"type": "Precompiled", "precompiled_charsmap": charsmap}
+        tokenizer = _tokenizer_from_dict(raw, source)
+        scheme = "always" if tc.get("add_prefix_space", True) else "never"
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme)])
+        bos, eos = _token(tc, "bos_token", "<s>"), _token(tc, "eos_token", "</s>")
+        tokenizer.post_processor = TemplateProcessing(
+            single=[bos, "$A", eos], pair=[bos, "$A", eos, eos, "$B", eos],
+            special_tokens=[(bos, _token_id(tokenizer, bos, source)), (eos, _token_id(tokenizer, eos, source))])
+        return tokenizer, source
+    return build
+
+
+def _precompiled(normalizer):
+    """The precompiled_charsmap of a Precompiled normalizer in tokenizer.json (alone or in a Sequence), or None."""
+    if not isinstance(normalizer, dict):
+        return None
+    parts = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
+    return next((n["precompiled_charsmap"] for n in parts
+                 if isinstance(n, dict) and n.get("type") == "Precompiled" and n.get("precompiled_charsmap")), None)
+
+
+def _tokenizer_json_dict(model_dir: Path):
+    """tokenizer.json as a dict (for the classes that rebuild parts of it), or None when there is none."""
+    json_path = model_dir / "tokenizer.json"
+    if not json_path.is_file():
+        return None, json_path
+    return read_json_object(json_path, ModelFormatError), json_path
+
+
+def _tokenizer_from_dict(raw: dict, source) -> Tokenizer:
+    try:
+        return Tokenizer.from_str(json.dumps(raw))
+    except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+        raise ModelFormatError(f"{source}: cannot load tokenizer: {exc}") from None
+
+
+BERT_TOKENIZER = TokenizerClass(_bert_tokenizer, ("input_ids", "token_type_ids", "attention_mask"), cuttable=True)
 # transformers' tokenizer classes (their names without "Fast") -> what minibert does for each.
 TOKENIZER_CLASSES = {
     "BertTokenizer": BERT_TOKENIZER,
     "ElectraTokenizer": BERT_TOKENIZER,  # transformers 5 has no ElectraTokenizer: AutoTokenizer loads BertTokenizer
     # BertTokenizer's pipeline (a subclass, do_lower_case defaulting to True as BERT's), no token types
-    "DistilBertTokenizer": TokenizerClass(_bert_tokenizer, ("input_ids", "attention_mask")),
+    "DistilBertTokenizer": TokenizerClass(_bert_tokenizer, ("input_ids", "attention_mask"), cuttable=True),
     "PreTrainedTokenizerFast": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
     "TokenizersBackend": TokenizerClass(_file_tokenizer, ("input_ids", "token_type_ids", "attention_mask")),
+    "RobertaTokenizer": TokenizerClass(_roberta_tokenizer, ("input_ids", "attention_mask"), cuttable=True),
+    "XLMRobertaTokenizer": TokenizerClass(_sentencepiece_tokenizer("XLMRobertaTokenizer"), ("input_ids", "attention_mask"),
+                                          cuttable=True),
+    "CamembertTokenizer": TokenizerClass(_sentencepiece_tokenizer("CamembertTokenizer"), ("input_ids", "attention_mask"),
+                                         cuttable=True),
 }
 
 

@@ -50,7 +50,7 @@ def edit_tensors(directory, fn):
     ("layer_norm_eps", 0, "'layer_norm_eps' must be a positive finite number"),
     ("layer_norm_eps", "1e-12", "'layer_norm_eps' must be a positive finite number"),
     ("position_embedding_type", "relative_key", "unsupported position_embedding_type"),
-    ("model_type", "roberta", "model_type is 'roberta'"),
+    ("model_type", "gpt2", "model_type is 'gpt2'"),
     ("is_decoder", True, "is_decoder is true"),
     ("pad_token_id", 10_000, "'pad_token_id' must be an integer"),
 ])

@@ -45,10 +45,8 @@ class Family:
 
 
 def _families() -> tuple[Family, ...]:
-    from minibert.models import bert, distilbert, electra
-    return (bert.FAMILY,
-            electra.FAMILY,
-            distilbert.FAMILY)
+    from minibert.models import bert, distilbert, electra, roberta
+    return (bert.FAMILY, *roberta.FAMILIES, electra.FAMILY, distilbert.FAMILY)
 
 
 def family_for_model_type(model_type, source: str = "<config>") -> Family:

@@ -1,0 +1,174 @@
+"""RoBERTa, XLM-RoBERTa and CamemBERT: RobertaForSequenceClassification's forward pass (transformers,
+eval mode), top to bottom. XLMRobertaForSequenceClassification and CamembertForSequenceClassification
+are the same model under other names (transformers generates their files from RoBERTa's); only the
+tokenizer differs (byte-level BPE for RoBERTa, SentencePiece Unigram for the other two).
+
+Dimension letters as in minibert/models/bert.py (B pairs, N packed tokens, T tokens of one pair,
+H hidden_size, L num_labels, P max_position_embeddings).
+
+The encoder is BERT's: the same embeddings (word + token type + position, then LayerNorm) and
+the same post-LN encoder layer, with the same tensor names under "roberta." instead of "bert.".
+It differs from BERT in two places:
+- the position ids (`position_ids`): a pair's tokens are numbered from pad_token_id + 1, and a
+  token equal to pad_token_id gets position pad_token_id and does not advance the count. This is
+  why RoBERTa checkpoints have max_position_embeddings = 514 for 512 tokens (8194 for 8192);
+- the head: no pooler inside the encoder; RobertaClassificationHead does dense + tanh on the
+  first token (<s>), then out_proj. That is BERT's pooler + classifier by other names.
+
+Stages: "embeddings", "layer_0" ... "layer_{n-1}" (as BERT), then
+    head_dense   [B, H]  tanh(dense(first token)), the classification head's hidden layer
+    logits       [B, L]  out_proj of head_dense: raw logits
+
+Inference only: no dropout (the identity in eval mode). Every stage stays float32.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minibert.config import fields_with_defaults, label_fields
+from minibert.errors import ConfigError
+from minibert.models import Family, bert
+from minibert.weights import Linear, linear_spec
+
+# RobertaConfig's, XLMRobertaConfig's and CamembertConfig's defaults (transformers), for fields a
+# config.json leaves out: BERT's, but pad_token_id 1 (<s>=0, <pad>=1, </s>=2). vocab_size differs.
+DEFAULTS = {**bert.DEFAULTS, "pad_token_id": 1}
+VOCAB_SIZE_DEFAULTS = {"roberta": 50265, "xlm-roberta": 30522, "camembert": 30522}
+
+
+@dataclass(frozen=True)
+class RobertaConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float
+    pad_token_id: int            # also the position table's padding_idx: real tokens start at pad_token_id + 1
+    position_embedding_type: str
+    num_labels: int
+    id2label: dict[int, str] = field(default_factory=dict)
+    source: str = "<config>"
+    model_type: str = "roberta"  # or "xlm-roberta", "camembert"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_tokens(self) -> int:
+        # Positions pad_token_id + 1 .. pad_token_id + T must be rows of the [P, H] table.
+        return self.max_position_embeddings - self.pad_token_id - 1
+
+    def __post_init__(self):
+        if self.pad_token_id is None:
+            raise ConfigError(f"{self.source}: field 'pad_token_id' is null; {self.model_type} numbers its "
+                              "positions from pad_token_id + 1, so it needs one")
+        bert.check_bert_fields(self)
+        if self.max_tokens < 1:
+            raise ConfigError(
+                f"{self.source}: max_position_embeddings ({self.max_position_embeddings}) leaves no position for a "
+                f"token: positions start at pad_token_id + 1 = {self.pad_token_id + 1}")
+
+
+def config_from_dict(raw: dict, source: str) -> RobertaConfig:
+    model_type = raw.get("model_type", "roberta")
+    defaults = {**DEFAULTS, "vocab_size": VOCAB_SIZE_DEFAULTS.get(model_type, DEFAULTS["vocab_size"])}
+    return RobertaConfig(**fields_with_defaults(raw, defaults), **label_fields(raw, source), model_type=model_type)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters, and the table of HuggingFace tensor names
+
+
+@dataclass(frozen=True)
+class ClassificationHead:
+    dense: Linear      # H -> H, then tanh
+    out_proj: Linear   # H -> L
+
+
+@dataclass(frozen=True)
+class RobertaParams:
+    embeddings: bert.Embeddings               # BERT's tensors, position table [P, H] with P = max_tokens + pad + 1
+    layers: tuple[bert.EncoderLayer, ...]     # BERT's encoder layers
+    classifier: ClassificationHead | None     # None when loaded as a bare encoder
+
+
+# The tensor names, without the "roberta." prefix that *ForSequenceClassification checkpoints give the
+# encoder; the head ("classifier.dense", "classifier.out_proj") has no prefix. A bare RobertaModel /
+# XLMRobertaModel checkpoint may also hold "pooler.dense": it is not part of the encoder, and a
+# cross-encoder checkpoint has none.
+def skeleton(c: RobertaConfig, head: bool = True) -> RobertaParams:
+    H, L = c.hidden_size, c.num_labels
+    return RobertaParams(
+        embeddings=bert.embeddings_skeleton(c),
+        layers=tuple(bert.layer_skeleton(c, i) for i in range(c.num_hidden_layers)),
+        classifier=ClassificationHead(dense=linear_spec("classifier.dense", H, H),
+                                      out_proj=linear_spec("classifier.out_proj", L, H)) if head else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward pass
+
+
+def position_ids(input_ids, offsets, pad_token_id: int):
+    """transformers' create_position_ids_from_input_ids, pair by pair on the packed batch:
+    cumsum(ids != pad) * (ids != pad) + pad. Real tokens count from pad + 1; a pad token inside a
+    pair gets position pad and does not advance the count. [N] -> [N] int64."""
+    real = (input_ids != pad_token_id).astype(np.int64)              # [N] 1 = counted
+    counted = np.cumsum(real)                                         # [N] over the whole batch
+    before = np.concatenate([[0], counted])[offsets[:-1]]             # [B] counted before each pair
+    within = counted - np.repeat(before, np.diff(offsets))            # [N] the count within its pair
+    return within * real + pad_token_id                               # [N]
+
+
+def embeddings(p: bert.Embeddings, c: RobertaConfig, batch, ops):
+    # BERT's embeddings; how RoBERTa differs: its position ids (above), not 0, 1, 2, ...
+    positions = position_ids(batch.input_ids, batch.offsets, c.pad_token_id)  # [N]
+    return bert.embeddings(p, c, dataclasses.replace(batch, positions=positions), ops)  # [N, H]
+
+
+def encoder(params: RobertaParams, c: RobertaConfig, batch, ops, stages=None):
+    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
+    x = embeddings(params.embeddings, c, batch, ops)                  # [N, H]
+    return bert.run_layers(params.layers, c, x, batch, ops, stages)   # [N, H]
+
+
+def classification_head(p: ClassificationHead, first, ops):
+    """RobertaClassificationHead on the first token (<s>): (dense + tanh [B, H], logits [B, L])."""
+    hidden = np.tanh(ops.linear(first, p.dense.weight, p.dense.bias))     # [B, H]
+    return hidden, ops.linear(hidden, p.out_proj.weight, p.out_proj.bias)  # [B, H] -> [B, L], raw logits
+
+
+def forward(params: RobertaParams, c: RobertaConfig, batch, ops, return_stages=False):
+    """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
+    stages = {} if return_stages else None
+    x = encoder(params, c, batch, ops, stages)                                      # [N, H]
+    hidden, logits = classification_head(params.classifier, x[batch.first_tokens], ops)  # [B, H], [B, L]
+    if stages is not None:
+        stages["head_dense"], stages["logits"] = hidden, logits
+        return logits, stages
+    return logits
+
+
+def _family(name: str, model_type: str, tokenizer_class: str) -> Family:
+    return Family(
+        name=name, model_types=(model_type,), config_from_dict=config_from_dict, skeleton=skeleton,
+        encoder=encoder, forward=forward,
+        prefix="roberta.", top_level=("classifier.",), head=("pooler.", "classifier."), classifier="classifier.",
+        tokenizer_class=tokenizer_class,
+    )
+
+
+# One Family per model_type: the same model, each with the tokenizer class AutoTokenizer gives it.
+FAMILIES = (
+    _family("RoBERTa", "roberta", "RobertaTokenizer"),
+    _family("XLM-RoBERTa", "xlm-roberta", "XLMRobertaTokenizer"),
+    _family("CamemBERT", "camembert", "CamembertTokenizer"),
+)
