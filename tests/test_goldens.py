@@ -138,7 +138,7 @@ def compare(got: np.ndarray, want: np.ndarray, atol: float = ATOL, rtol: float =
 def describe(golden: Golden, op_set: str, stage: str, c: Comparison) -> str:
     """One line that says which model, op set, stage and element, llm.c style."""
     where = ""
-    if c.worst and stage in ("pooled", "logits"):
+    if c.worst and not (stage == "embeddings" or stage.startswith("layer_")):  # a head stage: a row per pair
         pair, col = c.worst
         where = f" at pair {pair} {'label' if stage == 'logits' else 'dim'} {col}"
     elif c.worst:
