@@ -97,6 +97,12 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
+def softmax(logits):
+    """Across labels (a one-label model has none: softmax over one logit is always 1)."""
+    e = np.exp(np.asarray(logits, dtype=np.float64) - np.max(logits))
+    return e / e.sum() if len(e) > 1 else np.full(len(e), np.nan)
+
+
 def summary(value: np.ndarray) -> dict:
     """A few numbers that describe a stage: its spread, and the first row's length."""
     return {"mean": float(value.mean()), "std": float(value.std()), "min": float(value.min()),
@@ -138,8 +144,9 @@ def format_text(e: Explanation, top: int = 8) -> str:
             shown = "  ".join(f"{e.tokens[t]} {mean[t]:.3f}" for t in best)
             out.append(f"   layer_{layer}: {mass:.3f} of its attention on the passage; most: {shown}")
     out += ["", "4. score"]
-    for label, logit in zip(e.labels, e.logits):
-        out.append(f"   {label}: logit {float(logit):.6g}, sigmoid {float(sigmoid(logit)):.6g}")
+    for label, logit, share in zip(e.labels, e.logits, softmax(e.logits)):
+        across = "" if np.isnan(share) else f", softmax across labels {share:.6g}"
+        out.append(f"   {label}: logit {float(logit):.6g}, sigmoid {float(sigmoid(logit)):.6g}{across}")
     return "\n".join(out) + "\n"
 
 
@@ -206,9 +213,12 @@ def format_html(e: Explanation) -> str:
             for label, weights in rows:
                 parts.append(f"<tr><th>{label}</th>" + "".join(_cell(float(w), scale) for w in weights) + "</tr>")
             parts.append("</table>")
-    parts.append('<h2>4. Score</h2><table id="score"><tr><th>label</th><th>logit</th><th>sigmoid</th></tr>')
-    for label, logit in zip(e.labels, e.logits):
+    shares = softmax(e.logits)
+    parts.append('<h2>4. Score</h2><table id="score"><tr><th>label</th><th>logit</th><th>sigmoid</th>'
+                 + ("<th>softmax</th>" if len(shares) > 1 else "") + "</tr>")
+    for label, logit, share in zip(e.labels, e.logits, shares):
         parts.append(f'<tr><td class="t">{esc(label)}</td><td>{float(logit):.6g}</td>'
-                     f"<td>{float(sigmoid(logit)):.6g}</td></tr>")
+                     f"<td>{float(sigmoid(logit)):.6g}</td>" + ("" if np.isnan(share) else f"<td>{share:.6g}</td>")
+                     + "</tr>")
     parts.append("</table></body></html>\n")
     return "\n".join(parts)
