@@ -415,8 +415,9 @@ def compare(params, config, trace: Trace, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL, 
     batch = trace.batch(types_)
     try:
         reference = reference_stages(params, config, batch)
-    except InputError as exc:
-        raise TraceError(f"{trace.source}: tensor 'input_ids' or 'token_type_ids': {exc}") from None
+    except InputError as exc:  # an id outside the vocabulary, a pair longer than the positions
+        tensor = "token_type_ids" if "token type" in str(exc) else "input_ids"
+        raise TraceError(f"{trace.source}: tensor {tensor!r}: {exc}") from None
     unknown = [name for name in trace.stages if name not in reference]
     if unknown:
         raise TraceError(f"{trace.source}: tensor {unknown[0]!r} is not a stage of this {family_of(config).name} "

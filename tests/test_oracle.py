@@ -410,6 +410,8 @@ def test_not_a_safetensors_file(tmp_path):
     ("width", ["tensor 'pooled': expected [B, X] = [4, 32]", "found [4, 31]"]),
     ("unknown-stage", ["tensor 'layer_2' is not a stage of this BERT model", "embeddings, layer_0, layer_1, pooled"]),
     ("vocab", ["'input_ids'", "token id 5000 is outside the model's range [0, 1200)"]),
+    ("types-range", ["tensor 'token_type_ids': token type id 2 is outside the model's range [0, 2)"]),
+    ("too-long", ["tensor 'input_ids': a pair of ", "tokens is longer than the model's 64 positions"]),
     ("types-shape", ["tensor 'token_type_ids' must have input_ids' shape"]),
     ("mask-in-packed", ["tensor 'attention_mask' does not belong in a packed trace"]),
 ])
@@ -442,6 +444,11 @@ def test_inconsistent_packed_trace(tmp_path, good, case, words):
         tensors["layer_2"] = tensors["layer_1"]
     elif case == "vocab":
         tensors["input_ids"][5] = 5000
+    elif case == "types-range":
+        tensors["token_type_ids"][3] = 2
+    elif case == "too-long":  # the four pairs' tokens as one pair, longer than the 64 positions
+        tensors["offsets"] = np.array([0, n], np.int64)
+        tensors["logits"], tensors["pooled"] = tensors["logits"][:1].copy(), tensors["pooled"][:1].copy()
     elif case == "types-shape":
         tensors["token_type_ids"] = tensors["token_type_ids"][:n - 1]
     elif case == "mask-in-packed":
