@@ -368,6 +368,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="minibert",
                      description="Rank and score text pairs with a BERT cross-encoder (NumPy, no PyTorch).")
@@ -464,8 +474,8 @@ def _add_oracle_commands(commands) -> None:
     _add_model_option(compare)
     compare.add_argument("theirs", metavar="THEIRS", help="the trace file to check")
     compare.add_argument("--pairs", metavar="PAIRS", help="the pairs THEIRS ran ('-': stdin): check its token ids too")
-    compare.add_argument("--atol", type=float, default=1e-4, metavar="A", help="absolute tolerance (default 1e-4)")
-    compare.add_argument("--rtol", type=float, default=1e-4, metavar="R", help="relative tolerance (default 1e-4)")
+    compare.add_argument("--atol", type=tolerance, default=1e-4, metavar="A", help="absolute tolerance (default 1e-4)")
+    compare.add_argument("--rtol", type=tolerance, default=1e-4, metavar="R", help="relative tolerance (default 1e-4)")
     compare.add_argument("--json", action="store_true", help="print one JSON object")
     compare.add_argument("--max-length", type=int, metavar="N", help="with --pairs: truncate each pair to N tokens")
     compare.set_defaults(run=run_compare)

@@ -240,6 +240,8 @@ def read_trace(path) -> Trace:
         offsets = _packed_inputs(tensors, where)
         pack = None
     N, B = len(ids), len(offsets) - 1
+    if not B:
+        raise TraceError(f"{where}: tensor 'input_ids' holds no pairs")
     stages, stored = {}, {}
     for name, value in tensors.items():
         if name in INPUTS:

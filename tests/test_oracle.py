@@ -410,6 +410,7 @@ def test_not_a_safetensors_file(tmp_path):
     ("width", ["tensor 'pooled': expected [B, X] = [4, 32]", "found [4, 31]"]),
     ("unknown-stage", ["tensor 'layer_2' is not a stage of this BERT model", "embeddings, layer_0, layer_1, pooled"]),
     ("vocab", ["'input_ids'", "token id 5000 is outside the model's range [0, 1200)"]),
+    ("no-pairs", ["tensor 'input_ids' holds no pairs"]),
     ("types-range", ["tensor 'token_type_ids': token type id 2 is outside the model's range [0, 2)"]),
     ("too-long", ["tensor 'input_ids': a pair of ", "tokens is longer than the model's 64 positions"]),
     ("types-shape", ["tensor 'token_type_ids' must have input_ids' shape"]),
@@ -444,6 +445,9 @@ def test_inconsistent_packed_trace(tmp_path, good, case, words):
         tensors["layer_2"] = tensors["layer_1"]
     elif case == "vocab":
         tensors["input_ids"][5] = 5000
+    elif case == "no-pairs":
+        tensors = {"input_ids": np.zeros(0, np.int64), "offsets": np.zeros(1, np.int64),
+                   "logits": np.zeros((0, 1), np.float32)}
     elif case == "types-range":
         tensors["token_type_ids"][3] = 2
     elif case == "too-long":  # the four pairs' tokens as one pair, longer than the 64 positions
@@ -491,6 +495,8 @@ def test_missing_file_and_bad_usage(tmp_path):
     assert status == 2 and "nope.safetensors" in err
     status, _, err = run_cli("compare", "--model", GOLDENS / "tiny-l1")
     assert status == 2 and "THEIRS" in err
+    status, _, err = run_cli("compare", "--model", GOLDENS / "tiny-l1", tmp_path / "x", "--atol", "nan")
+    assert status == 2 and "--atol: expected a finite number >= 0, found 'nan'" in err
 
 
 def test_importing_oracle_does_not_import_torch():
