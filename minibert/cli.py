@@ -14,9 +14,10 @@ after the output of the lines before it; with --skip-bad it is reported on stder
 
 Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`, and
 when --skip-bad skipped lines), 2 bad usage or input (options, malformed or non-UTF-8 lines,
-unreadable FILE, InputError, ConfigError, a bad trace file), 1 any other failure (ModelFormatError, other
-MinibertError, OSError) and, for `compare`, stages or tokens that diverge, 130 interrupted. Errors are one line on stderr: `minibert: error: ...`;
-with --skip-bad, each skipped line is one `minibert: skipped FILE, line N: ...` line.
+unreadable FILE, InputError, ConfigError, a bad trace file), 1 any other failure (ModelFormatError,
+other MinibertError, OSError) and, for `compare`, stages or tokens that diverge, 130 interrupted.
+Errors are one line on stderr: `minibert: error: ...`; with --skip-bad, each skipped line is one
+`minibert: skipped FILE, line N: ...` line.
 """
 
 import argparse

@@ -144,6 +144,8 @@ def write_safetensors(path, tensors: dict, metadata: dict) -> None:
 
 def trace_with_minibert(ce, pairs, path, layout: str = "packed") -> None:
     """minibert's own trace of `pairs` (CrossEncoder `ce`), every stage, reference ops."""
+    if not len(pairs):
+        raise InputError("no pairs to trace")
     batch = Batch.pack(ce.tokenizer.encode_pairs(pairs))
     _, stages = forward(ce.params, ce.config, batch, reference_ops, return_stages=True)
     write_trace(path, stages, batch, layout, producer="minibert", model=str(ce.path),
@@ -175,19 +177,16 @@ def trace_from_transformers(model, tokenizer, pairs, path, layout: str = "padded
     model.eval()
     try:
         with torch.no_grad():
-            out = model(**enc, output_hidden_states=True)
+            out = model(**enc.to(model.device), output_hidden_states=True)
     finally:
         for hook in hooks:
             hook.remove()
-    tensors = {"input_ids": enc["input_ids"].numpy().astype(np.int64),
-               "attention_mask": enc["attention_mask"].numpy().astype(np.int64)}
-    if "token_type_ids" in enc:
-        tensors["token_type_ids"] = enc["token_type_ids"].numpy().astype(np.int64)
+    tensors = {name: enc[name].cpu().numpy().astype(np.int64) for name in INPUTS if name in enc}
     stages = {"embeddings": out.hidden_states[0]}
     stages.update({f"layer_{i}": h for i, h in enumerate(out.hidden_states[1:])})
     stages.update(captured)
     stages["logits"] = out.logits
-    tensors.update({name: value.float().numpy() for name, value in stages.items()})
+    tensors.update({name: value.float().cpu().numpy() for name, value in stages.items()})
     if layout == "packed":
         mask = tensors.pop("attention_mask").astype(bool)                    # [B, T]
         lengths = mask.sum(axis=1)

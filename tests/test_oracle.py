@@ -499,6 +499,12 @@ def test_missing_file_and_bad_usage(tmp_path):
     assert status == 2 and "--atol: expected a finite number >= 0, found 'nan'" in err
 
 
+def test_trace_needs_pairs(tmp_path):
+    (tmp_path / "empty.tsv").write_text("", encoding="utf-8")
+    status, _, err = run_cli("trace", "--model", GOLDENS / "tiny-l1", tmp_path / "empty.tsv", "--out", tmp_path / "t")
+    assert status == 2 and "no pairs to trace" in err and not (tmp_path / "t").exists()
+
+
 def test_importing_oracle_does_not_import_torch():
     import subprocess
     import sys
