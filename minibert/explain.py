@@ -93,6 +93,15 @@ def explain(ce, query: str, passage: str) -> Explanation:
                        truncated, stages, attention, logits[0], labels)
 
 
+def cuts(e: Explanation) -> str:
+    """Where truncation cut, in words: "the passage kept 3 of its 11 tokens (up to 'definition')"."""
+    said = []
+    for side, (kept, total) in e.truncated.items():
+        last = [token for token, s in zip(e.tokens, e.sides) if s == side][-1:] or ["nothing"]
+        said.append(f"the {side} kept {kept} of its {total} tokens (up to {last[0]!r})")
+    return "; ".join(said)
+
+
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
@@ -121,8 +130,7 @@ def format_text(e: Explanation, top: int = 8) -> str:
     for i, (token, token_id, type_id, side) in enumerate(zip(e.tokens, e.input_ids, e.type_ids, e.sides)):
         out.append(f"   {i:>3}  {token:<16} {int(token_id):>7} {int(type_id):>4}  {side or 'special'}")
     if e.truncated:
-        cuts = "; ".join(f"the {side} kept {kept} of its {total} tokens" for side, (kept, total) in e.truncated.items())
-        out.append(f"   truncated to {len(e.tokens)} tokens (longest first): {cuts}")
+        out.append(f"   truncated to {len(e.tokens)} tokens (longest first): {cuts(e)}")
     else:
         out.append("   not truncated")
     out += ["", "2. stages (this pair's rows: one per token, or one for the pair)",
@@ -188,8 +196,7 @@ def format_html(e: Explanation) -> str:
                      f"<td>{int(type_id)}</td><td class=\"t\">{side or 'special'}</td></tr>")
     parts.append("</table>")
     if e.truncated:
-        parts.append('<p class="note">Truncated (longest first): ' + "; ".join(
-            f"the {side} kept {kept} of its {total} tokens" for side, (kept, total) in e.truncated.items()) + "</p>")
+        parts.append(f'<p class="note">Truncated to {len(e.tokens)} tokens (longest first): {esc(cuts(e))}</p>')
     parts.append('<h2>2. Stages</h2><table id="stages"><tr><th>stage</th><th>shape</th><th>mean</th><th>std</th>'
                  "<th>min</th><th>max</th><th>|row 0|</th></tr>")
     for name, value in e.stages.items():

@@ -6,6 +6,7 @@ Chromium (tools/screenshot_explain.py) when chromium is installed (CI installs i
 """
 
 import contextlib
+import html
 import importlib.util
 import io
 import re
@@ -80,7 +81,9 @@ def test_truncation_is_shown(tmp_path):
     kept_q, total_q = e.truncated["query"]
     kept_p, total_p = e.truncated["passage"]
     assert kept_q + kept_p == 9 and total_q == 7 and total_p == 11 and kept_p < total_p
-    assert f"the passage kept {kept_p} of its 11 tokens" in format_text(e)
+    last = [t for t, side in zip(e.tokens, e.sides) if side == "passage"][-1]
+    assert f"the passage kept {kept_p} of its 11 tokens (up to {last!r})" in format_text(e)
+    assert f"the passage kept {kept_p} of its 11 tokens (up to {html.escape(repr(last))})" in format_html(e)
 
 
 def test_text_report(model):
@@ -150,7 +153,6 @@ def test_cli(tmp_path):
                     reason="chromium is not installed (apt-get install chromium; CI installs it)")
 def test_html_renders_in_chromium(tmp_path):
     """The page in a real browser: the right size, text on white, and each layer's darkest heat cell drawn."""
-    pytest.importorskip("PIL")
     status = screenshot_tool.main(["--model", str(GOLDENS / "tiny-l3"), "--out", str(tmp_path / "page.png")])
     assert status == 0
     found = screenshot_tool.measure(tmp_path / "page.png")
