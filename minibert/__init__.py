@@ -2,7 +2,7 @@
 
 from minibert.cross_encoder import CrossEncoder
 from minibert.errors import (ConfigError, FetchError, InputError, MinibertError, ModelFormatError,
-                             NumericalError, TruncationWarning, UnsafeCheckpointError)
+                             NumericalError, TraceError, TruncationWarning, UnsafeCheckpointError)
 from minibert.sentence_encoder import SentenceEncoder
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ __all__ = [
     "InputError",
     "FetchError",
     "NumericalError",
+    "TraceError",
     "TruncationWarning",
     "__version__",
 ]

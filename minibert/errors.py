@@ -26,6 +26,10 @@ class InputError(MinibertError, ValueError):
     """Input text that cannot be scored (not a pair of two strings, not encodable text)."""
 
 
+class TraceError(InputError):
+    """A trace file (minibert-trace/1, see minibert/oracle.py) that is unreadable or inconsistent."""
+
+
 class FetchError(MinibertError):
     """A model that cannot be fetched: no such repository, no access, no usable files, no network."""
 

@@ -1,0 +1,165 @@
+"""minibert explain: the tokens, the stages, the first token's attention and the score of one pair.
+
+The attention weights are checked against transformers' own (output_attentions, eager), the score
+against predict; the HTML page is checked for its structure here, and rendered in a real headless
+Chromium (tools/screenshot_explain.py) when chromium is installed (CI installs it, see .ci/run).
+"""
+
+import contextlib
+import html
+import importlib.util
+import io
+import re
+import warnings
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibert import CrossEncoder, TruncationWarning
+from minibert.cli import main
+from minibert.explain import explain, format_html, format_text
+
+GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
+TOOLS = Path(__file__).parent.parent / "tools"
+QUERY, PASSAGE = "how do I define a function?", "A function definition defines a user-defined function object."
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+screenshot_tool = load_tool("screenshot_explain")
+
+
+@pytest.fixture(scope="module", params=["tiny-l1", "tiny-l3"])
+def model(request):
+    return CrossEncoder(GOLDENS / request.param)
+
+
+def test_tokens_and_score(model):
+    e = explain(model, QUERY, PASSAGE)
+    ids, types = model.tokenizer.encode_pairs([(QUERY, PASSAGE)])[0]
+    assert e.input_ids.tolist() == ids.tolist() and e.type_ids.tolist() == types.tolist()
+    assert e.tokens[0] == "[CLS]" and e.tokens.count("[SEP]") == 2
+    assert e.sides[0] is None and set(e.sides[1:e.tokens.index("[SEP]")]) == {"query"}
+    assert [t for t, s in zip(e.tokens, e.sides) if s == "passage"][:3] == (
+        ["a", "function", "definition"] if model.path.name == "tiny-l1" else ["A", "function", "definition"])
+    assert (e.type_ids[e.passage_tokens] == 1).all() and e.truncated == {}
+    # explain runs the NumPy reference ops, predict the Numba kernels when installed: equal within 1e-6
+    np.testing.assert_allclose(e.logits, np.atleast_1d(model.predict((QUERY, PASSAGE))), rtol=1e-6, atol=1e-6)
+    layers = model.config.num_hidden_layers
+    assert list(e.stages) == ["embeddings", *[f"layer_{i}" for i in range(layers)], "pooled", "logits"]
+    assert e.stages["layer_0"].shape == (len(ids), model.config.hidden_size)
+    assert e.stages["logits"].shape == (1, model.num_labels)
+
+
+def test_attention_is_transformers_attention(model):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(model.path, attn_implementation="eager").eval()
+    e = explain(model, QUERY, PASSAGE)
+    with torch.no_grad():
+        out = hf(input_ids=torch.from_numpy(e.input_ids[None]), token_type_ids=torch.from_numpy(e.type_ids[None]),
+                 output_attentions=True)
+    want = np.stack([a[0, :, 0, :].numpy() for a in out.attentions])    # [layers, NH, T]: the first query's row
+    assert e.attention.shape == want.shape
+    np.testing.assert_allclose(e.attention, want, atol=1e-6, rtol=1e-5)
+    np.testing.assert_allclose(e.attention.sum(axis=-1), 1.0, atol=1e-6)
+
+
+def test_truncation_is_shown(tmp_path):
+    ce = CrossEncoder(GOLDENS / "tiny-l1", max_length=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        e = explain(ce, QUERY, PASSAGE)
+    assert len(e.tokens) == 12
+    kept_q, total_q = e.truncated["query"]
+    kept_p, total_p = e.truncated["passage"]
+    assert kept_q + kept_p == 9 and total_q == 7 and total_p == 11 and kept_p < total_p
+    last = [t for t, side in zip(e.tokens, e.sides) if side == "passage"][-1]
+    assert f"the passage kept {kept_p} of its 11 tokens (up to {last!r})" in format_text(e)
+    assert f"the passage kept {kept_p} of its 11 tokens (up to {html.escape(repr(last))})" in format_html(e)
+
+
+def test_text_report(model):
+    text = format_text(explain(model, QUERY, PASSAGE))
+    for heading in ("1. tokens:", "2. stages", "3. how much the first token ([CLS]) attends", "4. score"):
+        assert heading in text
+    assert re.search(r"layer_0: 0\.\d{3} of its attention on the passage; most: \S+ 0\.\d{3}", text)
+    assert "not truncated" in text and "sigmoid" in text
+    assert ("softmax across labels" in text) == (model.num_labels > 1)
+
+
+class PageParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.links, self.cells, self.ids, self.table = [], [], {}, set(), None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        self.links += [v for k, v in attrs.items() if k in ("src", "href")]
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "table":
+            self.table = attrs.get("id")
+        if tag == "td" and "title" in attrs and self.table:
+            self.cells.setdefault(self.table, []).append(float(attrs["title"]))
+
+
+def test_html_page_structure(model):
+    e = explain(model, QUERY, PASSAGE)
+    page = PageParser()
+    page.feed(format_html(e))
+    assert "script" not in page.tags and page.links == []            # self-contained: nothing to fetch or run
+    assert {"tokens", "stages", "score"} <= page.ids
+    layers, heads, T = e.attention.shape
+    for layer in range(layers):
+        cells = np.array(page.cells[f"attention-layer-{layer}"]).reshape(heads + 1, T)   # heads, then their mean
+        np.testing.assert_allclose(cells[:heads], e.attention[layer], atol=5e-5)
+        np.testing.assert_allclose(cells.sum(axis=1), 1.0, atol=T * 5e-5)
+
+
+def test_html_escapes_text(tmp_path):
+    ce = CrossEncoder(GOLDENS / "tiny-l1")
+    page = format_html(explain(ce, "<b>bold</b> & co", PASSAGE))
+    assert "<b>bold</b> &" not in page and "&lt;b&gt;bold&lt;/b&gt; &amp; co" in page
+
+
+def run_cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main([str(a) for a in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_cli(tmp_path):
+    page = tmp_path / "report.html"
+    status, out, err = run_cli("explain", "--model", GOLDENS / "tiny-l1", "--query", QUERY, "--passage", PASSAGE,
+                               "--html", page)
+    assert status == 0, err
+    assert out == format_text(explain(CrossEncoder(GOLDENS / "tiny-l1"), QUERY, PASSAGE))
+    assert page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    status, _, err = run_cli("explain", "--model", GOLDENS / "tiny-l1", "--query", QUERY)
+    assert status == 2 and "--passage" in err
+
+
+@pytest.mark.skipif(screenshot_tool.find_chromium() is None,
+                    reason="chromium is not installed (apt-get install chromium; CI installs it)")
+def test_html_renders_in_chromium(tmp_path):
+    """The page in a real browser: the right size, text on white, and each layer's darkest heat cell drawn."""
+    status = screenshot_tool.main(["--model", str(GOLDENS / "tiny-l3"), "--out", str(tmp_path / "page.png")])
+    assert status == 0
+    found = screenshot_tool.measure(tmp_path / "page.png")
+    assert screenshot_tool.check(found, layers=3) == []
+    # the check can fail: a page without heat maps has no pixel of the heat colour
+    (tmp_path / "plain.html").write_text("<!DOCTYPE html><html><body><h1>just text</h1>" + "<p>words</p>" * 50
+                                         + "</body></html>", encoding="utf-8")
+    screenshot_tool.screenshot(tmp_path / "plain.html", tmp_path / "plain.png")
+    plain = screenshot_tool.measure(tmp_path / "plain.png")
+    assert plain["heat_pixels"] == 0 and screenshot_tool.check(plain, layers=3) != []
