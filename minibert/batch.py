@@ -37,7 +37,7 @@ ACTOR_RESTARTS = 4       # a killed actor is started again (model reloaded) up t
 TASK_RETRIES = 4         # ...and the batches it held are sent again, to it or another actor, this often
 IO_TASK_CPUS = 0.25      # what Ray's read and write tasks reserve, so they fit beside the actors
 LOCAL_ACTOR_CPUS = 0.5   # what an actor reserves on `--ray local`: a core's worth of actors leaves room to read
-ROWS_PER_BATCH = 1024    # rows handed to the scorer at a time
+ROWS_PER_BATCH = 256     # rows handed to the scorer at a time: small enough that the last batches end together
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +231,7 @@ class CrossEncoderScorer(_BatchMapper):
 
     def _compute(self, pairs: list) -> np.ndarray:
         scores = self.model.predict(pairs, batch_size=self.batch_size, activation=self.activation)
-        return scores.reshape(len(pairs), -1) if self.model.num_labels > 1 else scores.reshape(len(pairs))
+        return scores.reshape(len(pairs), self.model.num_labels) if self.model.num_labels > 1 else scores.reshape(len(pairs))
 
 
 class SentenceEmbedder(_BatchMapper):
@@ -400,7 +400,7 @@ def _run_in_process(scorer, fmt, files, partial: Path, rows: int, rows_per_batch
     import pyarrow.json as pa_json
     import pyarrow.parquet as pq
 
-    done = 0
+    done, shown = 0, time.monotonic()
     for number, f in enumerate(files):
         if fmt == "parquet":
             record_batches = pq.ParquetFile(f).iter_batches(batch_size=rows_per_batch)
@@ -415,7 +415,9 @@ def _run_in_process(scorer, fmt, files, partial: Path, rows: int, rows_per_batch
                         writer = pq.ParquetWriter(partial / f"part-{number:05d}.parquet", table.schema)
                     writer.write_table(table)
                     done += table.num_rows
-                    print(f"minibert: scored {done}/{rows} rows", file=log, flush=True)
+                    if done == rows or time.monotonic() - shown >= 5:
+                        print(f"minibert: scored {done}/{rows} rows", file=log, flush=True)
+                        shown = time.monotonic()
         finally:
             if writer is not None:
                 writer.close()

@@ -136,6 +136,11 @@ def test_skip_scores_the_other_rows_and_writes_a_null_score_and_an_error():
     assert arrow.column("score").null_count == 1 and arrow.column("error").null_count == 4
     assert arrow.column("score").type == pa.float32() and arrow.column("error").type == pa.string()
 
+    # A batch of bad rows only still has typed columns (a parquet writer needs the same schema in every batch).
+    every_bad = CrossEncoderScorer(TINY_L3, on_bad="skip")(pa.table({"query": [None, None], "passage": ["a", None]}))
+    assert every_bad.schema.types[2:] == [pa.float32(), pa.float32(), pa.float32(), pa.string()]
+    assert every_bad.column("score_neutral").null_count == 2
+
 
 def test_missing_column_and_taken_output_column_are_errors():
     with pytest.raises(InputError, match=r"no column 'question' \(its columns: id, query, passage, tag\)"):
