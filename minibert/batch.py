@@ -363,6 +363,8 @@ def run(model: str, input_path: str, output: str, *, ray_address: str | None = N
 
     Progress goes to `log` (default: stderr)."""
     started, log = time.monotonic(), log or sys.stderr
+    if actor_cpus is not None and not actor_cpus > 0:
+        raise ConfigError(f"--actor-cpus must be a positive number of CPUs, found {actor_cpus!r}")
     fmt, files = input_files(input_path)
     options = dict(query_column=query_column, passage_column=passage_column, output_column=output_column,
                    activation=activation, on_bad="skip" if skip_bad else "raise", batch_size=batch_size,

@@ -425,7 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     for column, default in (("query", "query"), ("passage", "passage"), ("output", "score")):
         batch.add_argument(f"--{column}-column", default=default, metavar="NAME", help=f"default: {default}")
     batch.add_argument("--activation", choices=("sigmoid", "softmax"), help="as for score (default: raw logits)")
-    _add_run_options(batch)
+    batch.add_argument("--skip-bad", action="store_true", help="score the other rows when a query or passage is null "
+                       "or not a string: that row gets a null score and a message in an 'error' column")
+    batch.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="pairs per forward pass (32)")
+    batch.add_argument("--threads", type=positive_int, metavar="N",
+                       help="BLAS threads (default: 1 per actor on Ray, the library's own setting in-process)")
+    batch.add_argument("--max-length", type=int, metavar="N", help="truncate each pair to N tokens")
     batch.set_defaults(run=run_batch)
     return parser
 

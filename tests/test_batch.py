@@ -214,6 +214,22 @@ def test_batch_in_process_on_json_lines(tmp_path):
     assert "scored 500/500 rows" in proc.stderr and "wrote 500 rows" in proc.stderr
 
 
+def test_batch_skip_bad_writes_a_null_score_and_the_error(tmp_path, capsys):
+    rows = make_rows(40)
+    rows[5]["passage"] = None
+    write_inputs(tmp_path / "in", rows, files=1)
+    status, stderr = run_main(["batch", "-m", TINY_L1, "--input", tmp_path / "in" / "part-0.parquet",
+                               "--output", tmp_path / "out", "--skip-bad"], capsys)
+    assert status == 0, stderr
+    out = read_output(tmp_path / "out")
+    assert out.column_names == ["id", "query", "passage", "tag", "score", "error"]
+    assert out.column("score").to_pylist()[5] is None and out.column("score").null_count == 1
+    assert out.column("error").to_pylist()[5] == "column 'passage' is null, expected a string"
+    good = [r for r in rows if r["passage"] is not None]
+    scores = [s for s in out.column("score").to_pylist() if s is not None]
+    np.testing.assert_allclose(scores, expected_scores(TINY_L1, good), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("case", ["malformed parquet", "malformed json", "missing column", "not strings",
                                   "output is a file", "output under a file", "output not empty", "taken column"])
 def test_batch_errors_before_any_scoring_name_the_file_or_column(tmp_path, capsys, case):
