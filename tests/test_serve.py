@@ -597,3 +597,12 @@ def test_import_minibert_does_not_import_the_server_stack():
             "print(sorted(m for m in ('starlette', 'uvicorn', 'prometheus_client', 'minibert.serve') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_port_in_use_is_one_error_line_and_exit_1():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "minibert", "serve", "--model", str(GOLDENS / "tiny-l1"),
+                              "--port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1].startswith(f"minibert: error: cannot listen on 127.0.0.1:{port}: ")

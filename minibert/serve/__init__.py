@@ -111,8 +111,10 @@ def serve(model, host: str = "127.0.0.1", port: int = 8080, **options) -> None:
                          service.in_flight)
             super().handle_exit(sig, frame)
 
+    # Idle connections are kept 75 s (nginx's default), not uvicorn's 5 s: a pooled client reusing a
+    # connection just as the server closes it gets an error instead of an answer.
     config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=None)
+                            timeout_graceful_shutdown=None, timeout_keep_alive=75)
     Server(config).run(sockets=[sock])
 
 
