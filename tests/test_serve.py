@@ -87,6 +87,72 @@ def wait_for(condition, what: str, timeout=30):
         time.sleep(0.01)
 
 
+class ThreadServer:
+    """uvicorn serving `app` in a thread of this process, on a free port of 127.0.0.1."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
+            time.sleep(0.01)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+class PartialRequest:
+    """A request sent over a raw socket up to the middle of its body: in flight until .finish()."""
+
+    def __init__(self, port, path, body: dict):
+        data = json.dumps(body).encode()
+        self.rest = data[len(data) // 2:]
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:len(data) // 2])
+
+    def finish(self):
+        """(status, JSON body) once the rest of the body is sent."""
+        self.sock.sendall(self.rest)
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += self.sock.recv(65536)
+        head, body = response.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+        while len(body) < length:
+            body += self.sock.recv(65536)
+        self.sock.close()
+        return int(head.split()[1]), json.loads(body)
+
+
+def sentence(rng, n_words) -> str:
+    return " ".join(rng.choice(WORDS, size=n_words))
+
+
+def rerank_body(seed, n=20):
+    rng = np.random.default_rng(seed)
+    return {"query": sentence(rng, 3), "texts": [sentence(rng, 12) for _ in range(n)], "raw_scores": True}
+
+
+def check_rerank(ce, body, ranks):
+    expected = ce.predict([(body["query"], t) for t in body["texts"]])
+    got = np.empty(len(body["texts"]))
+    for rank in ranks:
+        got[rank["index"]] = rank["score"]
+    assert np.abs(got - expected).max() <= 1e-5
+
+
 @pytest.fixture(scope="module")
 def server_factory(tmp_path_factory):
     started = []
@@ -118,14 +184,6 @@ def encoder():
 @pytest.fixture(scope="module")
 def embedder(server_factory):
     return server_factory(MINILM)
-
-
-def sentence(rng, n_words) -> str:
-    return " ".join(rng.choice(WORDS, size=n_words))
-
-
-def sigmoid(x):
-    return 1 / (1 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,43 +470,6 @@ def test_concurrent_requests_get_their_own_predict_scores(reranker, ce):
     assert reranker.metric("minibert_batch_inputs_count") > before
 
 
-class PartialRequest:
-    """A request sent over a raw socket up to the middle of its body: in flight until .finish()."""
-
-    def __init__(self, port, path, body: dict):
-        data = json.dumps(body).encode()
-        self.rest = data[len(data) // 2:]
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:len(data) // 2])
-
-    def finish(self):
-        """(status, JSON body) once the rest of the body is sent."""
-        self.sock.sendall(self.rest)
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += self.sock.recv(65536)
-        head, body = response.split(b"\r\n\r\n", 1)
-        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
-        while len(body) < length:
-            body += self.sock.recv(65536)
-        self.sock.close()
-        return int(head.split()[1]), json.loads(body)
-
-
-def rerank_body(seed, n=20):
-    rng = np.random.default_rng(seed)
-    return {"query": sentence(rng, 3), "texts": [sentence(rng, 12) for _ in range(n)], "raw_scores": True}
-
-
-def check_rerank(ce, body, ranks):
-    expected = ce.predict([(body["query"], t) for t in body["texts"]])
-    got = np.empty(len(body["texts"]))
-    for rank in ranks:
-        got[rank["index"]] = rank["score"]
-    assert np.abs(got - expected).max() <= 1e-5
-
-
 def test_overload_is_429_at_once(ce):
     from minibert.serve import create_app
 
@@ -496,31 +517,6 @@ def test_a_client_that_disconnects_while_uploading(reranker):
     server.wait_for(lambda: "POST /rerank 499 -" in server.log(), "the 499 log line")
     assert server.metric("minibert_queue_depth") == 0
     assert server.post("/rerank", {"query": "q", "texts": ["still serving"]}).status_code == 200
-
-
-class ThreadServer:
-    """uvicorn serving `app` in a thread of this process, on a free port of 127.0.0.1."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.port = sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
-            time.sleep(0.01)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 def test_a_client_that_disconnects_while_its_pairs_wait(ce):
