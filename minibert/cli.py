@@ -136,7 +136,7 @@ def run_serve(args: argparse.Namespace, out) -> None:
         raise MinibertError(str(exc)) from None
     serve(args.model, host=args.host, port=args.port, threads=args.threads, model_id=args.model_id,
           max_client_batch_size=args.max_client_batch_size, max_batch_tokens=args.max_batch_tokens,
-          max_concurrent_requests=args.max_concurrent_requests)
+          max_batch_requests=args.max_batch_requests, max_concurrent_requests=args.max_concurrent_requests)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=positive_int, metavar="N", help="BLAS threads (default: the library's own)")
     for option, default, what in (("--max-client-batch-size", 32, "texts in one request"),
                                   ("--max-batch-tokens", 16384, "tokens in one forward pass"),
+                                  ("--max-batch-requests", 32, "pairs (or texts) in one forward pass"),
                                   ("--max-concurrent-requests", 512, "requests waiting or being scored; more get 429")):
         serve.add_argument(option, type=positive_int, default=default, metavar="N", help=f"{what} (default: {default})")
     serve.add_argument("--model-id", metavar="NAME", help="the model name /info reports (default: the folder's name)")

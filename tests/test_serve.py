@@ -294,7 +294,8 @@ def test_info_health_metrics(reranker, embedder, classifier):
     assert info["model_type"] == {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
     assert info["architecture"] == "BertForSequenceClassification"
     assert (info["max_input_length"], info["max_client_batch_size"], info["max_batch_tokens"],
-            info["max_concurrent_requests"], info["auto_truncate"]) == (48, 40, 16384, 512, True)
+            info["max_concurrent_requests"], info["auto_truncate"], info["max_batch_requests"]) == (48, 40, 16384, 512,
+                                                                                                    True, 32)
     assert info["version"] and info["model_dtype"] == "float32"
     assert embedder.client.get("/info").json()["model_type"] == {"embedding": {"pooling": "mean"}}
     assert list(classifier.client.get("/info").json()["model_type"]) == ["classifier"]
@@ -586,6 +587,27 @@ def test_batcher_shares_passes_within_the_token_budget():
     # passes: a + b's first input would be 12 tokens, so a alone; b; c alone; d + e fail together,
     # then each is scored alone so that only d fails.
     assert calls == [["1", "2", "3"], ["4", "5"], ["6"], ["7", "bad", "8"], ["7", "bad"], ["8"]]
+
+
+def test_batcher_caps_the_inputs_of_a_pass():
+    calls = []
+
+    def run(inputs):
+        calls.append(list(inputs))
+        return np.array([[float(x)] for x in inputs])
+
+    async def main():
+        batcher = Batcher(run, max_batch_tokens=100, max_batch_requests=3)
+        jobs = [batcher.submit(["1", "2"], [1, 1]), batcher.submit(["3", "4", "5", "6"], [1, 1, 1, 1])]
+        batcher.start()
+        try:
+            return await asyncio.gather(*(job.future for job in jobs))
+        finally:
+            await asyncio.to_thread(batcher.stop)
+
+    first, second = asyncio.run(main())
+    assert [list(first[:, 0]), list(second[:, 0])] == [[1, 2], [3, 4, 5, 6]]
+    assert calls == [["1", "2", "3"], ["4", "5", "6"]]   # the second request spans two passes
 
 
 def test_import_minibert_does_not_import_the_server_stack():

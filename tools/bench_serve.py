@@ -98,7 +98,8 @@ def served(args, plan):
     server = subprocess.Popen(
         [sys.executable, "-m", "minibert", "serve", "--model", str(args.model), "--port", "0",
          "--threads", str(args.threads), "--max-client-batch-size", "64",
-         "--max-batch-tokens", str(args.max_batch_tokens)], cwd=REPO, stderr=log, stdout=subprocess.DEVNULL)
+         "--max-batch-tokens", str(args.max_batch_tokens), "--max-batch-requests", str(args.max_batch_requests)],
+        cwd=REPO, stderr=log, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not (found := re.search(r"listening on (http://\S+)", (REPO / "weights" / "bench-serve.log").read_text())):
@@ -171,6 +172,7 @@ def main():
     parser.add_argument("--requests", type=int, default=4, help="requests per client (default: 4)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS threads (default: all cores)")
     parser.add_argument("--max-batch-tokens", type=int, default=16384, help="the server's (default: 16384)")
+    parser.add_argument("--max-batch-requests", type=int, default=32, help="the server's (default: 32)")
     parser.add_argument("--model", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--offline-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -181,7 +183,8 @@ def main():
     plan = requests_for(args.clients, args.requests)
     n_pairs = sum(len(texts) for mine in plan for _, texts in mine)
     print(f"{args.clients} clients x {args.requests} requests of 10-50 passages: {n_pairs} pairs; "
-          f"{args.threads} BLAS threads; server --max-batch-tokens {args.max_batch_tokens}", flush=True)
+          f"{args.threads} BLAS threads; server --max-batch-tokens {args.max_batch_tokens} "
+          f"--max-batch-requests {args.max_batch_requests}", flush=True)
     first = offline(args)
     print(f"offline predict (batch {BATCH_SIZE}): {first['pairs'] / first['seconds']:.1f} pairs/s", flush=True)
     seconds, scores, latencies, passes, largest = served(args, plan)

@@ -40,18 +40,20 @@ __all__ = ["create_app", "serve"]
 
 
 def create_app(model, *, model_id: str | None = None, max_client_batch_size: int = 32,
-               max_batch_tokens: int = 16384, max_concurrent_requests: int = 512,
+               max_batch_tokens: int = 16384, max_batch_requests: int = 32, max_concurrent_requests: int = 512,
                payload_limit: int = 2_000_000, threads: int | None = None) -> Starlette:
     """The ASGI app serving `model`: a model directory (a sentence-transformers directory with a
     Pooling module gives a sentence encoder, any other a cross-encoder) or a loaded CrossEncoder /
     SentenceEncoder.
 
     model_id: the name /info reports (default: the directory's name). The limits are TEI's
-    options of the same names: texts per request, tokens per forward pass, requests waiting or
+    options of the same names: texts per request, tokens and inputs per forward pass (32 inputs:
+    offline predict's batch; TEI's has no default), requests waiting or
     being scored (more get a 429), bytes per request body (more get a 413). threads: BLAS threads
     of a model loaded here.
     """
     for name, value in (("max_client_batch_size", max_client_batch_size), ("max_batch_tokens", max_batch_tokens),
+                        ("max_batch_requests", max_batch_requests),
                         ("max_concurrent_requests", max_concurrent_requests), ("payload_limit", payload_limit)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, found {value!r}")
@@ -63,7 +65,9 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
         raise ConfigError(f"max_batch_tokens must be >= the model's max input length ({backend.max_input_length}), "
                           f"found {max_batch_tokens}")
     backend.warm_up()   # compiles the kernels (or loads them from Numba's cache) before the first request
-    limits = Limits(max_client_batch_size, max_batch_tokens, max_concurrent_requests, payload_limit)
+    limits = Limits(max_client_batch_size=max_client_batch_size, max_batch_tokens=max_batch_tokens,
+                    max_batch_requests=max_batch_requests, max_concurrent_requests=max_concurrent_requests,
+                    payload_limit=payload_limit)
     service = Service(backend, limits, minibert.__version__)
 
     @contextlib.asynccontextmanager

@@ -2,8 +2,10 @@
 
 Requests put a Job (its inputs and their token counts) on one queue; one worker thread owns the
 model. Each time the model is free, the worker takes inputs from the head of the queue, request
-after request in arrival order, until the next input would pass `max_batch_tokens`, and scores
-them in one call (one packed forward pass). A request whose inputs are all scored is answered
+after request in arrival order, until the next input would pass `max_batch_tokens` tokens or
+`max_batch_requests` inputs, and scores them in one call (one packed forward pass). The input
+cap (TEI's max_batch_requests; 32 by default, offline predict's batch) keeps passes the size
+predict runs best on a CPU. A request whose inputs are all scored is answered
 at once, while the rest of the queue goes on; a large request may be spread over several passes.
 
 The event loop never waits on the model: it only appends to the queue and awaits a future that
@@ -45,13 +47,15 @@ class Pass:
 
 
 class Batcher:
-    """One worker thread running `run(inputs) -> array [n, ...]` on passes of at most max_batch_tokens tokens.
+    """One worker thread running `run(inputs) -> array [n, ...]` on passes of at most max_batch_tokens tokens
+    and max_batch_requests inputs (None: no such cap).
 
     on_pass(Pass) is called from the worker thread after each pass.
     """
 
-    def __init__(self, run, max_batch_tokens: int, on_pass=None):
+    def __init__(self, run, max_batch_tokens: int, max_batch_requests: int | None = None, on_pass=None):
         self.run, self.max_batch_tokens, self.on_pass = run, max_batch_tokens, on_pass
+        self.max_batch_requests = max_batch_requests or float("inf")
         self._pending: deque[Job] = deque()
         self._lock = threading.Condition()
         self._stopping = False
@@ -112,14 +116,17 @@ class Batcher:
 
     def _next_pass(self) -> list[tuple[Job, int, int]]:
         """(job, start, end) slices from the head of the queue, in order, of at most max_batch_tokens
-        tokens in all (at least one input, however long). Called with the lock held."""
-        segments, tokens = [], 0
+        tokens and max_batch_requests inputs in all (at least one input, however long). Called with
+        the lock held."""
+        segments, tokens, n = [], 0, 0
         while self._pending:
             job = self._pending[0]
             start = end = job.taken
-            while end < len(job.inputs) and (tokens == 0 or tokens + job.lengths[end] <= self.max_batch_tokens):
+            while end < len(job.inputs) and n < self.max_batch_requests and (
+                    tokens == 0 or tokens + job.lengths[end] <= self.max_batch_tokens):
                 tokens += job.lengths[end]
                 end += 1
+                n += 1
             if end > start:
                 segments.append((job, start, end))
                 job.taken = end

@@ -74,7 +74,7 @@ class Service:
     def __init__(self, backend: Backend, limits: Limits, version: str):
         self.backend, self.limits, self.version = backend, limits, version
         self.metrics = Metrics()
-        self.batcher = Batcher(backend.run, limits.max_batch_tokens, self.metrics.on_pass)
+        self.batcher = Batcher(backend.run, limits.max_batch_tokens, limits.max_batch_requests, self.metrics.on_pass)
         self.in_flight = 0   # requests holding a place: waiting, being counted or scored
 
     def require(self, *kinds: str) -> None:

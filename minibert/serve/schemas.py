@@ -46,6 +46,7 @@ class Limits:
     """The server's limits, as `minibert serve` options set them (TEI's names and defaults)."""
     max_client_batch_size: int = 32       # texts (or pairs) in one request
     max_batch_tokens: int = 16384         # tokens in one forward pass
+    max_batch_requests: int = 32          # inputs (pairs or texts) in one forward pass
     max_concurrent_requests: int = 512    # requests waiting or being scored; more get a 429
     payload_limit: int = 2_000_000        # bytes of one request body; more get a 413
     auto_truncate: bool = True            # what `truncate` absent or null means
@@ -318,7 +319,7 @@ def info_response(*, model_id: str, model_type: dict, architecture: str | None, 
         "max_concurrent_requests": limits.max_concurrent_requests,
         "max_input_length": max_input_length,
         "max_batch_tokens": limits.max_batch_tokens,
-        "max_batch_requests": None,
+        "max_batch_requests": limits.max_batch_requests,
         "max_client_batch_size": limits.max_client_batch_size,
         "auto_truncate": limits.auto_truncate,
         "tokenization_workers": 1,
