@@ -2,6 +2,7 @@
 
     python tools/bench_serve.py                       # 16 clients, 4 requests each
     python tools/bench_serve.py --clients 4 --requests 8 --max-batch-tokens 4096
+    python tools/bench_serve.py --server-threads 1     # the server on 1 BLAS thread, offline on all cores
 
 Needs the serve extra and httpx (`pip install -e '.[fast,serve,serve-test]'`) and the benchmark
 model of tools/bench.py (all-MiniLM-L6-v2's encoder with a seeded 1-logit head, made from
@@ -97,7 +98,7 @@ def served(args, plan):
     log = open(REPO / "weights" / "bench-serve.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "minibert", "serve", "--model", str(args.model), "--port", "0",
-         "--threads", str(args.threads), "--max-client-batch-size", "64",
+         "--threads", str(args.server_threads or args.threads), "--max-client-batch-size", "64",
          "--max-batch-tokens", str(args.max_batch_tokens), "--max-batch-requests", str(args.max_batch_requests)],
         cwd=REPO, stderr=log, stdout=subprocess.DEVNULL)
     try:
@@ -171,6 +172,8 @@ def main():
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     parser.add_argument("--requests", type=int, default=4, help="requests per client (default: 4)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS threads (default: all cores)")
+    parser.add_argument("--server-threads", type=int, default=None,
+                        help="the server's BLAS threads, when not --threads (offline keeps --threads)")
     parser.add_argument("--max-batch-tokens", type=int, default=16384, help="the server's (default: 16384)")
     parser.add_argument("--max-batch-requests", type=int, default=32, help="the server's (default: 32)")
     parser.add_argument("--model", type=Path, default=None, help=argparse.SUPPRESS)
@@ -183,7 +186,7 @@ def main():
     plan = requests_for(args.clients, args.requests)
     n_pairs = sum(len(texts) for mine in plan for _, texts in mine)
     print(f"{args.clients} clients x {args.requests} requests of 10-50 passages: {n_pairs} pairs; "
-          f"{args.threads} BLAS threads; server --max-batch-tokens {args.max_batch_tokens} "
+          f"{args.threads} BLAS threads (server: {args.server_threads or args.threads}); server --max-batch-tokens {args.max_batch_tokens} "
           f"--max-batch-requests {args.max_batch_requests}", flush=True)
     first = offline(args)
     print(f"offline predict (batch {BATCH_SIZE}): {first['pairs'] / first['seconds']:.1f} pairs/s", flush=True)
