@@ -179,6 +179,17 @@ def run_batch(args: argparse.Namespace, out) -> None:
         max_length=args.max_length)
 
 
+def run_serve(args: argparse.Namespace, out) -> None:
+    """Serve the model over HTTP (minibert.serve: TEI's and Cohere's rerank APIs) until SIGTERM or Ctrl-C."""
+    try:
+        from minibert.serve import serve  # starlette, uvicorn: the `serve` extra, loaded only for this command
+    except ImportError as exc:
+        raise MinibertError(str(exc)) from None
+    serve(args.model, host=args.host, port=args.port, threads=args.threads, model_id=args.model_id,
+          max_client_batch_size=args.max_client_batch_size, max_batch_tokens=args.max_batch_tokens,
+          max_batch_requests=args.max_batch_requests, max_concurrent_requests=args.max_concurrent_requests)
+
+
 # ---------------------------------------------------------------------------------------------
 # Input
 
@@ -486,6 +497,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="BLAS threads (default: 1 per actor on Ray, the library's own setting in-process)")
     batch.add_argument("--max-length", type=int, metavar="N", help="truncate each pair to N tokens")
     batch.set_defaults(run=run_batch)
+
+    serve = commands.add_parser(
+        "serve", help="serve a reranker over HTTP (TEI's and Cohere's APIs)",
+        description="Serve the model over HTTP: TEI's POST /rerank, /predict, /embed, GET /info, /health, "
+                    "Cohere's (and Jina's) POST /v1/rerank, /v2/rerank, and GET /metrics. Concurrent requests "
+                    "share forward passes. Needs the serve extra (pip install 'minibert-ce[serve]'). Stops on "
+                    "SIGTERM or Ctrl-C after answering the requests in flight.")
+    _add_model_option(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on, 0 for any free one (default: 8080)")
+    serve.add_argument("--threads", type=positive_int, metavar="N", help="BLAS threads (default: the library's own)")
+    for option, default, what in (("--max-client-batch-size", 32, "texts in one request"),
+                                  ("--max-batch-tokens", 16384, "tokens in one forward pass"),
+                                  ("--max-batch-requests", 32, "pairs (or texts) in one forward pass"),
+                                  ("--max-concurrent-requests", 512, "requests waiting or being scored; more get 429")):
+        serve.add_argument(option, type=positive_int, default=default, metavar="N", help=f"{what} (default: {default})")
+    serve.add_argument("--model-id", metavar="NAME", help="the model name /info reports (default: the folder's name)")
+    serve.set_defaults(run=run_serve)
     return parser
 
 

@@ -1,0 +1,131 @@
+"""`minibert serve`: a reranking HTTP server speaking TEI's and Cohere's APIs, with dynamic batching.
+
+    from minibert.serve import create_app
+    app = create_app("weights/ms-marco-MiniLM-L-6-v2")     # an ASGI app (Starlette)
+    # uvicorn.run(app) or mount it in your own ASGI application
+
+Needs the `serve` extra (starlette, uvicorn, prometheus_client); `import minibert` never imports
+this package. Layout: schemas.py (every request and response shape), routes.py (the routes,
+errors, log line, metrics), queue.py (the batching queue), backend.py (the model, through the
+public CrossEncoder / SentenceEncoder API).
+"""
+
+import contextlib
+import logging
+import signal
+import socket
+import sys
+
+from minibert.errors import ConfigError, MinibertError
+
+try:
+    import prometheus_client  # noqa: F401
+    import starlette  # noqa: F401
+    import uvicorn
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(f"minibert.serve needs the `serve` extra (pip install 'minibert-ce[serve]'): {exc}") from exc
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+import minibert
+from minibert.cross_encoder import CrossEncoder
+from minibert.sentence_encoder import SentenceEncoder
+from minibert.serve.backend import Backend
+from minibert.serve.routes import ClientGone, LogRequests, Service, error_response, log, make_routes
+from minibert.serve.schemas import HTTPError, Limits
+
+__all__ = ["create_app", "serve"]
+
+
+def create_app(model, *, model_id: str | None = None, max_client_batch_size: int = 32,
+               max_batch_tokens: int = 16384, max_batch_requests: int = 32, max_concurrent_requests: int = 512,
+               payload_limit: int = 2_000_000, threads: int | None = None) -> Starlette:
+    """The ASGI app serving `model`: a model directory (a sentence-transformers directory with a
+    Pooling module gives a sentence encoder, any other a cross-encoder) or a loaded CrossEncoder /
+    SentenceEncoder.
+
+    model_id: the name /info reports (default: the directory's name). The limits are TEI's
+    options of the same names: texts per request, tokens and inputs per forward pass (32 inputs:
+    offline predict's batch; TEI's has no default), requests waiting or
+    being scored (more get a 429), bytes per request body (more get a 413). threads: BLAS threads
+    of a model loaded here.
+    """
+    for name, value in (("max_client_batch_size", max_client_batch_size), ("max_batch_tokens", max_batch_tokens),
+                        ("max_batch_requests", max_batch_requests),
+                        ("max_concurrent_requests", max_concurrent_requests), ("payload_limit", payload_limit)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, found {value!r}")
+    if isinstance(model, (CrossEncoder, SentenceEncoder)):
+        backend = Backend(model, model_id)
+    else:
+        backend = Backend.load(model, model_id, max_batch_tokens=max_batch_tokens, threads=threads)
+    if max_batch_tokens < backend.max_input_length:
+        raise ConfigError(f"max_batch_tokens must be >= the model's max input length ({backend.max_input_length}), "
+                          f"found {max_batch_tokens}")
+    backend.warm_up()   # compiles the kernels (or loads them from Numba's cache) before the first request
+    limits = Limits(max_client_batch_size=max_client_batch_size, max_batch_tokens=max_batch_tokens,
+                    max_batch_requests=max_batch_requests, max_concurrent_requests=max_concurrent_requests,
+                    payload_limit=payload_limit)
+    service = Service(backend, limits, minibert.__version__)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        service.batcher.start()
+        try:
+            yield
+        finally:
+            service.batcher.stop()   # in-flight requests are answered by now (uvicorn waits for them)
+            log.info("stopped")
+
+    routes = make_routes(service)
+    app = Starlette(routes=[Route(path, endpoint, methods=methods) for path, endpoint, methods in routes],
+                    exception_handlers={cls: error_response for cls in (HTTPError, ClientGone, HTTPException, Exception)},
+                    lifespan=lifespan)
+    app.add_middleware(LogRequests, service=service, routes={path for path, _, _ in routes})
+    app.state.service = service
+    return app
+
+
+def serve(model, host: str = "127.0.0.1", port: int = 8080, **options) -> None:
+    """Load the model, listen on host:port (0: any free port) and serve until SIGTERM or Ctrl-C.
+
+    Logs a line when listening, one per request, and one when stopped. On SIGTERM / SIGINT it
+    stops accepting connections, answers the requests in flight, then returns (uvicorn then
+    re-raises the signal: SIGINT becomes KeyboardInterrupt, SIGTERM ends the process with it).
+    """
+    _log_to_stderr()
+    app = create_app(model, **options)
+    service = app.state.service
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise MinibertError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    b = service.backend
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    log.info("listening on http://%s:%d (model %s: %s, max input length %d tokens)", shown,
+             sock.getsockname()[1], b.model_id, b.kind, b.max_input_length)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            if not self.should_exit:
+                log.info("%s: answering %d requests in flight, then stopping", signal.Signals(sig).name,
+                         service.in_flight)
+            super().handle_exit(sig, frame)
+
+    # Idle connections are kept 75 s (nginx's default), not uvicorn's 5 s: a pooled client reusing a
+    # connection just as the server closes it gets an error instead of an answer.
+    config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=None, timeout_keep_alive=75)
+    Server(config).run(sockets=[sock])
+
+
+def _log_to_stderr() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s minibert serve: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
