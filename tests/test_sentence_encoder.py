@@ -590,3 +590,15 @@ def test_cos_sim_matches_float64():
     want = (a64 / np.linalg.norm(a64, axis=1, keepdims=True)) @ (b64 / np.linalg.norm(b64, axis=1, keepdims=True)).T
     got = cos_sim(a, b)
     assert got.dtype == np.float32 and got.shape == (3, 5) and max_diff(got, want) <= 1e-6
+
+
+def test_progress_bar_counts_the_texts_the_caller_gave(enc, capsys):
+    enc.encode(["a text"] * 99 + ["another"], batch_size=1, show_progress_bar=True)
+    bar = capsys.readouterr().err.rstrip("\n").rpartition("\r")[2]
+    assert "100/100" in bar and "texts/s" in bar   # 2 distinct texts, 100 given
+    enc.rank("a query", ["b", "b", "c"], show_progress_bar=True)
+    assert "3/3" in capsys.readouterr().err.rstrip("\n").rpartition("\r")[2]
+    list(enc.encode_iter(iter(["x", "y", "x"]), show_progress_bar=True))
+    assert "3 texts" in capsys.readouterr().err.rstrip("\n").rpartition("\r")[2]
+    enc.encode(["a"])
+    assert capsys.readouterr().err == ""
