@@ -24,7 +24,7 @@ import os
 import re
 import sys
 from collections import Counter
-from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest import mock
 
@@ -39,6 +39,8 @@ from minibert.checkpoint import FETCH_RECORD, SAFETENSORS_INDEX, check_fetch_com
 from minibert.cli import Records, main, parse_pair, read_lines
 from minibert.config import _DEFAULTS, BertConfig, config_from_dict, load_config
 from minibert.errors import ModelFormatError
+
+from conftest import SUMMARY_LINES
 
 TINY = Path(__file__).parent / "fixtures" / "goldens" / "tiny-l1"
 
@@ -89,10 +91,7 @@ def report_counts(request):
         lines.append("fuzz: main exit statuses: " + ", ".join(f"{k} x{n}" for k, n in sorted(EXIT_STATUSES.items())))
     if KNOWN_HITS:
         lines.append("fuzz: known bugs hit: " + ", ".join(f"{t}/{b} {n}" for (t, b), n in KNOWN_HITS.items()))
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else nullcontext():  # shown with or without -s
-        for line in lines:
-            print(line, file=sys.stderr, flush=True)
+    request.config.stash.setdefault(SUMMARY_LINES, []).extend(lines)  # printed in the terminal summary
 
 
 @contextmanager
