@@ -114,17 +114,19 @@ def download(repo_id: str, *, revision=None, token=None, cache_folder=None, loca
         with progress_bars(show_progress):
             config = hf.hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=settings.cache_dir,
                                         local_files_only=settings.offline, **settings.http)
-            folder = Path(config).parent   # snapshots/<commit>
+            folder = Path(config).parent   # <cache>/models--owner--name/snapshots/<commit>
             if settings.offline:
                 return folder
+            commit = folder.name
+
+            def read_json(name: str):
+                return _read_json(hf.hf_hub_download(repo_id, name, revision=commit, cache_dir=settings.cache_dir,
+                                                     **settings.http), name, where)
             try:
-                info = hf.HfApi(**settings.http).model_info(repo_id, revision=folder.name)
-                chosen = choose_files([s.rfilename for s in info.siblings or ()],
-                                      lambda name: _read_json(hf.hf_hub_download(
-                                          repo_id, name, revision=folder.name, cache_dir=settings.cache_dir,
-                                          **settings.http), name, where), where)
-                hf.snapshot_download(repo_id, revision=folder.name, cache_dir=settings.cache_dir,
-                                     allow_patterns=chosen, **settings.http)
+                info = hf.HfApi(**settings.http).model_info(repo_id, revision=commit)
+                chosen = choose_files([sibling.rfilename for sibling in info.siblings or ()], read_json, where)
+                hf.snapshot_download(repo_id, revision=commit, cache_dir=settings.cache_dir, allow_patterns=chosen,
+                                     **settings.http)
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
@@ -205,8 +207,7 @@ def hub_errors(repo_id: str, revision, settings: HubSettings, local_path: Path |
         token_hint = "HF_TOKEN is set, but its account must have access"
     else:
         token_hint = "set HF_TOKEN (or pass token=) to a token of an account that has access"
-    local = (f"no such model directory {local_path}, and " if local_path is not None and "/" in repo_id
-             else "")
+    local = f"no such model directory {local_path}, and " if local_path is not None else ""
     try:
         yield
     except MinibertError:
