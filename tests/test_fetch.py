@@ -24,7 +24,7 @@ from minibert.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from minibert.fetch import RECORD_NAME, WHEEL_PREFIX, fetch
 from minibert.hub import AccessDeniedError, IntegrityError, RepoNotFoundError, choose_files
 
-from hub_server import (MODEL_REPO, MODULES, NEEDED, folder, git_blob_sha1, hub, model_files,  # noqa: F401
+from hub_server import (MODEL_REPO, MODULES, NEEDED, folder, hub, model_files,  # noqa: F401
                         model_repo, sha256)
 
 REPO = Path(__file__).resolve().parents[1]
