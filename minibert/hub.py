@@ -1,602 +1,337 @@
-"""The HuggingFace Hub over plain HTTP(S): list a repository at one commit, download one file.
+"""Models by name: a local directory, or a HuggingFace Hub id downloaded by huggingface_hub.
 
-Standard library only (urllib.request, which also honours the usual *_proxy variables). The Hub's
-HTTP API, as huggingface_hub uses it (file_download.py, hf_api.py):
+    resolve_model_dir("weights/ms-marco-MiniLM-L-6-v2")        # a directory that exists: used as it is
+    resolve_model_dir("cross-encoder/ms-marco-MiniLM-L6-v2")   # a Hub id: <HF cache>/models--.../snapshots/<commit>
 
-    GET {endpoint}/api/models/{repo_id}/revision/{revision}?blobs=true
-        200 {"sha": "<commit>", "siblings": [{"rfilename": "config.json", "size": 612,
-             "blobId": "<git blob sha1>", "lfs": {"sha256": "...", "size": ...}}, ...]}
-        ("lfs" only for files kept in Git LFS; "size" and "blobId" only with blobs=true)
-    GET {endpoint}/{repo_id}/resolve/{commit}/{filename}
-        a regular file: 200 and its bytes; ETag is its git blob sha1
-        an LFS file:    302 to a CDN on another host; X-Linked-Etag is the sha256 of the content,
-                        X-Linked-Size its size
-        both:           X-Repo-Commit, the commit the revision resolved to
-    errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) and
-    X-Error-Message. Without a token the Hub answers 401 for a missing repository as for a
-    private one, so "not found" also says how to send a token.
+This is the one place where a model's name or path becomes a model directory: CrossEncoder,
+SentenceEncoder, every `--model` of the command line and `minibert fetch` come through here.
+huggingface_hub does the HTTP (resume, retries, tokens, redirects, its cache and its progress
+bars); this module decides which files a minibert model needs (choose_files: the weights
+minibert reads, safetensors before .bin, and nothing else) and turns huggingface_hub's
+exceptions into minibert's.
 
-Every request is bounded: a socket timeout, at most MAX_REDIRECTS hops, and a few retries with
-exponential backoff after connection errors, timeouts, 429 and 5xx. The token (HF_TOKEN) goes as
-`Authorization: Bearer ...` to the endpoint's own origin only: redirects are followed here, not
-by urllib, which would forward it to the CDN. No message, record or repr contains it.
+A Hub model goes to the standard cache that transformers and sentence-transformers share
+(`cache_folder`, else HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), so a model
+one of them already downloaded is used where it is, with no second copy. The settings are read
+from the environment when a model is resolved, not when huggingface_hub was imported:
+HF_ENDPOINT (the Hub or a mirror), HF_TOKEN, HF_HUB_OFFLINE=1 (the cache only, as
+local_files_only=True).
 """
 
-import hashlib
-import http.client
 import json
 import os
 import re
-import ssl
-import sys
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import quote, urljoin, urlsplit
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
 
-from minibert.errors import ConfigError, FetchError
+from minibert.checkpoint import check_fetch_complete
+from minibert.errors import ConfigError, FetchError, MinibertError, ModelNotFoundError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-# Defaults of Hub(...), read when a Hub is made (the tests shorten them).
-TIMEOUT = 30.0      # seconds a connection may stay silent before the request is given up
-RETRIES = 4         # further tries after a connection error, a timeout, 429 or 5xx
-BACKOFF = 0.5       # seconds before the first retry, doubled for each next one ...
-MAX_BACKOFF = 8.0   # ... up to this
-MAX_REDIRECTS = 10
-MAX_ATTEMPTS = 50   # GETs per file in all, resumed ones included: a hard bound on resuming
-CHUNK = 1 << 20     # bytes per read while streaming and hashing
-MAX_API_BYTES = 64 << 20
 
-_REDIRECTS = (301, 302, 303, 307, 308)
-_HUB_HEADERS = ("X-Repo-Commit", "X-Linked-Etag", "X-Linked-Size", "ETag")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_SHA1 = re.compile(r"[0-9a-f]{40}")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                               "1_Pooling/config.json")
+# (single file, index of its shards), in minibert's (and transformers') order of preference.
+WEIGHTS = (("model.safetensors", "model.safetensors.index.json"),
+           ("pytorch_model.bin", "pytorch_model.bin.index.json"))
+_OTHER_WEIGHTS = (".safetensors", ".bin", ".h5", ".msgpack", ".onnx", ".ckpt", ".pt", ".pth", ".gguf")
+# huggingface_hub's rule for a repository id: "name" or "owner/name", at most 96 characters.
+REPO_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-class RepoNotFoundError(FetchError):
-    """No such repository or revision (or a private repository that the token cannot read)."""
+class RepoNotFoundError(ModelNotFoundError, FetchError):
+    """No such repository or revision on the Hub (or a private repository the token cannot read)."""
 
 
 class AccessDeniedError(FetchError):
-    """A gated or private repository that HF_TOKEN cannot read, or a token the Hub rejects."""
+    """A gated or private repository that the token cannot read, or a token the Hub rejects."""
 
 
 class HubUnreachableError(FetchError):
-    """No usable answer from the Hub or its CDN (refused, reset, timed out, 429, 5xx) after the retries."""
+    """No usable answer from the Hub (refused, timed out, 5xx), and nothing usable in the cache."""
 
 
 class IntegrityError(FetchError):
     """Bytes whose size or hash differ from what the Hub (or a wheel's RECORD) announced."""
 
 
-class _Retryable(Exception):
-    """A failure another try may cure; `reason` goes into the final message."""
-
-    def __init__(self, reason: str, url: str):
-        super().__init__(reason)
-        self.reason, self.url = reason, url
+def is_repo_id(name) -> bool:
+    return isinstance(name, str) and len(name) <= 96 and bool(REPO_ID.fullmatch(name)) and ".." not in name \
+        and not name.endswith((".", "-"))
 
 
-class _RangeNotSatisfiable(_Retryable):
-    """416: the partial file is not a prefix the server can continue."""
+def resolve_model_dir(name_or_path, *, revision=None, token=None, cache_folder=None, local_files_only=False,
+                      show_progress=None) -> Path:
+    """The model directory that `name_or_path` names: a local directory, or a Hub id's snapshot.
+
+    A path that exists wins (as in sentence-transformers); a file is refused with the directory it
+    is in. Anything else that reads as a Hub id ("owner/name" or "name") is downloaded into the
+    HuggingFace cache at `revision` (branch, tag or commit; default main), only the files minibert
+    needs, or taken from the cache alone with local_files_only=True or HF_HUB_OFFLINE=1 (and when
+    the Hub cannot be reached but the cache holds the model). show_progress=False hides
+    huggingface_hub's download bars; None leaves its own setting.
+    """
+    path = Path(os.fspath(name_or_path))
+    if path.is_dir():
+        check_fetch_complete(path)  # a folder an unfinished `minibert fetch` left is refused before anything is read
+        return path
+    if path.exists():
+        raise ModelNotFoundError(f"{path} is a file; expected a model directory (the folder holding config.json, "
+                                 f"the weights and the tokenizer{_parent_hint(path)})")
+    name = os.fspath(name_or_path)
+    if not is_repo_id(name):
+        raise ModelNotFoundError(f"{path}: no such model directory (expected a folder with config.json, the weights "
+                                 "and tokenizer.json or vocab.txt, or a Hub id 'owner/name')")
+    return download(name, revision=revision, token=token, cache_folder=cache_folder,
+                    local_files_only=local_files_only, show_progress=show_progress, local_path=path)
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of a repository at one commit, as the Hub's listing describes it."""
-    name: str                    # path in the repository, '/'-separated
-    size: int | None = None
-    sha256: str | None = None    # LFS files: sha256 of the content
-    git_sha1: str | None = None  # other files: the git blob id, sha1(b"blob <size>\0" + content)
+def _parent_hint(path: Path) -> str:
+    parent = path.resolve().parent
+    return f": {parent}?" if (parent / "config.json").is_file() else ""
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """A repository at one commit: every file of one fetch is downloaded at `commit`."""
-    repo_id: str
-    revision: str                  # as asked: a branch, a tag or a commit
-    commit: str                    # what the revision resolved to when listed
-    files: dict[str, RemoteFile]   # name -> file
+# ---------------------------------------------------------------------------------------------
+# Downloads
 
 
-class Hub:
-    """One Hub endpoint (HF_ENDPOINT, default https://huggingface.co), with HF_TOKEN if set."""
+def download(repo_id: str, *, revision=None, token=None, cache_folder=None, local_files_only=False,
+             show_progress=None, local_path: Path | None = None) -> Path:
+    """The cache's snapshot folder of `repo_id` at `revision`, with every file minibert needs.
 
-    def __init__(self, endpoint: str | None = None, token: str | None = None, *,
-                 timeout: float | None = None, retries: int | None = None, backoff: float | None = None):
-        endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+    Online, the revision is resolved once (a HEAD of config.json, which also records it in the
+    cache's refs/ so that it works offline later), the file list of that commit is read, and
+    snapshot_download brings the chosen files of that one commit; files already in the cache are
+    not downloaded again. Offline, or when the Hub does not answer, the cached snapshot is used as
+    it is (its files are checked when the model loads).
+    """
+    import huggingface_hub as hf
+
+    settings = HubSettings.from_environment(token, cache_folder, local_files_only)
+    where = f"{repo_id} at {revision or 'main'}"
+    with hub_errors(repo_id, revision, settings, local_path):
+        with progress_bars(show_progress):
+            config = hf.hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=settings.cache_dir,
+                                        local_files_only=settings.offline, **settings.http)
+            folder = Path(config).parent   # <cache>/models--owner--name/snapshots/<commit>
+            if settings.offline:
+                return folder
+            commit = folder.name
+
+            def read_json(name: str):
+                return _read_json(hf.hf_hub_download(repo_id, name, revision=commit, cache_dir=settings.cache_dir,
+                                                     **settings.http), name, where)
+            try:
+                info = hf.HfApi(**settings.http).model_info(repo_id, revision=commit)
+                chosen = choose_files([sibling.rfilename for sibling in info.siblings or ()], read_json, where)
+                hf.snapshot_download(repo_id, revision=commit, cache_dir=settings.cache_dir, allow_patterns=chosen,
+                                     **settings.http)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                # The Hub went away after config.json came (from the cache or the Hub): use what is cached.
+    return folder
+
+
+class HubSettings:
+    """The Hub settings of one call, read from the arguments and the environment at call time."""
+
+    def __init__(self, endpoint: str, token, cache_dir: Path, offline: bool):
+        self.endpoint, self.token, self.cache_dir, self.offline = endpoint, token, cache_dir, offline
+        self.http = {"endpoint": endpoint, "token": token}
+
+    @classmethod
+    def from_environment(cls, token=None, cache_folder=None, local_files_only=False) -> "HubSettings":
+        import huggingface_hub.constants as hf_constants
+
+        endpoint = (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        if not re.match(r"https?://[^/]", endpoint):
             raise ConfigError(f"HF_ENDPOINT must be an http(s) URL such as {DEFAULT_ENDPOINT}, found {endpoint!r}")
-        self.endpoint = endpoint
-        self._origin = _origin(endpoint)
-        self._token = (os.environ.get("HF_TOKEN", "") if token is None else token).strip() or None
-        self.timeout = TIMEOUT if timeout is None else timeout
-        self.retries = RETRIES if retries is None else retries
-        self.backoff = BACKOFF if backoff is None else backoff
-        self._opener = urllib.request.build_opener(_NoRedirects)
-        from minibert import __version__
-        self._user_agent = f"minibert/{__version__} (python-urllib)"
-
-    def __repr__(self):
-        return f"Hub({self.endpoint!r}, token={'set' if self._token else 'none'})"
-
-    # -----------------------------------------------------------------------------------------
-    # The two calls
-
-    def snapshot(self, repo_id: str, revision: str = "main") -> Snapshot:
-        """The files of `repo_id` at `revision`, and the commit that revision resolves to."""
-        url = f"{self.endpoint}/api/models/{repo_id}/revision/{quote(revision, safe='')}?blobs=true"
-        what = f"the file list of {repo_id} at {revision}"
-
-        def attempt():
-            response, _ = self._get(url, {"Accept": "application/json"}, repo_id, what)
-            with response:
-                return _read_body(response, url)
-
-        body = self._retrying(attempt, what)
-        try:
-            info = json.loads(body)
-        except ValueError:
-            info = None
-        commit = info.get("sha") if isinstance(info, dict) else None
-        siblings = info.get("siblings") if isinstance(info, dict) else None
-        if not (isinstance(commit, str) and _SHA1.fullmatch(commit) and isinstance(siblings, list)):
-            raise FetchError(f"{url}: expected JSON {{\"sha\": <40 hex digits>, \"siblings\": [...]}}, "
-                             f"found {body[:200]!r}")
-        files = {}
-        for entry in siblings:
-            name = entry.get("rfilename") if isinstance(entry, dict) else None
-            if not isinstance(name, str):
-                raise FetchError(f"{url}: a sibling without an rfilename: {entry!r:.200}")
-            lfs = entry["lfs"] if isinstance(entry.get("lfs"), dict) else None
-            files[name] = RemoteFile(
-                name=name,
-                size=_int_or_none((lfs or entry).get("size")),
-                sha256=_hex_or_none(lfs.get("sha256"), _SHA256) if lfs else None,
-                git_sha1=None if lfs else _hex_or_none(entry.get("blobId"), _SHA1))
-        return Snapshot(repo_id, revision, commit, files)
-
-    def download(self, repo_id: str, commit: str, remote: RemoteFile, target: Path, *,
-                 force: bool = False, progress_stream=None) -> dict:
-        """`remote` at `commit` -> `target`, verified, renamed into place in one step.
-
-        The bytes go to `target`.incomplete first, which a later call continues with an HTTP
-        Range request (a server that ignores Range sends the whole file, which is then taken
-        from the start). A file already at `target` that matches the listing's size and hash is
-        kept, unless `force`. Returns what was checked: {"size", "sha256"[, "git_sha1"]}.
-        """
-        if not force and target.is_file():
-            record = _verified(target, remote)
-            if record is not None:
-                return record
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = partial_path(target)
-        if force:
-            partial.unlink(missing_ok=True)
-        url = f"{self.endpoint}/{repo_id}/resolve/{quote(commit, safe='')}/{quote(remote.name)}"
-        progress = Progress(remote.name, remote.size, progress_stream)
-        may_restart = True  # a resumed file that fails verification is downloaded once more from zero
-        attempts = failures = 0
-        try:
-            while True:
-                attempts += 1
-                before = _size(partial)
-                try:
-                    expected, resumed = self._download_once(url, partial, remote, repo_id, commit, progress)
-                except _Retryable as exc:
-                    failures = 0 if _size(partial) > before else failures + 1
-                    if failures > self.retries or attempts >= MAX_ATTEMPTS:
-                        raise self._unreachable(exc, remote.name, attempts) from None
-                    self._pause(max(failures - 1, 0))
-                    continue
-                problem, record = _check(partial, expected)
-                if problem is None:
-                    break
-                partial.unlink(missing_ok=True)
-                if not (resumed and may_restart):
-                    raise IntegrityError(f"{remote.name} of {repo_id} at {commit[:12]}: {problem}; "
-                                         "the download was discarded")
-                may_restart = False
-        finally:
-            progress.close()
-        install(partial, target)
-        return record
-
-    # -----------------------------------------------------------------------------------------
-    # HTTP
-
-    def _download_once(self, url, partial, remote, repo_id, commit, progress) -> tuple[dict, bool]:
-        """One GET from where `partial` ends -> (the size and hashes to expect, whether it resumed)."""
-        offset = _size(partial)
-        if remote.size is not None and offset > remote.size:
-            partial.unlink()
-            offset = 0
-        if offset and offset == remote.size:  # complete: stopped between the last byte and the rename
-            return _expected(remote, {}, commit), True
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        try:
-            response, hub_headers = self._get(url, headers, repo_id, remote.name)
-        except _RangeNotSatisfiable:
-            partial.unlink(missing_ok=True)
-            raise
-        with response:
-            expected = _expected(remote, hub_headers, commit)
-            if response.getcode() == 206:
-                start = _content_range_start(response.headers.get("Content-Range"))
-                if start != offset:
-                    partial.unlink(missing_ok=True)
-                    raise _Retryable(f"asked for bytes from {offset}, the server sent them from {start}", url)
-            else:
-                offset = 0  # 200: the whole file, also from a server that ignores Range
-            length = _int_or_none(response.headers.get("Content-Length"))
-            total = offset + length if length is not None else expected["size"]
-            progress.start(offset)
-            received = 0
-            with open(partial, "ab" if offset else "wb") as out:
-                while True:
-                    try:
-                        chunk = response.read(CHUNK)
-                    except (OSError, http.client.HTTPException) as exc:
-                        raise _Retryable(f"connection lost after {offset + received} bytes "
-                                         f"({_describe(exc)})", url) from None
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    received += len(chunk)
-                    progress.update(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-        if total is not None and offset + received < total:
-            raise _Retryable(f"connection closed after {offset + received} of {total} bytes", url)
-        return expected, offset > 0
-
-    def _get(self, url: str, headers: dict, repo_id: str, what: str):
-        """GET `url`, redirects followed by hand -> (the 2xx response, Hub headers met on the way).
-
-        The token is sent only to the endpoint's origin (scheme, host and port), so a redirect to a
-        CDN does not carry it. Raises _Retryable for what another try may cure, FetchError else.
-        """
-        hub_headers = {}
-        for _ in range(MAX_REDIRECTS + 1):
-            sent = {"User-Agent": self._user_agent, **headers}
-            if self._token and _origin(url) == self._origin:
-                sent["Authorization"] = f"Bearer {self._token}"
-            try:
-                response = self._opener.open(urllib.request.Request(url, headers=sent), timeout=self.timeout)
-            except urllib.error.HTTPError as exc:
-                response = exc  # a 3xx (not followed by urllib), 4xx or 5xx: an answer all the same
-            except urllib.error.URLError as exc:
-                raise _connection_failure(exc.reason, url) from None
-            except (OSError, http.client.HTTPException) as exc:
-                raise _connection_failure(exc, url) from None
-            status = response.getcode()
-            if _origin(url) == self._origin:
-                for name in _HUB_HEADERS:
-                    if response.headers.get(name) is not None:
-                        hub_headers.setdefault(name, response.headers[name])
-            if status in _REDIRECTS and response.headers.get("Location"):
-                response.close()
-                url = urljoin(url, response.headers["Location"])
-                continue
-            if 200 <= status < 300:
-                return response, hub_headers
-            body = _read_error_body(response)
-            if status == 416 and "Range" in headers:
-                raise _RangeNotSatisfiable(f"HTTP 416 for {headers['Range']}", url)
-            if status == 429 or status >= 500:
-                raise _Retryable(f"HTTP {status}{_detail(response.headers, body)}", url)
-            raise self._status_error(status, response.headers, body, url, repo_id, what)
-        raise FetchError(f"{what}: more than {MAX_REDIRECTS} redirects, the last to {_host(url)}")
-
-    def _status_error(self, status, headers, body, url, repo_id, what) -> FetchError:
-        """The FetchError that a 4xx answer means."""
-        code = headers.get("X-Error-Code", "")
-        detail = _detail(headers, body)
-        listing = urlsplit(url).path.startswith(urlsplit(self.endpoint).path + "/api/")
-        if self._token:
-            token_hint = "HF_TOKEN is set, but its account must have access"
+        if cache_folder is not None:
+            cache_dir = Path(cache_folder)
+        elif os.environ.get("HF_HUB_CACHE"):
+            cache_dir = Path(os.environ["HF_HUB_CACHE"])
+        elif os.environ.get("HF_HOME"):
+            cache_dir = Path(os.environ["HF_HOME"]) / "hub"
         else:
-            token_hint = "set HF_TOKEN to a token of an account that has access"
-        if code == "GatedRepo":
-            return AccessDeniedError(f"{repo_id} is a gated repository{detail}: accept its conditions at "
-                                     f"{self.endpoint}/{repo_id}; {token_hint}")
-        if code == "RevisionNotFound":
-            return RepoNotFoundError(f"{what}: no such revision in {repo_id} on {self.endpoint}{detail}")
-        if code == "EntryNotFound" or (status == 404 and not listing):
-            return FetchError(f"{what} of {repo_id}: listed, but the Hub has no such file{detail}")
-        if status == 401 and "invalid credentials" in detail.lower():
-            return AccessDeniedError(f"{self.endpoint} rejected HF_TOKEN (invalid credentials); "
-                                     "set a valid token or unset HF_TOKEN")
-        if code == "RepoNotFound" or status in (401, 404):
-            return RepoNotFoundError(f"repository {repo_id} not found on {self.endpoint}; if it is private, "
-                                     f"{token_hint}")
-        if status == 403:
-            return AccessDeniedError(f"{self.endpoint} refused access to {repo_id} (HTTP 403){detail}; "
-                                     f"{token_hint}")
-        return FetchError(f"{what} of {repo_id}: HTTP {status} from {_host(url)}{detail}")
-
-    def _retrying(self, attempt, what: str):
-        """attempt() until it succeeds, at most 1 + retries times, with growing pauses between."""
-        for n in range(self.retries + 1):
-            try:
-                return attempt()
-            except _Retryable as exc:
-                if n == self.retries:
-                    raise self._unreachable(exc, what, n + 1) from None
-                self._pause(n)
-
-    def _pause(self, n: int) -> None:
-        time.sleep(min(self.backoff * 2 ** n, MAX_BACKOFF))
-
-    def _unreachable(self, exc: _Retryable, what: str, tries: int) -> HubUnreachableError:
-        if _origin(exc.url) == self._origin:
-            return HubUnreachableError(
-                f"could not reach the HuggingFace Hub at {self.endpoint} for {what}: {exc.reason} "
-                f"({tries} {'try' if tries == 1 else 'tries'}); check the network, or set HF_ENDPOINT "
-                "to a reachable mirror")
-        return HubUnreachableError(
-            f"could not download {what} from {_host(exc.url)}, where {self.endpoint} redirected: "
-            f"{exc.reason} ({tries} {'try' if tries == 1 else 'tries'})")
+            cache_dir = Path(hf_constants.HF_HUB_CACHE)
+        offline = bool(local_files_only) or _true(os.environ.get("HF_HUB_OFFLINE"))
+        return cls(endpoint, token, cache_dir.expanduser(), offline)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Hand 3xx answers back (as HTTPError) instead of following them: Hub._get follows them."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
+def _true(value) -> bool:
+    return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
-def _connection_failure(reason, url: str) -> Exception:
-    if isinstance(reason, ssl.SSLCertVerificationError):  # not cured by trying again
-        return HubUnreachableError(f"the TLS certificate of {_host(url)} could not be verified: "
-                                   f"{reason.verify_message or reason}")
-    return _Retryable(_describe(reason), url)
-
-
-def _describe(exc) -> str:
-    """A short phrase for a connection failure: 'timed out', 'Connection refused', ..."""
-    if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since Python 3.10
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _origin(url: str) -> tuple:
-    parts = urlsplit(url)
-    return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-
-
-def _host(url: str) -> str:
-    return urlsplit(url).netloc.rpartition("@")[2]
-
-
-def _read_body(response, url: str) -> bytes:
-    """The whole body of a small answer (the file list); a short one is worth another try."""
-    length = _int_or_none(response.headers.get("Content-Length"))
-    chunks, received = [], 0
-    while received <= MAX_API_BYTES:
-        try:
-            chunk = response.read(CHUNK)
-        except (OSError, http.client.HTTPException) as exc:
-            raise _Retryable(f"connection lost ({_describe(exc)})", url) from None
-        if not chunk:
-            break
-        chunks.append(chunk)
-        received += len(chunk)
-    else:
-        raise FetchError(f"{url}: answer larger than {MAX_API_BYTES} bytes")
-    if length is not None and received < length:
-        raise _Retryable(f"connection closed after {received} of {length} bytes", url)
-    return b"".join(chunks)
-
-
-def _read_error_body(response) -> bytes:
+def _read_json(path, name: str, where: str):
     try:
-        return response.read(64 << 10)
-    except (OSError, http.client.HTTPException, AttributeError):
-        return b""
-    finally:
-        response.close()
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FetchError(f"{where}: {name} is not valid JSON: {exc}") from None
 
 
-def _detail(headers, body: bytes) -> str:
-    """' (the server's message)', from X-Error-Message or a JSON {"error": ...} body; or ''."""
-    message = headers.get("X-Error-Message")
-    if not message:
-        try:
-            error = json.loads(body).get("error")
-            message = error if isinstance(error, str) else None
-        except (ValueError, AttributeError):
-            message = None
-    message = " ".join((message or "").split())[:200]
-    return f" ({message})" if message else ""
-
-
-def _content_range_start(value: str | None) -> int | None:
-    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*", value or "")
-    return int(match[1]) if match else None
-
-
-def _int_or_none(value) -> int | None:
-    try:
-        return int(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _hex_or_none(value, pattern: re.Pattern) -> str | None:
-    return value.lower() if isinstance(value, str) and pattern.fullmatch(value.lower()) else None
-
-
-def _etag(value: str | None) -> str | None:
-    """An ETag header's value without W/ and quotes, lowercased; None when absent."""
-    if not value:
-        return None
-    value = value.strip()
-    value = value[2:] if value.startswith("W/") else value
-    return value.strip('"').lower() or None
-
-
-# ---------------------------------------------------------------------------------------------
-# Verification
-
-
-def _expected(remote: RemoteFile, hub_headers: dict, commit: str) -> dict:
-    """The size and hashes `remote` must have: the listing's, checked against the download's headers."""
-    served = hub_headers.get("X-Repo-Commit")
-    if served and served.strip().lower() != commit:
-        raise FetchError(f"{remote.name}: the Hub served it from commit {served.strip()[:12]}, "
-                         f"not from {commit[:12]}, where the file list was taken")
-    size, sha256, git_sha1 = remote.size, remote.sha256, remote.git_sha1
-
-    linked_size = _int_or_none(hub_headers.get("X-Linked-Size"))
-    if linked_size is not None:
-        if size is not None and size != linked_size:
-            raise IntegrityError(f"{remote.name}: the file list gives {size} bytes, the download "
-                                 f"header X-Linked-Size {linked_size}")
-        size = linked_size
-    linked = _etag(hub_headers.get("X-Linked-Etag"))
-    if linked and _SHA256.fullmatch(linked):  # an LFS file: the linked ETag is the sha256 of the content
-        if sha256 is not None and sha256 != linked:
-            raise IntegrityError(f"{remote.name}: the file list gives sha256 {sha256}, the download "
-                                 f"header X-Linked-Etag {linked}")
-        sha256 = linked
-    etag = _etag(hub_headers.get("ETag"))
-    if sha256 is None and not linked and etag and _SHA1.fullmatch(etag):  # a regular file: the git blob id
-        if git_sha1 is not None and git_sha1 != etag:
-            raise IntegrityError(f"{remote.name}: the file list gives git blob {git_sha1}, the download "
-                                 f"header ETag {etag}")
-        git_sha1 = etag
-    return {"size": size, "sha256": sha256, "git_sha1": git_sha1}
-
-
-def _check(path: Path, expected: dict) -> tuple[str | None, dict | None]:
-    """(what is wrong with the file at `path`, None) or (None, its record)."""
-    size = path.stat().st_size
-    if expected["size"] is not None and size != expected["size"]:
-        return f"{size} bytes, expected {expected['size']}", None
-    sha256, git_sha1 = file_digests(path)
-    if expected["sha256"] is not None and sha256 != expected["sha256"]:
-        return f"sha256 {sha256}, expected {expected['sha256']}", None
-    if expected["git_sha1"] is not None and git_sha1 != expected["git_sha1"]:
-        return f"git blob sha1 {git_sha1}, expected {expected['git_sha1']}", None
-    record = {"size": size, "sha256": sha256}
-    if expected["git_sha1"] is not None:
-        record["git_sha1"] = git_sha1
-    return None, record
-
-
-def _verified(path: Path, remote: RemoteFile) -> dict | None:
-    """The record of a file already in place that matches the listing, or None (also when the
-    listing gives no hash to check it against)."""
-    if remote.sha256 is None and remote.git_sha1 is None:
-        return None
-    problem, record = _check(path, {"size": remote.size, "sha256": remote.sha256, "git_sha1": remote.git_sha1})
-    return record if problem is None else None
-
-
-def file_digests(path: Path) -> tuple[str, str]:
-    """(sha256, git blob sha1) of a file, in one pass."""
-    sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1(b"blob %d\0" % path.stat().st_size, usedforsecurity=False)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            sha256.update(block)
-            sha1.update(block)
-    return sha256.hexdigest(), sha1.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-
-
-def partial_path(target: Path) -> Path:
-    """Where the bytes of `target` gather until they are complete and verified."""
-    return target.with_name(target.name + ".incomplete")
-
-
-def install(partial: Path, target: Path) -> None:
-    """Rename the complete, fsynced `partial` to `target` in one step, and make the rename durable."""
-    os.replace(partial, target)
-    _fsync_directory(target.parent)
-
-
-def write_json(path: Path, data) -> None:
-    """Write `data` as JSON to `path` atomically (temporary file, fsync, rename)."""
-    partial = partial_path(path)
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    install(partial, path)
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":
+@contextmanager
+def progress_bars(show: bool | None):
+    """huggingface_hub's progress bars hidden while the block runs when `show` is False."""
+    if show is not False:
+        yield
         return
-    fd = os.open(directory, os.O_RDONLY)
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
     try:
-        os.fsync(fd)
+        yield
     finally:
-        os.close(fd)
+        if not was_disabled:
+            enable_progress_bars()
 
 
-def _size(path: Path) -> int:
+def is_connection_error(exc: BaseException) -> bool:
+    """A refused, reset or timed-out connection, whichever HTTP library huggingface_hub runs on."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return isinstance(exc, (ConnectionError, TimeoutError)) or bool(
+        names & {"ConnectError", "TimeoutException", "NetworkError", "ConnectTimeout", "ReadTimeout"})
+
+
+@contextmanager
+def hub_errors(repo_id: str, revision, settings: HubSettings, local_path: Path | None = None):
+    """huggingface_hub's exceptions -> minibert's, each saying what was asked of which endpoint."""
+    from huggingface_hub import errors as hf_errors
+
+    at = f" at revision {revision}" if revision else ""
+    if settings.token is not None:
+        token_hint = "the token given must belong to an account that has access"
+    elif os.environ.get("HF_TOKEN"):
+        token_hint = "HF_TOKEN is set, but its account must have access"
+    else:
+        token_hint = "set HF_TOKEN (or pass token=) to a token of an account that has access"
+    local = f"no such model directory {local_path}, and " if local_path is not None else ""
     try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
+        yield
+    except MinibertError:
+        raise
+    except hf_errors.GatedRepoError:
+        raise AccessDeniedError(f"{repo_id} is a gated repository: accept its conditions at "
+                                f"{settings.endpoint}/{repo_id}; {token_hint}") from None
+    except hf_errors.RevisionNotFoundError:
+        raise RepoNotFoundError(f"{repo_id} on {settings.endpoint} has no revision {revision!r}") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise RepoNotFoundError(f"{local}no repository {repo_id} on {settings.endpoint}; if it is private, "
+                                f"{token_hint}") from None
+    except hf_errors.EntryNotFoundError as exc:
+        if not isinstance(exc, hf_errors.LocalEntryNotFoundError):  # the Hub said: no such file
+            if "config.json" in str(exc):
+                raise FetchError(f"{repo_id}{at} on {settings.endpoint} has no config.json, so it is not a "
+                                 "transformers model") from None
+            raise FetchError(f"{repo_id}{at} on {settings.endpoint}: {_first_line(exc)}") from None
+        if settings.offline:
+            why = "HF_HUB_OFFLINE=1" if _true(os.environ.get("HF_HUB_OFFLINE")) else "local_files_only=True"
+            raise ModelNotFoundError(f"{local}{repo_id}{at} is not in the HuggingFace cache {settings.cache_dir} "
+                                     f"({why}: nothing is downloaded)") from None
+        raise HubUnreachableError(f"{local}could not reach the HuggingFace Hub at {settings.endpoint} for "
+                                  f"{repo_id}{at}, and it is not in the cache {settings.cache_dir}: {_first_line(exc)}; "
+                                  "check the network, or set HF_ENDPOINT to a reachable mirror") from None
+    except hf_errors.HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise AccessDeniedError(f"{settings.endpoint} refused access to {repo_id} (HTTP {status}); "
+                                    f"{token_hint}") from None
+        raise HubUnreachableError(f"the HuggingFace Hub at {settings.endpoint} failed for {repo_id}{at}: "
+                                  f"{_first_line(exc)}") from None
+    except (OSError, ValueError) as exc:
+        if is_connection_error(exc) or isinstance(exc, hf_errors.OfflineModeIsEnabled):
+            raise HubUnreachableError(f"could not reach the HuggingFace Hub at {settings.endpoint} for {repo_id}: "
+                                      f"{_first_line(exc)}") from None
+        if isinstance(exc, hf_errors.HFValidationError):
+            raise ConfigError(f"{repo_id!r} is not a Hub id: {_first_line(exc)}") from None
+        raise FetchError(f"{repo_id}{at} from {settings.endpoint}: {_first_line(exc)}") from None
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        raise HubUnreachableError(f"could not reach the HuggingFace Hub at {settings.endpoint} for {repo_id}: "
+                                  f"{_first_line(exc)}; check the network, or set HF_ENDPOINT to a reachable "
+                                  "mirror") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------
-# Progress
+# Which files
 
 
-class Progress:
-    """`name  12.5/86.7 MB  14%`, redrawn in place on `stream` (default: stderr) when that is a
-    terminal, at most ten times a second; silent otherwise."""
+def choose_files(available, read_json, where: str) -> list[str]:
+    """The files of `available` that a minibert model directory needs, the weights last.
 
-    def __init__(self, name: str, total: int | None, stream=None):
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = is_terminal(self.stream)
-        self.name, self.total, self.done = name, total, 0
-        self._drawn_at = None
-
-    def start(self, done: int) -> None:
-        self.done = done
-        self._draw()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self._drawn_at is None or time.monotonic() - self._drawn_at >= 0.1:
-            self._draw()
-
-    def close(self) -> None:
-        if self.enabled and self._drawn_at is not None:
-            self._draw()
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def _draw(self) -> None:
-        if not self.enabled:
-            return
-        self._drawn_at = time.monotonic()
-        line = f"{self.name}  {self.done / 1e6:.1f}"
-        if self.total:
-            line += f"/{self.total / 1e6:.1f} MB  {min(100, 100 * self.done // self.total):3d}%"
-        else:
-            line += " MB"
-        self.stream.write("\r" + line + "\x1b[K")  # \x1b[K: clear the rest of the line
-        self.stream.flush()
+    config.json; the tokenizer (tokenizer.json, vocab.txt, tokenizer_config.json,
+    special_tokens_map.json); sentence-transformers' modules.json, sentence_bert_config.json,
+    config_sentence_transformers.json and each module's config.json; the weights
+    (model.safetensors, else its shards and index, else pytorch_model.bin, else its shards and
+    index). `read_json(name)` gives the parsed content of one of them: it is called for
+    modules.json and for the index of a sharded checkpoint. `where` names the source in messages.
+    """
+    available = set(available)
+    if "config.json" not in available:
+        raise FetchError(f"{where}: no config.json, so not a transformers model")
+    if not {"tokenizer.json", "vocab.txt"} & available:
+        raise FetchError(f"{where}: no tokenizer.json or vocab.txt, so no tokenizer for minibert to read")
+    weights = _pick_weights(available, where)  # before anything is read: a repository without weights fails first
+    chosen = ["config.json"] + [name for name in TOKENIZER_FILES if name in available]
+    chosen += [name for name in SENTENCE_TRANSFORMERS_FILES if name in available]
+    if "modules.json" in available:
+        for path in _module_paths(read_json("modules.json"), where):
+            name = f"{path}/config.json"
+            if name in available and name not in chosen:
+                chosen.append(name)  # 1_Pooling has one; 2_Normalize has none
+    return chosen + _with_shards(weights, available, read_json, where)
 
 
-def is_terminal(stream) -> bool:
-    """Whether `stream` is a terminal (False for anything without a working isatty)."""
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
+def _module_paths(modules, where: str) -> list[str]:
+    """The folders named by sentence-transformers' modules.json ('' is the model itself)."""
+    if not isinstance(modules, list):
+        raise FetchError(f"{where}: modules.json is not a list of modules")
+    paths = []
+    for module in modules:
+        path = module.get("path") if isinstance(module, dict) else None
+        if isinstance(path, str) and path.strip("/"):
+            paths.append(safe_name(path.strip("/"), where))
+    return paths
+
+
+def _pick_weights(available: set, where: str) -> str:
+    """The weights file minibert prefers among `available`: a single file, or the index of shards."""
+    for single, index in WEIGHTS:
+        for name in (single, index):
+            if name in available:
+                return name
+    others = sorted(name for name in available if name.endswith(_OTHER_WEIGHTS))
+    found = f"; found only {', '.join(others)}" if others else "; it holds no weights at all"
+    raise FetchError(f"{where}: no usable weights file: expected model.safetensors (or its shards with "
+                     f"model.safetensors.index.json) or pytorch_model.bin (or its shards with its index){found}")
+
+
+def _with_shards(weights: str, available: set, read_json, where: str) -> list[str]:
+    """[weights], or for the index of a sharded checkpoint [index, shard, shard, ...]."""
+    if not weights.endswith(".index.json"):
+        return [weights]
+    content = read_json(weights)
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise FetchError(f"{where}: {weights} has no weight_map")
+    shards = sorted({safe_name(str(shard), where) for shard in weight_map.values()})
+    missing = [shard for shard in shards if shard not in available]
+    if missing:
+        raise FetchError(f"{where}: {weights} names shards that are not there: {', '.join(missing)}")
+    return [weights] + shards
+
+
+def safe_name(name: str, where: str) -> str:
+    """A relative '/'-separated path that stays inside the destination, or FetchError."""
+    path = PurePosixPath(name)
+    if not name or "\\" in name or path.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
+        raise FetchError(f"{where}: refusing the file name {name!r}: it would leave the destination folder")
+    return name

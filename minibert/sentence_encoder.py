@@ -35,8 +35,10 @@ from tokenizers import normalizers
 
 from minibert.config import load_config, read_json, read_json_object
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, check_batch_size, check_max_batch_tokens, check_threads,
-                               distinct, forward_batches, listed, stream)
+                               Progress, distinct, forward_batches, length_or_none, listed,
+                               stream)
 from minibert.errors import ConfigError, ModelFormatError, NumericalError
+from minibert.hub import resolve_model_dir
 from minibert.model import Batch, default_ops, encoder
 from minibert.ranking import as_list, check_rank_args, ranked
 from minibert.tokenize import check_text, load_tokenizer
@@ -328,7 +330,8 @@ class SentenceEncoder:
     Args:
         model_name_or_path: a directory as sentence-transformers saves it (modules.json,
             1_Pooling/config.json, sentence_bert_config.json, config.json, model.safetensors,
-            tokenizer.json or vocab.txt); without modules.json, mean pooling is used.
+            tokenizer.json or vocab.txt); without modules.json, mean pooling is used. Or a Hub id
+            "owner/name", as for CrossEncoder (revision, token, cache_folder, local_files_only).
         max_length: tokens per text, special tokens included. Default: sentence_bert_config.json's
             max_seq_length, capped by max_position_embeddings; without one, the tokenizer's
             model_max_length, capped the same way.
@@ -338,12 +341,9 @@ class SentenceEncoder:
     """
 
     def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
-                 threads=None):
-        path = Path(model_name_or_path)
-        if not path.is_dir():
-            raise ModelFormatError(
-                f"{path}: no such model directory (expected a folder with modules.json, config.json, "
-                "model.safetensors and tokenizer.json or vocab.txt)")
+                 threads=None, *, revision=None, token=None, cache_folder=None, local_files_only=False):
+        path = resolve_model_dir(model_name_or_path, revision=revision, token=token, cache_folder=cache_folder,
+                                 local_files_only=local_files_only)
         self.path = path
         self.pipeline = read_pipeline(path)
         encoder_dir = self.pipeline.encoder_dir
@@ -394,29 +394,33 @@ class SentenceEncoder:
         self._check_encode_args(batch_size, normalize)
         single = isinstance(texts, str)
         texts = [texts] if single else as_list(texts, "a str or a list of str")
-        embeddings = self._embeddings(texts, 0, batch_size, normalize, show_progress_bar)
+        with Progress(show_progress_bar, "embedding", "texts", len(texts)) as progress:
+            embeddings = self._embeddings(texts, 0, batch_size, normalize, progress)
         return embeddings[0] if single else embeddings
 
-    def encode_iter(self, texts, batch_size=32, normalize=False):
+    def encode_iter(self, texts, batch_size=32, normalize=False, show_progress_bar=False):
         """encode for an iterable of texts of any length: yields each text's embedding, float32 [D], in order.
 
         Reads the texts a window at a time (1024 texts, or fewer holding 16M characters) and
         embeds each window as encode would, so memory stays bounded whatever the number of texts.
+        show_progress_bar counts the texts embedded (of len(texts) when it has a length).
         """
         self._check_encode_args(batch_size, normalize)
+        progress = Progress(show_progress_bar, "embedding", "texts", length_or_none(texts)) if show_progress_bar else None
         return stream(texts, lambda text: len(text) if isinstance(text, str) else 0,
-                      lambda window, first: self._embeddings(window, first, batch_size, normalize), "str")
+                      lambda window, first, bar: self._embeddings(window, first, batch_size, normalize, bar), "str",
+                      progress)
 
     def _check_encode_args(self, batch_size, normalize):
         check_batch_size(batch_size)
         if not isinstance(normalize, bool):
             raise ConfigError(f"normalize must be True or False, found {normalize!r}")
 
-    def _embeddings(self, texts: list, first_index: int, batch_size: int, normalize: bool, show_progress_bar=False):
+    def _embeddings(self, texts: list, first_index: int, batch_size: int, normalize: bool, progress=None):
         """Embeddings [n, D] of a list of texts; first_index: the index of texts[0], for messages."""
         texts = [check_text(text, first_index + i) for i, text in enumerate(texts)]  # every text, before any work
         texts, where = distinct(texts)   # a repeated text is embedded once: duplicates get exactly the same embedding
-        embeddings = self._embed(texts, batch_size, show_progress_bar)[where]   # [n, P * H]
+        embeddings = self._embed(texts, batch_size, progress, where)[where]   # [n, P * H]
         # The order of sentence-transformers' encode: modules (Normalize among them), truncate, normalize.
         embeddings = embeddings[:, :self.get_embedding_dimension()]                      # [n, D]
         if normalize:
@@ -431,7 +435,7 @@ class SentenceEncoder:
         """Cosine similarity of every row of a [n, D] with every row of b [m, D]: [n, m] float32."""
         return cos_sim(np.atleast_2d(a), np.atleast_2d(b))
 
-    def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32):
+    def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32, show_progress_bar=False):
         """Documents by cosine similarity to the query, best first (ties by corpus_id).
 
         The same output as CrossEncoder.rank: [{"corpus_id", "score"[, "text"]}].
@@ -444,18 +448,19 @@ class SentenceEncoder:
         # Each distinct document is scored once: the similarity product too, so that duplicates tie exactly.
         unique, where = distinct(documents)
         query_embedding = self.encode([query], batch_size=batch_size)                    # [1, D]
-        document_embeddings = self.encode(unique, batch_size=batch_size)                # [m, D]
-        scores = cos_sim(query_embedding, document_embeddings)[0][where]                 # [n]
+        document_embeddings = self.encode(documents, batch_size=batch_size,              # [n, D]
+                                          show_progress_bar=show_progress_bar)           # (the bar counts all n)
+        firsts = np.unique(where, return_index=True)[1]                                  # [m] first row of each
+        scores = cos_sim(query_embedding, document_embeddings[firsts])[0][where]         # [n]
         return ranked(scores, documents, top_k, return_documents)
 
-    def _embed(self, texts: list[str], batch_size: int, show_progress_bar: bool):
+    def _embed(self, texts: list[str], batch_size: int, progress=None, where=None):
         """Distinct, checked texts -> pooled (and, if listed, normalized) embeddings [n, P * H]."""
         p = self.pipeline
         out = np.empty((len(texts), len(p.pooling_modes) * self.config.hidden_size), dtype=np.float32)
-        progress = "embedded {}/{} texts" if show_progress_bar else None
         with self.ops.limit_threads(self.threads):
             for start, end, batch in forward_batches(texts, self.tokenizer.encode_texts, batch_size,
-                                                     self.max_batch_tokens, progress):
+                                                     self.max_batch_tokens, progress, where):
                 hidden = encoder(self.params, self.config, batch, ops=self.ops)         # [N, H]
                 pooled = pool(hidden, batch, p.pooling_modes)                           # [B, P * H]
                 out[start:end] = l2_normalize(pooled) if p.normalize else pooled

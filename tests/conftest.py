@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random BERT cross-encoder checkpoint in HuggingFace's layout."""
+"""Shared fixtures: a tiny random BERT cross-encoder checkpoint in HuggingFace's layout; no real Hub."""
 
 import json
 from pathlib import Path
@@ -6,6 +6,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
+
+# Imported now, before any test sets HF_* variables: huggingface_hub reads some of them at import.
+import huggingface_hub.constants  # noqa: F401
+
+
+# Lines a test module leaves for the end of the run (the fuzz counts): printed in pytest's terminal
+# summary, so that they do not break into its progress line.
+SUMMARY_LINES = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash.get(SUMMARY_LINES, [])
+    if lines:
+        terminalreporter.section("minibert")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def _no_real_hub(monkeypatch, tmp_path_factory):
+    """Every test runs offline against an empty HuggingFace cache of its own session: a name that
+    is not a directory is looked up in that cache only, never on the Hub. The Hub tests
+    (tests/test_hub.py, tests/test_fetch.py) turn HF_HUB_OFFLINE off and point HF_ENDPOINT at a
+    server on 127.0.0.1; HF_ENDPOINT's default here is a closed port on 127.0.0.1."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
+    for name in ("HF_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Whole words first, then single characters and their '##' continuations, so that any lowercase

@@ -1,24 +1,29 @@
-"""A HuggingFace-Hub-like HTTP server on 127.0.0.1, for tests/test_fetch.py (never the real Hub).
+"""A HuggingFace-Hub-like HTTP server on 127.0.0.1, for the Hub tests (never the real Hub).
 
-It answers the requests minibert.hub makes, the way the Hub does:
+It answers what huggingface_hub asks (hf_api.py model_info / list_repo_tree, file_download.py
+get_hf_file_metadata / http_get), the way the Hub does:
 
-    GET /api/models/{repo_id}/revision/{revision}[?blobs=true]
+    GET /api/models/{repo_id}[/revision/{revision}][?blobs=true]
         {"id", "sha", "siblings": [{"rfilename"[, "size", "blobId", "lfs": {"sha256", "size", "pointerSize"}]}]}
-    GET /{repo_id}/resolve/{revision}/{path}
-        a regular file: 200 + bytes, ETag = git blob sha1, X-Repo-Commit
-        an LFS file:    302 to /cdn/{sha256}/{path} (on this server, or on `cdn`, another server:
-                        another origin), X-Linked-Etag = sha256, X-Linked-Size, X-Repo-Commit
-    GET /cdn/{sha256}/{path}
+    GET /api/models/{repo_id}/tree/{revision}[/{path}][?recursive=true]
+        [{"type": "file", "path", "size", "oid", ["lfs": {"oid", "size", "pointerSize"}]}, {"type": "directory", ...}]
+    HEAD or GET /{repo_id}/resolve/{revision}/{path}
+        a regular file: 200 (+ bytes for GET), ETag = git blob sha1, Content-Length, X-Repo-Commit
+        an LFS file:    302 to {cdn}/cdn/{sha256}/{path}, on a second server (another origin, as the
+                        Hub's CDN is another host), X-Linked-Etag = sha256, X-Linked-Size, X-Repo-Commit
+    HEAD or GET {cdn}/cdn/{sha256}/{path}
         the LFS bytes; ETag = sha256
-    errors: 401/404 X-Error-Code RepoNotFound, 404 RevisionNotFound / EntryNotFound,
-        401 (no token) or 403 (wrong token) GatedRepo.
+    errors: 401/404 X-Error-Code RepoNotFound, 404 RevisionNotFound / EntryNotFound (with
+        X-Repo-Commit), 401 (no token) or 403 (wrong token) GatedRepo.
 
-File bodies honour `Range: bytes=N-` (206 + Content-Range; 416 past the end). `faults` breaks
-things on purpose; `log` holds every request (method, path, headers) in arrival order.
+A revision is "main", a tag (Repo.tags) or a commit id. File bodies honour `Range: bytes=N-`
+(206 + Content-Range; 416 past the end). `faults` breaks things on purpose; `log` holds every
+request (method, path, headers) in arrival order, the CDN's included.
 """
 
 import hashlib
 import json
+import os
 import re
 import socket
 import sys
@@ -47,7 +52,7 @@ class Repo:
     main: str                              # the commit that "main" points to
     lfs: set = field(default_factory=set)  # paths served through a redirect, as Git LFS files are
     gated_token: str | None = None         # gated: resolve needs "Authorization: Bearer <this>"
-    cdn: "HubServer | None" = None         # where LFS redirects go (default: this server)
+    tags: dict = field(default_factory=dict)  # tag -> commit
 
     def push(self, files: dict, lfs=()) -> str:
         """A new commit with `files`, which "main" then points to -> its id."""
@@ -65,10 +70,11 @@ class Faults:
     commit_header: str | None = None              # send this X-Repo-Commit instead of the real one
     hang: float = 0.0                             # seconds to wait before answering anything
     unavailable: int = 0                          # answer the next this many requests with 503
+    fail_get: set = field(default_factory=set)    # paths whose bytes (GET, not HEAD) are answered with 500
 
 
 class HubServer:
-    """Start with `with HubServer() as hub:`; `hub.url` is its endpoint."""
+    """Start with `with HubServer() as hub:`; `hub.url` is its endpoint, `hub.cdn_url` its CDN's."""
 
     def __init__(self):
         self.repos: dict[str, Repo] = {}
@@ -77,36 +83,39 @@ class HubServer:
         self.log: list[tuple[str, str, dict]] = []
         self.after_listing = None  # called after each file list is sent (to move "main" mid-fetch)
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.hub = self
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._servers = [_Server(("127.0.0.1", 0), _Handler) for _ in range(2)]  # the Hub, its CDN
+        for server in self._servers:
+            server.hub = self
+        self.url, self.cdn_url = (f"http://127.0.0.1:{server.server_address[1]}" for server in self._servers)
+        self._threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+                         for server in self._servers]
 
     def __enter__(self):
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        for server, thread in zip(self._servers, self._threads):
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
 
-    def add_repo(self, repo_id: str, files: dict, *, lfs=(), gated_token=None, cdn=None) -> Repo:
-        repo = Repo(commits={}, main="", gated_token=gated_token, cdn=cdn)
+    def add_repo(self, repo_id: str, files: dict, *, lfs=(), gated_token=None) -> Repo:
+        repo = Repo(commits={}, main="", gated_token=gated_token)
         repo.push(files, lfs)
         self.repos[repo_id] = repo
         return repo
 
-    def requests(self, kind: str = "") -> list[tuple[str, str, dict]]:
-        """Logged requests whose path contains `kind` ('/resolve/', '/api/', '/cdn/')."""
+    def requests(self, kind: str = "", method: str | None = None) -> list[tuple[str, str, dict]]:
+        """Logged requests whose path contains `kind` ('/resolve/', '/api/', '/cdn/'), of `method` if given."""
         with self._lock:
-            return [entry for entry in self.log if kind in entry[1]]
+            return [entry for entry in self.log if kind in entry[1] and method in (None, entry[0])]
 
     def file_requests(self, name: str) -> list[dict]:
-        """The headers of every request for the bytes of `name` (resolve or CDN), in order."""
+        """The headers of every GET for the bytes of `name` (resolve or CDN), in order."""
         out = []
-        for _, path, headers in self.requests():
+        for _, path, headers in self.requests(method="GET"):
             path = urlsplit(path).path
             if "/resolve/" in path:
                 requested = path.partition("/resolve/")[2].partition("/")[2]  # after the revision
@@ -138,9 +147,13 @@ class _Handler(BaseHTTPRequestHandler):
     def hub(self) -> HubServer:
         return self.server.hub
 
-    def do_GET(self):
+    def do_HEAD(self):
+        self.do_GET(method="HEAD")
+
+    def do_GET(self, method="GET"):
+        self.method = method
         with self.hub._lock:
-            self.hub.log.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}))
+            self.hub.log.append((method, self.path, {k.lower(): v for k, v in self.headers.items()}))
         if self.hub.faults.hang:
             time.sleep(self.hub.faults.hang)
         with self.hub._lock:
@@ -148,9 +161,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.faults.unavailable -= unavailable
         if unavailable:
             return self._error(503, None, "Service Unavailable")
-        path = urlsplit(self.path).path
+        path, query = urlsplit(self.path).path, urlsplit(self.path).query
+        if path.startswith("/api/models/") and "/tree/" in path:
+            return self._tree(path[len("/api/models/"):], "recursive=true" in query.lower())
         if path.startswith("/api/models/"):
-            return self._listing(path[len("/api/models/"):], "blobs=true" in urlsplit(self.path).query)
+            return self._listing(path[len("/api/models/"):], "blobs=true" in query.lower())
         if path.startswith("/cdn/"):
             digest, _, name = path[len("/cdn/"):].partition("/")
             data = self.hub.blobs.get(digest)
@@ -162,6 +177,33 @@ class _Handler(BaseHTTPRequestHandler):
         return self._error(404, None, "not found")
 
     # -- routes ------------------------------------------------------------------------------
+
+    def _tree(self, rest: str, recursive: bool):
+        repo_id, _, rest = rest.partition("/tree/")
+        revision, _, folder = rest.partition("/")
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        commit = self._commit(repo, unquote(revision))
+        if commit is None:
+            return
+        prefix = unquote(folder).strip("/") + "/" if folder.strip("/") else ""
+        entries, folders = [], set()
+        for name, data in sorted(repo.commits[commit].items()):
+            if not name.startswith(prefix):
+                continue
+            parts = name[len(prefix):].split("/")
+            for depth in range(1, len(parts)):
+                folders.add(prefix + "/".join(parts[:depth]))
+            if len(parts) > 1 and not recursive:
+                continue
+            entry = {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": name}
+            if name in repo.lfs:
+                entry["lfs"] = {"oid": sha256(data), "size": len(data), "pointerSize": 134}
+            entries.append(entry)
+        shown = folders if recursive else {f for f in folders if "/" not in f[len(prefix):]}
+        entries += [{"type": "directory", "oid": "0" * 40, "size": 0, "path": f} for f in sorted(shown)]
+        self._send_json(200, entries)
 
     def _listing(self, rest: str, blobs: bool):
         repo_id, sep, revision = rest.partition("/revision/")
@@ -206,11 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
         if name in repo.lfs:
             digest = sha256(data)
             self.hub.blobs[digest] = data
-            base = repo.cdn.url if repo.cdn is not None else ""
-            if repo.cdn is not None:
-                repo.cdn.blobs[digest] = data
             self.send_response(302)
-            self.send_header("Location", f"{base}/cdn/{digest}/{quote(name)}")
+            self.send_header("Location", f"{self.hub.cdn_url}/cdn/{digest}/{quote(name)}")
             self.send_header("X-Repo-Commit", commit_header)
             self.send_header("X-Linked-Etag", f'"{digest}"')
             self.send_header("X-Linked-Size", str(len(data)))
@@ -232,6 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _commit(self, repo: Repo, revision: str) -> str | None:
         if revision == "main":
             return repo.main
+        if revision in repo.tags:
+            return repo.tags[revision]
         if revision in repo.commits:
             return revision
         self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
@@ -245,6 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
             start = int(match[1])
             if start >= len(data):
                 return self._error(416, None, "Range Not Satisfiable", {"Content-Range": f"bytes */{len(data)}"})
+        if self.method == "GET" and name in faults.fail_get:
+            return self._error(500, None, "Internal Error")
         body = data[start:]
         if name in faults.corrupt and body:
             body = bytes([body[0] ^ 0xFF]) + body[1:]
@@ -256,6 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
         if match and not faults.ignore_range:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
+        if self.method == "HEAD":
+            return
         if name in faults.drop_once:
             faults.drop_once.discard(name)
             self.wfile.write(body[: len(body) // 2])
@@ -273,7 +318,8 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.method != "HEAD":
+            self.wfile.write(body)
 
     def _error(self, status: int, code: str | None, message: str, headers=None):
         headers = dict(headers or {})
@@ -281,3 +327,72 @@ class _Handler(BaseHTTPRequestHandler):
             headers["X-Error-Code"] = code
         headers["X-Error-Message"] = message
         self._send_json(status, {"error": message}, headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures for the Hub tests (imported by tests/test_hub.py and tests/test_fetch.py)
+
+import pytest  # noqa: E402
+
+MODULES = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+           {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+           {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+MODEL_REPO = "someone/tiny-cross-encoder"
+# What a minibert folder gets from MODEL_REPO (pytorch_model.bin, README.md, onnx/ are left behind).
+NEEDED = {"config.json", "vocab.txt", "tokenizer_config.json", "modules.json", "sentence_bert_config.json",
+          "1_Pooling/config.json", "model.safetensors"}
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A HubServer as HF_ENDPOINT, online, with an empty HuggingFace cache under tmp_path/hf-home."""
+    import huggingface_hub.constants
+
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+        yield server
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory) -> dict[str, bytes]:
+    """A tiny random cross-encoder in the Hub's layout (also a sentence encoder: modules.json), plus
+    files minibert does not need."""
+    from conftest import build_tiny_bert
+
+    directory = build_tiny_bert(tmp_path_factory.mktemp("tiny-for-hub"))
+    files = {path.name: path.read_bytes() for path in directory.iterdir()}
+    files.update({
+        "modules.json": json.dumps(MODULES).encode(),
+        "sentence_bert_config.json": b'{"max_seq_length": 64, "do_lower_case": false}',
+        "1_Pooling/config.json": b'{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true}',
+        "README.md": b"# a model card\n",
+        "pytorch_model.bin": b"not needed: model.safetensors is there",
+        "onnx/model.onnx": b"not needed either",
+        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+    })
+    return files
+
+
+@pytest.fixture
+def model_repo(hub, model_files):
+    return hub.add_repo(MODEL_REPO, model_files, lfs={"model.safetensors", "pytorch_model.bin", "onnx/model.onnx"})
+
+
+def folder(dest) -> dict[str, bytes]:
+    """Every file under `dest` by relative path, huggingface_hub's .cache/ left out."""
+    from pathlib import Path
+
+    dest = Path(dest)
+    return {p.relative_to(dest).as_posix(): p.read_bytes() for p in sorted(dest.rglob("*"))
+            if p.is_file() and not p.relative_to(dest).as_posix().startswith(".cache/")}
+
+
+def hf_cache_env(server: HubServer, hf_home) -> dict:
+    """The environment of a process that uses `server` as the Hub and `hf_home` as HF_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    return {**env, "HF_ENDPOINT": server.url, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "no_proxy": "127.0.0.1,localhost"}

@@ -23,6 +23,8 @@ PAIRS = [
     ("why is the sky blue", "the big blue river and the green tree " * 20),
     ("what is the capital of france", "paris is the capital of france"),  # a duplicate
 ]
+# PAIRS[4] is longer than tiny-l1's max_length on purpose: its truncation is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")
 
 
 def test_error_hierarchy_is_importable_from_the_root():
@@ -223,9 +225,25 @@ def test_memory_is_bounded_by_the_token_budget(ce):
         CrossEncoder(GOLDENS / "tiny-l1", max_batch_tokens=10)
 
 
-def test_progress_bar_counts_forward_passes_on_stderr(ce, capsys):
-    ce.predict([("a", "b"), ("a", "b"), ("c", "d")], batch_size=1, show_progress_bar=True)
+def final_bar(err: str) -> str:
+    """The last state of a tqdm bar on stderr (it redraws with \\r)."""
+    return err.rstrip("\n").rpartition("\r")[2]
+
+
+def test_progress_bar_counts_the_inputs_the_caller_gave(ce, capsys):
+    ce.predict([("a", "b")] * 98 + [("c", "d")] * 2, batch_size=1, show_progress_bar=True)
     captured = capsys.readouterr()
-    assert (captured.out, captured.err) == ("", "\rscored 1/2 pairs\rscored 2/2 pairs\n")
+    assert captured.out == ""
+    assert "100/100" in final_bar(captured.err) and "pairs/s" in final_bar(captured.err)  # 2 distinct, 100 given
+    ce.rank("a", ["b", "b", "d"], show_progress_bar=True)
+    assert "3/3" in final_bar(capsys.readouterr().err)
+    list(ce.predict_iter([("a", "b")] * 5, show_progress_bar=True))       # a list: its length is the total
+    assert "5/5" in final_bar(capsys.readouterr().err)
+    list(ce.predict_iter((("a", str(i)) for i in range(7)), show_progress_bar=True))  # a generator: a count
+    bar = final_bar(capsys.readouterr().err)
+    assert "7 pairs" in bar and "/7" not in bar
     ce.predict([("a", "b")])
+    list(ce.predict_iter([("a", "b")]))
     assert capsys.readouterr().err == ""
+
+

@@ -270,11 +270,33 @@ def test_invalid_utf8_names_the_line(model_l1, capsys, monkeypatch):
 # Errors and exit statuses
 
 
-def test_missing_model_directory_is_a_failure_not_usage(tmp_path, capsys, monkeypatch):
+def test_missing_model_directory_is_bad_usage(tmp_path, capsys, monkeypatch):
     missing = tmp_path / "no-such-model"
     status, out, err = run(["rank", "-m", missing, "-q", QUERY], capsys, monkeypatch, b"a passage\n")
-    assert (status, out) == (EXIT_FAILURE, "")
-    assert_one_error_line(err, str(missing))
+    assert (status, out) == (EXIT_USAGE, "")  # as a missing input FILE is
+    assert_one_error_line(err, str(missing), "no such model directory")
+    status, out, err = run(["score", "-m", "weights/typo"], capsys, monkeypatch, b"q\tp\n")  # offline: the cache only
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, "no such model directory weights/typo", "not in the HuggingFace cache")
+
+
+def test_model_path_to_a_file_says_a_directory_is_wanted(model_l1, capsys, monkeypatch):
+    status, out, err = run(["score", "-m", model_l1 / "config.json"], capsys, monkeypatch, b"q\tp\n")
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, f"{model_l1 / 'config.json'} is a file; expected a model directory", f"{model_l1}?")
+
+
+def test_rank_on_a_multi_label_model_points_at_score(model_l3, capsys, monkeypatch):
+    status, out, err = run(["rank", "-m", model_l3, "-q", QUERY], capsys, monkeypatch, b"a passage\n")
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, "3 labels (contradiction, entailment, neutral)", "`minibert score`")
+    assert "predict" not in err
+
+
+def test_score_on_a_sentence_encoder_says_what_works(sentence_model, capsys, monkeypatch):
+    status, out, err = run(["score", "-m", sentence_model], capsys, monkeypatch, b"q\tp\n")
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, "is a sentence encoder", "`minibert rank` (cosine similarity)", "`minibert embed`")
 
 
 def test_broken_checkpoint_error_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
@@ -379,7 +401,7 @@ def test_process_rank_output_matches_in_process(model_l1, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, stdin, status, fragment", [
-    (["rank", "-m", "/nonexistent/model", "-q", QUERY], b"p\n", 1, "/nonexistent/model"),
+    (["rank", "-m", "/nonexistent/model", "-q", QUERY], b"p\n", 2, "/nonexistent/model"),
     (["score", "-m", "MODEL_L1"], b"q\tp\nno tab here\n", 2, "<stdin>, line 2:"),
     (["score", "-m", "MODEL_L1"], b"q\tp\n\xc3\x28\n", 2, "<stdin>, line 2:"),
     (["rank", "-q", QUERY], b"p\n", 2, "--model"),
@@ -495,9 +517,9 @@ def test_embed_bad_usage_exits_2(sentence_model, argv, fragment, capsys, monkeyp
     assert_one_error_line(err, fragment)
 
 
-def test_embed_missing_model_is_a_failure(tmp_path, capsys, monkeypatch):
+def test_embed_missing_model_is_bad_usage(tmp_path, capsys, monkeypatch):
     status, out, err = run(["embed", "-m", tmp_path / "nowhere"], capsys, monkeypatch, b"a text\n")
-    assert (status, out) == (EXIT_FAILURE, "")
+    assert (status, out) == (EXIT_USAGE, "")
     assert_one_error_line(err, "nowhere")
 
 
@@ -758,3 +780,94 @@ def test_process_stream_memory_is_bounded_by_the_window(model_l1):
     small, large = peak_rss_mib(4_000), peak_rss_mib(24_000)
     print(f"\npeak RSS: 4,000 pairs {small:.0f} MiB, 24,000 pairs {large:.0f} MiB")
     assert large - small < 25, (small, large)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output formats and paths, the terminal, progress
+
+
+def test_embed_format_follows_the_output_extension(sentence_model, tmp_path, capsys, monkeypatch):
+    texts = write_lines(tmp_path / "t.txt", TEXTS[:3])
+    expected = SentenceEncoder(sentence_model).encode(TEXTS[:3])
+    assert run(["embed", "-m", sentence_model, texts, "-o", tmp_path / "e.jsonl"], capsys, monkeypatch)[0] == EXIT_OK
+    rows = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    np.testing.assert_array_equal(np.array([r["embedding"] for r in rows], np.float32), expected)
+    assert run(["embed", "-m", sentence_model, texts, "-o", tmp_path / "e.json"], capsys, monkeypatch)[0] == EXIT_OK
+    assert json.loads((tmp_path / "e.json").read_text()) == rows           # one JSON array of the same objects
+    assert run(["embed", "-m", sentence_model, texts, "-o", tmp_path / "E.NPY"], capsys, monkeypatch)[0] == EXIT_OK
+    np.testing.assert_array_equal(np.load(tmp_path / "E.NPY"), expected)
+    status, out, err = run(["embed", "-m", sentence_model, texts, "-o", tmp_path / "e.txt"], capsys, monkeypatch)
+    assert (status, out) == (EXIT_USAGE, "") and not (tmp_path / "e.txt").exists()
+    assert_one_error_line(err, "e.txt", ".npy, .jsonl or .json", "--format")
+    status, _, _ = run(["embed", "-m", sentence_model, texts, "-o", tmp_path / "e.txt", "--format", "jsonl"],
+                       capsys, monkeypatch)
+    assert status == EXIT_OK and (tmp_path / "e.txt").read_text() == (tmp_path / "e.jsonl").read_text()
+    status, out, _ = run(["embed", "-m", sentence_model, texts, "--format", "json"], capsys, monkeypatch)
+    assert status == EXIT_OK and json.loads(out) == rows
+    assert run(["embed", "-m", sentence_model, "--format", "json"], capsys, monkeypatch, b"")[1] == "[]\n"
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("missing/e.npy", "no directory"),
+    ("a-directory", "is a directory; expected a file name"),
+])
+def test_embed_output_errors_name_the_users_path(sentence_model, tmp_path, where, fragment, capsys, monkeypatch):
+    (tmp_path / "a-directory").mkdir()
+    output = tmp_path / where
+    status, out, err = run(["embed", "-m", sentence_model, "-o", output, "--format", "npy"], capsys, monkeypatch,
+                           b"a text\n")
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, str(output), fragment)
+    assert "partial" not in err and not list(tmp_path.rglob("*partial*"))
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_embed_output_that_cannot_be_written_names_the_users_path(sentence_model, capsys, monkeypatch):
+    status, out, err = run(["embed", "-m", sentence_model, "-o", "/proc/e.npy"], capsys, monkeypatch, b"a text\n")
+    assert (status, out) == (EXIT_FAILURE, "")   # /proc takes no new files, not even from root
+    assert_one_error_line(err, "cannot write /proc/e.npy: ")
+    assert "partial" not in err
+
+
+class TerminalStdin(io.TextIOWrapper):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_on_stdin_gets_one_hint_line(model_l1, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", TerminalStdin(io.BytesIO(b"a passage\n"), encoding="utf-8"))
+    status = main(["rank", "-m", str(model_l1), "-q", QUERY])
+    out, err = capsys.readouterr()
+    assert status == EXIT_OK and out.startswith("1\t")
+    assert err == "minibert: reading passages from the terminal, one per line; end with Ctrl-D\n"
+    status, _, err = run(["rank", "-m", model_l1, "-q", QUERY], capsys, monkeypatch, b"a passage\n")  # a pipe: quiet
+    assert (status, err) == (EXIT_OK, "")
+
+
+@pytest.mark.parametrize("command", ["rank", "score", "embed"])
+def test_progress_bar_on_request_and_never_on_a_pipe(command, model_l1, sentence_model, tmp_path, capsys,
+                                                     monkeypatch):
+    model, lines = (sentence_model, ["a", "b", "a"]) if command == "embed" else (model_l1, ["q\tp"] * 3)
+    argv = [command, "-m", model, write_lines(tmp_path / "in.txt", lines)] + (["-q", QUERY] if command == "rank" else [])
+    status, out, err = run(argv + ["--progress"], capsys, monkeypatch)
+    bar = err.rstrip("\n").rpartition("\r")[2]
+    assert status == EXIT_OK and "3/3" in bar and "/s" in bar, err   # the lines given, duplicates included
+    assert run(argv, capsys, monkeypatch)[2] == ""                   # stderr is not a terminal: no bar
+    assert run(argv + ["--no-progress"], capsys, monkeypatch)[2] == ""
+
+
+def test_python_m_minibert_from_a_folder_holding_a_clone_named_minibert(tmp_path):
+    # `python -m minibert` run from tmp_path: its minibert/ (a clone without __init__.py at its top) comes
+    # first on sys.path and makes `minibert` a namespace package; an editable install then still finds
+    # this checkout's minibert/__main__.py through that namespace. The state it leaves, built by hand:
+    (tmp_path / "minibert" / "minibert").mkdir(parents=True)
+    (tmp_path / "minibert" / "README.md").write_text("a clone\n")
+    script = ("import runpy, sys; sys.path.insert(0, ''); import minibert; "
+              f"assert minibert.__file__ is None; minibert.__path__.append({str(REPO / 'minibert')!r}); "
+              "sys.argv = ['minibert', '--version']; "
+              f"runpy.run_path({str(REPO / 'minibert' / '__main__.py')!r}, run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=tmp_path, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert (done.returncode, done.stderr.decode()) == (0, "")
+    assert done.stdout.decode() == f"minibert {minibert.__version__}\n"

@@ -24,7 +24,7 @@ import os
 import re
 import sys
 from collections import Counter
-from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from unittest import mock
 
@@ -40,6 +40,8 @@ from minibert.cli import Records, main, parse_pair, read_lines
 from minibert.config import config_from_dict, load_config
 from minibert.models.bert import DEFAULTS as _DEFAULTS, BertConfig
 from minibert.errors import ModelFormatError
+
+from conftest import SUMMARY_LINES
 
 TINY = Path(__file__).parent / "fixtures" / "goldens" / "tiny-l1"
 
@@ -90,10 +92,7 @@ def report_counts(request):
         lines.append("fuzz: main exit statuses: " + ", ".join(f"{k} x{n}" for k, n in sorted(EXIT_STATUSES.items())))
     if KNOWN_HITS:
         lines.append("fuzz: known bugs hit: " + ", ".join(f"{t}/{b} {n}" for (t, b), n in KNOWN_HITS.items()))
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else nullcontext():  # shown with or without -s
-        for line in lines:
-            print(line, file=sys.stderr, flush=True)
+    request.config.stash.setdefault(SUMMARY_LINES, []).extend(lines)  # printed in the terminal summary
 
 
 @contextmanager

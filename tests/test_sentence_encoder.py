@@ -27,6 +27,9 @@ from minibert.model import Batch, encoder
 from minibert.sentence_encoder import POOLING_MODES, cos_sim, is_sentence_encoder, l2_normalize
 from op_sets import OP_SETS
 
+# The test texts include ones longer than the tiny models' max_seq_length on purpose: their truncation is expected.
+pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")
+
 REPO = Path(__file__).resolve().parent.parent
 WEIGHTS = REPO / "weights" / "all-MiniLM-L6-v2"
 MAX_ABS_DIFF = 1e-5
@@ -590,3 +593,15 @@ def test_cos_sim_matches_float64():
     want = (a64 / np.linalg.norm(a64, axis=1, keepdims=True)) @ (b64 / np.linalg.norm(b64, axis=1, keepdims=True)).T
     got = cos_sim(a, b)
     assert got.dtype == np.float32 and got.shape == (3, 5) and max_diff(got, want) <= 1e-6
+
+
+def test_progress_bar_counts_the_texts_the_caller_gave(enc, capsys):
+    enc.encode(["a text"] * 99 + ["another"], batch_size=1, show_progress_bar=True)
+    bar = capsys.readouterr().err.rstrip("\n").rpartition("\r")[2]
+    assert "100/100" in bar and "texts/s" in bar   # 2 distinct texts, 100 given
+    enc.rank("a query", ["b", "b", "c"], show_progress_bar=True)
+    assert "3/3" in capsys.readouterr().err.rstrip("\n").rpartition("\r")[2]
+    list(enc.encode_iter(iter(["x", "y", "x"]), show_progress_bar=True))
+    assert "3 texts" in capsys.readouterr().err.rstrip("\n").rpartition("\r")[2]
+    enc.encode(["a"])
+    assert capsys.readouterr().err == ""

@@ -15,6 +15,9 @@ import pytest
 from minibert import ConfigError, InputError, SentenceEncoder, batching
 from minibert.batching import WINDOW_ITEMS, windows
 
+# The streamed pairs include ones longer than max_length on purpose: their truncation is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")
+
 
 
 def many_pairs(n, seed=0):
