@@ -82,8 +82,14 @@ def attention(q, k, v, offsets, num_heads, window=None):
     scale = np.float32(HD ** -0.5)
     for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
         T = end - start
-        span = T if window is None else min(T, 2 * window + 1)    # keys a query block can see, beyond its own rows
-        block = max(1, min(T, ATTENTION_BLOCK_ELEMENTS // (num_heads * max(span, 1))))
+        if window is None:
+            block = max(1, min(T, ATTENTION_BLOCK_ELEMENTS // (num_heads * T)))
+        else:
+            # A block of queries sees its own rows and w keys on either side: keep it about as wide as the
+            # window, so that only the band (block + 2w keys) is computed, however long the pair.
+            block = min(T, max(64, 2 * window + 1))
+            while block > 1 and num_heads * block * min(T, block + 2 * window) > ATTENTION_BLOCK_ELEMENTS:
+                block //= 2
         for q0 in range(0, T, block):
             q1 = min(T, q0 + block)
             k0, k1 = (0, T) if window is None else (max(0, q0 - window), min(T, q1 + window))

@@ -162,3 +162,21 @@ def test_relu_is_max_zero_keeps_nan_and_float32():
     got = ops.relu(x)
     assert got.dtype == np.float32 and got.shape == x.shape
     np.testing.assert_array_equal(got, np.array([[0, 0, 0, 1e-30, 3.25, np.nan, 0, np.inf]], np.float32))
+
+
+def test_a_sliding_window_computes_only_the_band(monkeypatch):
+    """A long pair in a window layer: no block of scores wider than the block plus the window's keys."""
+    shapes = []
+    real_softmax = ops.softmax
+
+    def recording_softmax(x):
+        shapes.append(x.shape)
+        return real_softmax(x)
+
+    monkeypatch.setattr(ops, "softmax", recording_softmax)
+    rng = np.random.default_rng(9)
+    T, window = 3000, 10
+    q, k, v = (rng.standard_normal((T, 8)).astype(np.float32) for _ in range(3))
+    got = ops.attention(q, k, v, np.array([0, T]), 2, window=window)
+    assert max(s[1] for s in shapes) <= 64 and max(s[2] for s in shapes) <= 64 + 2 * window, shapes[:3]
+    assert np.abs(got - _attention_float64(q, k, v, np.array([0, T]), 2, window)).max() < 1e-5
