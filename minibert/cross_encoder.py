@@ -52,7 +52,7 @@ class CrossEncoder:
         self.path = path
         self.config = load_config(path)
         self.tokenizer = load_tokenizer(path, self.config, max_length)
-        if self.tokenizer.token_types and self.config.type_vocab_size < 2:
+        if self.tokenizer.token_types and self.config.type_vocab_size == 1:  # 0: the model reads no token types
             raise ConfigError(
                 f"{self.config.source}: type_vocab_size is {self.config.type_vocab_size}, but this model's tokenizer "
                 "gives the passage token type 1, so a cross-encoder needs at least 2 token types (query = 0, passage = 1)")
