@@ -148,3 +148,45 @@ def test_sentence_encoder_on_bare_deberta(tmp_path):
     assert got.shape == want.shape
     diff = np.abs(got.astype(np.float64) - want)
     assert (diff <= ATOL + RTOL * np.abs(want)).all(), f"max |diff| {diff.max():.2e}"
+
+
+TOKENIZER_VARIANTS = {
+    "no-prefix-space": {"add_prefix_space": False},
+    "lower-punct": {"do_lower_case": True, "split_by_punct": True},
+    # [MASK] matched on the normalized text: the space before it then stays a piece of its own
+    "normalized-mask": {"do_lower_case": True, "added_tokens_decoder_mask": {"normalized": True}},
+    "no-added-tokens-decoder": {"drop_added_tokens_decoder": True, "do_lower_case": True},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(TOKENIZER_VARIANTS))
+def test_tokenizer_variants_match_transformers(tmp_path, variant):
+    """DebertaV2Tokenizer's options, ids and type ids against AutoTokenizer (no model run)."""
+    import json
+
+    from minibert.config import load_config
+    from minibert.tokenize import load_tokenizer
+
+    options = dict(TOKENIZER_VARIANTS[variant])
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(GOLDEN / name, tmp_path / name)
+    tc = json.loads((GOLDEN / "tokenizer_config.json").read_text(encoding="utf-8"))
+    if options.pop("drop_added_tokens_decoder", False):
+        del tc["added_tokens_decoder"]
+    mask_flags = options.pop("added_tokens_decoder_mask", None)
+    if mask_flags:
+        entry = next(e for e in tc["added_tokens_decoder"].values() if e["content"] == "[MASK]")
+        entry.update(mask_flags)
+    tc.update(options)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tc), encoding="utf-8")
+
+    pairs = make_pairs()[:6] + [
+        ("Is  [MASK]  here?", "x [MASK]y and[SEP]z"), ("Hello, World! It's 3.14.", "UPPER;lower:Mixed"),
+        ("  leading", "trailing  \n"), ("", "only a passage"), ("caf\u00e9 e\u0301", "\ufb01 \uff21"),
+    ]
+    want = transformers.AutoTokenizer.from_pretrained(tmp_path)(
+        [q for q, _ in pairs], [p for _, p in pairs], truncation="longest_first", max_length=48)
+    got = load_tokenizer(tmp_path, load_config(tmp_path), 48).encode_pairs(pairs)
+    for i, (ids, types) in enumerate(got):
+        assert ids.tolist() == want["input_ids"][i], f"{variant} pair {i} {pairs[i]!r}: ids differ"
+        assert types.tolist() == want["token_type_ids"][i], f"{variant} pair {i}: type ids differ"
