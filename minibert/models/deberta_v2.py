@@ -312,9 +312,10 @@ def log_bucket(distance, bucket_size: int, max_position: int):
 def relative_positions(c: DebertaV2Config, T: int):
     """The bucket of i - j for every query i and key j of a pair of T tokens: [T, T] int64."""
     distance = np.arange(T)[:, None] - np.arange(T)[None, :]                    # [T, T]
-    if c.position_buckets > 0:
-        return log_bucket(distance, c.position_buckets, c.relative_range)
-    return distance
+    if c.position_buckets <= 0:
+        return distance
+    bucket = log_bucket(np.arange(-(T - 1), T), c.position_buckets, c.relative_range)  # [D], one per distance
+    return bucket[distance + (T - 1)]                                           # [T, T]
 
 
 def position_term(content, positions, index, scale):
