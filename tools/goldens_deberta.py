@@ -19,10 +19,10 @@ Two models, so that both code paths of the disentangled attention are covered:
   added_tokens_decoder, [MASK] an added token past the Unigram pieces), cased; tokenizer.json's
   normalizer is NFKC (standing in for SentencePiece's precompiled charsmap), which
   DebertaV2Tokenizer does not use: the pairs with ligatures and full-width letters show it.
-- `deberta-v2`: as microsoft/deberta-v2-xlarge: no buckets, max_relative_positions 24 < the 40-token
-  pairs (the table's ends are clamped), pos_att_type as the string "c2p|p2c", separate pos_key_proj /
-  pos_query_proj, absolute positions, no LayerNorm on the relative embeddings, the ConvLayer
-  (kernel 3, gelu), plus what no released checkpoint has but the code reads: embedding_size 20 !=
+- `deberta-v2`: every other code path: no buckets, max_relative_positions 24 < the 40-token pairs
+  (the table's ends are clamped), pos_att_type as the string "c2p|p2c" (as v2-xlarge writes it),
+  separate pos_key_proj / pos_query_proj (share_att_key false, as the original DeBERTa), absolute
+  positions, no LayerNorm on the relative embeddings, v2-xlarge's ConvLayer (kernel 3, gelu), plus what no released checkpoint has but the code reads: embedding_size 20 !=
   hidden_size 30 (embed_proj), type_vocab_size 2; num_labels 3. Older tokenizer files
   (special_tokens_map.json, no added_tokens_decoder), do_lower_case and split_by_punct.
 
