@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE, Unigram, WordPiece
 from tokenizers.processors import TemplateProcessing
 
@@ -362,6 +362,89 @@ def _file_tokenizer(model_dir: Path, tc: dict):
     return tokenizer, source
 
 
+def _deberta_v2_tokenizer(model_dir: Path, tc: dict):
+    """DebertaV2Tokenizer (transformers 5): tokenizer.json's Unigram pieces in the class's own pipeline.
+
+    Whitespace runs, tabs and newlines become one space, then NFC and a right strip (lowercasing
+    first with do_lower_case); split_by_punct isolates punctuation; Metaspace marks the words
+    ("always" prefixes a space, add_prefix_space false only the first word); [CLS] A [SEP] B [SEP]
+    with token types 0 and 1. tokenizer.json's own normalizer (SentencePiece's precompiled charsmap)
+    and added tokens are not used: the added tokens are tokenizer_config.json's, then the special tokens.
+    """
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        _no_tokenizer(model_dir, "tokenizer.json")
+    raw = read_json_object(path, ModelFormatError)
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    vocab = model.get("vocab")
+    if model.get("type") != "Unigram" or not isinstance(vocab, list) or not all(
+            isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) for v in vocab):
+        raise ModelFormatError(f"{path}: DebertaV2Tokenizer reads a SentencePiece Unigram model (\"type\": \"Unigram\" "
+                               f"with [piece, score] pairs), found model type {show(model.get('type'))}")
+    pieces = [(piece, score) for piece, score in vocab]
+    specials, added = _deberta_v2_special_tokens(model_dir, tc, raw)
+    unk = str(specials["unk_token"])
+    unk_id = pieces.index((unk, 0.0)) if (unk, 0.0) in pieces else tc.get("unk_id", 1)  # as the class does
+    try:
+        tokenizer = Tokenizer(Unigram(pieces, unk_id=unk_id, byte_fallback=False))
+    except Exception as exc:
+        raise ModelFormatError(f"{path}: cannot build the Unigram model: {exc}") from None
+    lowercase = [normalizers.Lowercase()] if tc.get("do_lower_case", False) else []
+    tokenizer.normalizer = normalizers.Sequence(
+        [*lowercase, normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+         normalizers.Strip(left=False, right=True)])
+    punct = [pre_tokenizers.Punctuation(behavior="isolated")] if tc.get("split_by_punct", False) else []
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [*punct, pre_tokenizers.Metaspace(replacement="\u2581",
+                                          prepend_scheme="always" if tc.get("add_prefix_space", True) else "first")])
+    # The added tokens by index, then the special tokens not among them, as transformers adds them.
+    tokens = {t.content: t for t in added}
+    for token in specials.values():
+        tokens.setdefault(str(token), token if isinstance(token, AddedToken) else AddedToken(str(token), special=True))
+    tokenizer.add_tokens(list(tokens.values()))
+    cls, sep = str(specials["cls_token"]), str(specials["sep_token"])
+    tokenizer.post_processor = TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, _token_id(tokenizer, cls, path)), (sep, _token_id(tokenizer, sep, path))],
+    )
+    return tokenizer, path
+
+
+# DebertaV2Tokenizer's special tokens and their defaults, in transformers' order (SPECIAL_TOKENS_ATTRIBUTES).
+_DEBERTA_V2_SPECIALS = {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]",
+                        "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}
+
+
+def _deberta_v2_special_tokens(model_dir: Path, tc: dict, tokenizer_json: dict):
+    """({special token name: str or AddedToken}, [added AddedToken by index]) as transformers' from_pretrained
+    reads them: tokenizer_config.json's added_tokens_decoder, or (older directories) special_tokens_map.json
+    and tokenizer.json's added_tokens."""
+    specials = {name: tc.get(name, default) for name, default in _DEBERTA_V2_SPECIALS.items()}
+    if isinstance(tc.get("added_tokens_decoder"), dict):
+        entries = [(int(i), t) for i, t in tc["added_tokens_decoder"].items() if str(i).isdigit()]
+    else:
+        stm_path = model_dir / "special_tokens_map.json"
+        stm = read_json_object(stm_path, ConfigError) if stm_path.is_file() else {}
+        specials.update({name: stm[name] for name in _DEBERTA_V2_SPECIALS if stm.get(name)})
+        listed = tokenizer_json.get("added_tokens") if isinstance(tokenizer_json.get("added_tokens"), list) else []
+        entries = [(t.get("id", 0), t) for t in listed if isinstance(t, dict)]
+    added = [_added_token(t) for _, t in sorted(entries, key=lambda e: e[0])]
+    by_content = {t.content: t for t in added}
+    for name, value in specials.items():
+        if isinstance(value, dict):  # an AddedToken serialized in special_tokens_map.json / tokenizer_config.json
+            value = _added_token({**value, "special": True})
+        specials[name] = by_content.get(str(value), value)
+    return specials, added
+
+
+def _added_token(entry) -> AddedToken:
+    if not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
+        raise ConfigError(f"an added token must be an object with a string 'content', found {show(entry)}")
+    flags = {k: bool(entry[k]) for k in ("single_word", "lstrip", "rstrip", "normalized", "special") if k in entry}
+    return AddedToken(entry["content"], **flags)
+
+
 def _token_id(tokenizer: Tokenizer, token: str, source) -> int:
     token_id = tokenizer.token_to_id(token)
     if token_id is None:
@@ -505,6 +588,7 @@ TOKENIZER_CLASSES = {
                                           cuttable=True),
     "CamembertTokenizer": TokenizerClass(_sentencepiece_tokenizer("CamembertTokenizer"), ("input_ids", "attention_mask"),
                                          cuttable=True),
+    "DebertaV2Tokenizer": TokenizerClass(_deberta_v2_tokenizer, ("input_ids", "attention_mask", "token_type_ids")),
 }
 
 

@@ -143,7 +143,7 @@ def params_from_tensors(tensors: dict[str, np.ndarray], config, source: str, hea
             continue
         if name in expected and name not in found:
             found[name] = array
-        else:
+        elif not any(part in key for part in family.ignored_unexpected):
             unexpected.append(key)
 
     if head and not any(name.startswith(family.classifier) for name in found):

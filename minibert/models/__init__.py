@@ -42,11 +42,14 @@ class Family:
     # The tokenizer class transformers' AutoTokenizer picks for the family's model_type when
     # tokenizer_config.json names none (see minibert/tokenize.py for what each class does).
     tokenizer_class: str
+    # Substrings of checkpoint keys that transformers drops without a word when the model has no such
+    # tensor (the class's _keys_to_ignore_on_load_unexpected).
+    ignored_unexpected: tuple[str, ...] = ()
 
 
 def _families() -> tuple[Family, ...]:
-    from minibert.models import bert, distilbert, electra, roberta
-    return (bert.FAMILY, *roberta.FAMILIES, electra.FAMILY, distilbert.FAMILY)
+    from minibert.models import bert, deberta_v2, distilbert, electra, roberta
+    return (bert.FAMILY, *roberta.FAMILIES, electra.FAMILY, distilbert.FAMILY, deberta_v2.FAMILY)
 
 
 def family_for_model_type(model_type, source: str = "<config>") -> Family:
