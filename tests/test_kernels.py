@@ -80,3 +80,19 @@ def test_linear_gelu(rows, n_in, n_out):
     w = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in) * 3).astype(np.float32)
     b = rng.standard_normal(n_out).astype(np.float32)
     assert_close(kernels.linear_gelu(x, w, b), ops.linear_gelu(x, w, b), f"linear_gelu {rows}x{n_in}->{n_out}")
+
+
+@pytest.mark.parametrize("rows, num_heads, head_dim", [(1, 1, 2), (7, 3, 10), (40, 4, 64)])
+def test_apply_rotary(rows, num_heads, head_dim):
+    rng = np.random.default_rng(9)
+    qkv = rng.standard_normal((rows, 3 * num_heads * head_dim)).astype(np.float32)
+    q = np.split(qkv, 3, axis=1)[0]  # a strided view, as the model passes it
+    cos, sin = ops.rotary_tables(rng.integers(0, 8192, rows), head_dim, 160000.0)
+    assert_close(kernels.apply_rotary(q, cos, sin, num_heads), ops.apply_rotary(q, cos, sin, num_heads),
+                 f"apply_rotary {rows}x{num_heads}x{head_dim}")
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (3, 74), (2, 5, 106), (17, 2304)])
+def test_geglu(shape):
+    h = (np.random.default_rng(10).standard_normal(shape) * 3).astype(np.float32)
+    assert_close(kernels.geglu(h), ops.geglu(h), f"geglu {shape}")
