@@ -46,7 +46,8 @@ class Family:
 
 def _families() -> tuple[Family, ...]:
     from minibert.models import bert
-    return (bert.FAMILY,)
+    from minibert.models import modernbert
+    return (bert.FAMILY, modernbert.FAMILY)
 
 
 def family_for_model_type(model_type, source: str = "<config>") -> Family:
