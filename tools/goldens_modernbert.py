@@ -37,6 +37,7 @@ attention is the reference, sdpa must agree within 1e-5.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -89,6 +90,7 @@ class ModernSpec:
     max_length_arg: int | None
     tokenizer_class: str | None
     bake_padding: bool       # tokenizer.json with padding/truncation that a loader must ignore
+    legacy_config: bool      # config.json as the Hub's checkpoints have it (no layer_types / rope_parameters)
     tokenizer_case_lengths: list = field(default_factory=list)
 
 
@@ -109,6 +111,7 @@ SPECS = [
         max_length_arg=None,
         tokenizer_class="PreTrainedTokenizerFast",
         bake_padding=True,
+        legacy_config=True,
         tokenizer_case_lengths=[3, 5, 6, 7, 12, 20],
     ),
     ModernSpec(
@@ -131,6 +134,7 @@ SPECS = [
         max_length_arg=520,
         tokenizer_class=None,
         bake_padding=False,
+        legacy_config=False,
         tokenizer_case_lengths=[None, 9, 17, 300],
     ),
 ]
@@ -224,6 +228,18 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
         assert not constant and bool(torch.any(p != 0)), f"{name} was not re-randomized"
 
 
+def write_legacy_config(path: Path, spec: ModernSpec) -> None:
+    """Rewrite config.json the way the Hub's ModernBERT checkpoints (transformers 4.48+) have it: the attention
+    pattern as global_attn_every_n_layers and the thetas as global_rope_theta / local_rope_theta."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("layer_types", "rope_parameters", "dtype"):
+        raw.pop(key)
+    legacy = ("global_attn_every_n_layers", "global_rope_theta", "local_rope_theta")
+    raw.update({key: spec.config[key] for key in legacy}, reference_compile=None, repad_logits_with_grad=False,
+               torch_dtype="float32", transformers_version="4.48.0")
+    write_json(path, dict(sorted(raw.items())))
+
+
 def run_model(model, enc: dict):
     captured = {}
     hook = model.head.register_forward_hook(lambda mod, inp, out: captured.__setitem__("pooled", out))
@@ -288,6 +304,8 @@ def make_golden(spec: ModernSpec, merges, out: Path) -> None:
     model = ModernBertForSequenceClassification(config).eval()
     randomize_(model, spec.seed)
     model.save_pretrained(out, safe_serialization=True)
+    if spec.legacy_config:
+        write_legacy_config(out / "config.json", spec)
 
     hf_tok = AutoTokenizer.from_pretrained(out)
     eager = ModernBertForSequenceClassification.from_pretrained(out, attn_implementation="eager", dtype=torch.float32).eval()
@@ -358,8 +376,8 @@ def make_golden(spec: ModernSpec, merges, out: Path) -> None:
             "norm_eps": config.norm_eps,
             "num_labels": config.num_labels,
             "id2label": {str(k): v for k, v in config.id2label.items()},
-            "config_style": "layer_types/rope_parameters" if "layer_types" in spec.config
-                            else "legacy global_attn_every_n_layers/global_rope_theta/local_rope_theta",
+            "config_style": "legacy global_attn_every_n_layers/global_rope_theta/local_rope_theta"
+                            if spec.legacy_config else "layer_types/rope_parameters",
         },
         "tokenizer": {"kind": "byte-level BPE", "merges": len(merges), "vocab_size": len(vocab),
                       "tokenizer_class": spec.tokenizer_class, "model_max_length": spec.model_max_length,
