@@ -178,7 +178,7 @@ def _rope_parameters(raw: dict, source: str) -> dict:
         raise ConfigError(f"{source}: field 'rope_scaling' must be an object or null, found {show(scaling)}")
     out = {}
     for layer_type in LAYER_TYPES:
-        params = given.get(layer_type) or {}
+        params = given.get(layer_type, {})
         if not isinstance(params, dict):
             raise ConfigError(f"{source}: rope_parameters[{layer_type!r}] must be an object, found {show(params)}")
         params = {**params, **(scaling or {})}
