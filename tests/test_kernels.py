@@ -96,3 +96,8 @@ def test_apply_rotary(rows, num_heads, head_dim):
 def test_geglu(shape):
     h = (np.random.default_rng(10).standard_normal(shape) * 3).astype(np.float32)
     assert_close(kernels.geglu(h), ops.geglu(h), f"geglu {shape}")
+
+
+def test_rotary_and_geglu_have_kernels_with_the_same_names():
+    for name in ("rotary_tables", "apply_rotary", "geglu"):
+        assert callable(getattr(ops, name)) and callable(getattr(kernels, name)), name
