@@ -114,3 +114,46 @@ def linear_gelu(x, weight, bias):
 # relu: NumPy's elementwise maximum is already one vectorized pass; a Numba loop would add nothing.
 from minibert.ops import relu  # noqa: E402
 __all__ += ["relu"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary position embeddings and the gated feed-forward (ModernBERT). The tables are computed once
+# per batch and layer type, so ops' NumPy version is kept; the rotation and GeGLU are one pass each.
+from minibert.ops import rotary_tables  # noqa: E402
+
+__all__ += ["rotary_tables", "apply_rotary", "geglu"]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _rotate_rows(x, cos, sin, num_heads, out):
+    # out[r, head] = (x1 cos - x2 sin, x2 cos + x1 sin) for each head's halves x1, x2 of row r
+    rows, width = x.shape
+    half = width // num_heads // 2
+    for r in range(rows):
+        for h in range(num_heads):
+            base = h * 2 * half
+            for i in range(half):
+                x1, x2 = x[r, base + i], x[r, base + half + i]
+                out[r, base + i] = x1 * cos[r, i] - x2 * sin[r, i]
+                out[r, base + half + i] = x2 * cos[r, i] + x1 * sin[r, i]
+
+
+def apply_rotary(x, cos, sin, num_heads):
+    out = np.empty(x.shape, np.float32)  # x may be a strided view (q of the fused qkv): no copy
+    _rotate_rows(x, np.ascontiguousarray(cos), np.ascontiguousarray(sin), num_heads, out)
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _geglu_rows(h, out):
+    rows, width = out.shape
+    for r in range(rows):
+        for j in range(width):
+            out[r, j] = _gelu(h[r, j]) * h[r, width + j]
+
+
+def geglu(h):
+    rows = _rows(h)
+    out = np.empty((rows.shape[0], rows.shape[1] // 2), np.float32)
+    _geglu_rows(rows, out)
+    return out.reshape(*h.shape[:-1], out.shape[1])

@@ -128,3 +128,39 @@ def erf(x):
 def relu(x):
     """max(x, 0), elementwise, as torch's ReLU (NaN stays NaN): DistilBERT's head and its 'relu' FFN."""
     return np.maximum(x, np.float32(0.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary position embeddings and the gated feed-forward (ModernBERT)
+
+
+def rotary_tables(positions, head_dim, theta):
+    """cos and sin of the rotary angles, [N, HD / 2] each, for the positions [N] of a packed batch.
+
+    transformers' default RoPE: inv_freq = 1 / theta^(2i / HD) in float32, angle = position * inv_freq
+    in float32. cos and sin are taken in float64 and rounded, so they are the float32 nearest to the
+    cosine of the float32 angle (torch's float32 cos is within an ulp of it)."""
+    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)  # [HD / 2]
+    inv_freq = np.float32(1.0) / np.float32(theta) ** exponents                      # [HD / 2]
+    angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]               # [N, HD / 2]
+    return np.cos(angles, dtype=np.float64).astype(np.float32), np.sin(angles, dtype=np.float64).astype(np.float32)
+
+
+def apply_rotary(x, cos, sin, num_heads):
+    """Rotate each head's halves (x1, x2) of x [N, H] by the angles of its row: the head's first half
+    becomes x1 cos - x2 sin, its second x2 cos + x1 sin (transformers' x * cos + rotate_half(x) * sin,
+    the same angle for dimension i and i + HD / 2). cos, sin: [N, HD / 2]. Returns a new [N, H]."""
+    N, H = x.shape
+    heads = x.reshape(N, num_heads, 2, H // num_heads // 2)      # [N, NH, 2, HD / 2] view: (x1, x2) per head
+    x1, x2 = heads[:, :, 0], heads[:, :, 1]                       # [N, NH, HD / 2] each
+    c, s = cos[:, None, :], sin[:, None, :]                       # [N, 1, HD / 2]
+    out = np.empty_like(heads)
+    out[:, :, 0] = x1 * c - x2 * s
+    out[:, :, 1] = x2 * c + x1 * s
+    return out.reshape(N, H)
+
+
+def geglu(h):
+    """GELU(input) * gate, where h [N, 2I] is input | gate (ModernBERT's MLP: Wi's output chunked in two)."""
+    half = h.shape[-1] // 2
+    return gelu(h[..., :half]) * h[..., half:]   # [N, 2I] -> [N, I]

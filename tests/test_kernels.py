@@ -86,3 +86,24 @@ def test_linear_gelu(rows, n_in, n_out):
 def test_relu(shape):
     x = (np.random.default_rng(9).standard_normal(shape) * 4).astype(np.float32)
     assert_close(kernels.relu(x), ops.relu(x), f"relu {shape}")
+
+
+@pytest.mark.parametrize("rows, num_heads, head_dim", [(1, 1, 2), (7, 3, 10), (40, 4, 64)])
+def test_apply_rotary(rows, num_heads, head_dim):
+    rng = np.random.default_rng(9)
+    qkv = rng.standard_normal((rows, 3 * num_heads * head_dim)).astype(np.float32)
+    q = np.split(qkv, 3, axis=1)[0]  # a strided view, as the model passes it
+    cos, sin = ops.rotary_tables(rng.integers(0, 8192, rows), head_dim, 160000.0)
+    assert_close(kernels.apply_rotary(q, cos, sin, num_heads), ops.apply_rotary(q, cos, sin, num_heads),
+                 f"apply_rotary {rows}x{num_heads}x{head_dim}")
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (3, 74), (2, 5, 106), (17, 2304)])
+def test_geglu(shape):
+    h = (np.random.default_rng(10).standard_normal(shape) * 3).astype(np.float32)
+    assert_close(kernels.geglu(h), ops.geglu(h), f"geglu {shape}")
+
+
+def test_rotary_and_geglu_have_kernels_with_the_same_names():
+    for name in ("rotary_tables", "apply_rotary", "geglu"):
+        assert callable(getattr(ops, name)) and callable(getattr(kernels, name)), name

@@ -180,3 +180,42 @@ def test_a_sliding_window_computes_only_the_band(monkeypatch):
     got = ops.attention(q, k, v, np.array([0, T]), 2, window=window)
     assert max(s[1] for s in shapes) <= 64 and max(s[2] for s in shapes) <= 64 + 2 * window, shapes[:3]
     assert np.abs(got - _attention_float64(q, k, v, np.array([0, T]), 2, window)).max() < 1e-5
+
+
+def test_rotary_tables_are_the_rope_angles_of_each_position():
+    positions = np.array([0, 1, 2, 0, 7, 8191])
+    cos, sin = ops.rotary_tables(positions, 8, 10000.0)
+    assert cos.shape == sin.shape == (6, 4) and cos.dtype == sin.dtype == np.float32
+    inv_freq = 1.0 / 10000.0 ** (np.arange(0, 8, 2) / 8)
+    angles = positions[:, None] * inv_freq[None, :]
+    np.testing.assert_allclose(cos, np.cos(angles), atol=1e-4)  # float32 angles: ~ulp(8191) rad apart
+    np.testing.assert_allclose(sin[:5], np.sin(angles[:5]), atol=1e-6)
+    assert np.array_equal(cos[0], np.ones(4)) and np.array_equal(sin[0], np.zeros(4))
+    assert np.array_equal(cos[3], cos[0])  # position 0 of a second pair
+
+
+def test_apply_rotary_rotates_each_heads_halves_by_the_rows_angles():
+    rng = np.random.default_rng(11)
+    N, NH, HD = 5, 3, 6
+    x = rng.standard_normal((N, NH * HD)).astype(np.float32)
+    angles = rng.uniform(-4, 4, (N, HD // 2))
+    got = ops.apply_rotary(x, np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32), NH)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    want = np.empty((N, NH * HD))
+    for r in range(N):
+        for h in range(NH):
+            x1, x2 = x[r, h * HD:h * HD + HD // 2].astype(np.float64), x[r, h * HD + HD // 2:(h + 1) * HD]
+            c, s = np.cos(angles[r]), np.sin(angles[r])
+            want[r, h * HD:(h + 1) * HD] = np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # a rotation keeps each (x_i, x_{i + HD/2}) pair's length
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), np.linalg.norm(x, axis=1), rtol=1e-6)
+
+
+def test_geglu_is_gelu_of_the_first_half_times_the_second():
+    rng = np.random.default_rng(12)
+    h = (rng.standard_normal((4, 14)) * 3).astype(np.float32)
+    got = ops.geglu(h)
+    assert got.shape == (4, 7) and got.dtype == np.float32
+    exact = np.array([[v / 2 * (1 + math.erf(v / math.sqrt(2))) for v in row] for row in h[:, :7].astype(np.float64)])
+    np.testing.assert_allclose(got, exact * h[:, 7:], rtol=1e-6, atol=1e-6)

@@ -48,8 +48,8 @@ class Family:
 
 
 def _families() -> tuple[Family, ...]:
-    from minibert.models import bert, deberta_v2, distilbert, electra, roberta
-    return (bert.FAMILY, *roberta.FAMILIES, electra.FAMILY, distilbert.FAMILY, deberta_v2.FAMILY)
+    from minibert.models import bert, deberta_v2, distilbert, electra, modernbert, roberta
+    return (bert.FAMILY, *roberta.FAMILIES, electra.FAMILY, distilbert.FAMILY, deberta_v2.FAMILY, modernbert.FAMILY)
 
 
 def family_for_model_type(model_type, source: str = "<config>") -> Family:
