@@ -42,17 +42,21 @@ SEED = 2026
 
 
 def requests_for(clients: int, per_client: int, seed: int = SEED):
-    """[[(query, [passage, ...]), ...] per client]: 10-50 passages of one query per request."""
+    """[[(query, [passage, ...]), ...] per client]: 10-50 passages of one query per request.
+
+    Every pair of the run is distinct (each passage ends with its request's number): predict scores a
+    repeated pair once, so with the 400 pairs of the workload drawn again and again, offline predict
+    would do a fifth of the server's work and the ratio would measure the deduplication, not the server."""
     pairs = workload()
     passages = [p for _, p in pairs[:N_PASSAGES]]
     rng = np.random.default_rng(seed)
     plan = []
-    for _ in range(clients):
+    for client in range(clients):
         mine = []
-        for _ in range(per_client):
+        for request in range(per_client):
             query = QUERIES[int(rng.integers(len(QUERIES)))]
             chosen = rng.choice(len(passages), size=int(rng.integers(10, 51)), replace=False)
-            mine.append((query, [passages[i] for i in chosen]))
+            mine.append((query, [f"{passages[i]} (request {client}.{request})" for i in chosen]))
         plan.append(mine)
     return plan
 
