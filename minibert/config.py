@@ -15,7 +15,6 @@ import json
 import math
 import reprlib
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from minibert.errors import ConfigError

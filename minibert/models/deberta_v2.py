@@ -24,7 +24,6 @@ How DeBERTa differs from BERT:
 Every function is pure, and every stage float32; inference only, so no dropout.
 """
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -404,7 +403,6 @@ def conv_layer(p: ConvLayer, c: DebertaV2Config, embedded, layer_out, batch, ops
     at each pair's ends (transformers' padding tokens are zeroed embeddings)."""
     K = c.conv_kernel_size
     pad = (K - 1) // 2
-    N = len(embedded)
     out = np.broadcast_to(p.bias, embedded.shape).copy()                # [N, H]
     lengths = np.repeat(batch.lengths, batch.lengths)                   # [N] the length of each token's pair
     for tap in range(K):
