@@ -6,13 +6,14 @@ Needs torch + transformers + tokenizers; the test modules importorskip torch and
 """
 
 import json
-from functools import lru_cache
+from collections import Counter
+from functools import cache
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import numpy as np
 import torch
 import transformers
-from pydoc_data.topics import topics
 from tokenizers import BertWordPieceTokenizer
 
 ATOL = RTOL = 1e-5
@@ -38,12 +39,28 @@ def make_pairs() -> list[tuple[str, str]]:
     return [(q, p) for q in QUERIES for p in passages]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _trained(lowercase: bool, vocab_size: int) -> BertWordPieceTokenizer:
+    """A WordPiece vocabulary from pydoc's topics, the same in every process (tokenizers' own
+    WordPiece trainer breaks ties between equally frequent merges differently from run to run, and
+    a different vocabulary is a different model): the special tokens, every character seen (whole
+    and as a ##continuation), then the most frequent words, ties broken alphabetically."""
     tok = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=None if lowercase else False)
-    tok.train_from_iterator([topics[k] for k in sorted(topics)], vocab_size=vocab_size, show_progress=False,
-                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    return tok
+    counts: Counter[str] = Counter()
+    for key in sorted(topics):
+        text = tok.normalizer.normalize_str(topics[key])
+        counts.update(word for word, _ in tok.pre_tokenizer.pre_tokenize_str(text))
+    chars = sorted({c for word in counts for c in word})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+    seen = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in seen:
+            vocab.append(word)
+            seen.add(word)
+    return BertWordPieceTokenizer({t: i for i, t in enumerate(vocab)}, lowercase=lowercase,
+                                  strip_accents=None if lowercase else False)
 
 
 def write_tokenizer(directory: Path, tokenizer_class: str | None, lowercase: bool = True,
@@ -107,9 +124,17 @@ def assert_close(got: np.ndarray, want: np.ndarray, what: str):
 
 
 def assert_same_rankings(got: np.ndarray, want: np.ndarray, groups: int, what: str):
-    """Per query (rows of `groups` equal parts): the same order of passages, best first."""
-    g = np.argsort(-got.reshape(groups, -1), axis=1, kind="stable")
-    w = np.argsort(-want.reshape(groups, -1), axis=1, kind="stable")
-    gaps = np.diff(np.sort(want.reshape(groups, -1), axis=1), axis=1)
-    assert gaps.min() > 10 * (ATOL + RTOL * np.abs(want).max()), f"{what}: transformers' scores nearly tie"
-    assert (g == w).all(), f"{what}: rankings {g.tolist()}, transformers {w.tolist()}"
+    """Per query (rows of `groups` equal parts): every two passages whose transformers scores are
+    further apart than the tolerance allows in total are in the same order. Random weights put two
+    scores within the tolerance now and then; such near ties are left out, and most pairs must be
+    clear of them so that the check compares something."""
+    tol = ATOL + RTOL * np.abs(want).max()
+    g = got.reshape(groups, -1).astype(np.float64)
+    w = want.reshape(groups, -1).astype(np.float64)
+    dw = w[:, :, None] - w[:, None, :]
+    dg = g[:, :, None] - g[:, None, :]
+    clear = np.abs(dw) > 2 * tol
+    off_diagonal = ~np.eye(g.shape[1], dtype=bool)[None]
+    assert clear.sum() >= 0.9 * off_diagonal.sum() * groups, f"{what}: too many of transformers' scores tie"
+    wrong = np.argwhere(clear & (np.sign(dg) != np.sign(dw)))
+    assert not len(wrong), f"{what}: (query, passage, passage) ordered unlike transformers: {wrong[:5].tolist()}"
