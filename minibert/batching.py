@@ -9,7 +9,10 @@ each window as predict / encode would score it alone. Windows are cut by content
 and a character budget), never by timing, so the same input always gives the same numbers.
 """
 
+import math
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 
 import numpy as np
@@ -118,23 +121,71 @@ class Progress:
         self.close()
 
 
-def forward_batches(items: list, encode, batch_size: int, max_tokens: int, progress: Progress | None = None,
-                    where: np.ndarray | None = None):
+def forward_batches(items: list, encode, batch_size: int, max_tokens: int, streams: int = 1):
     """(start, end, Batch) for each forward pass over items[start:end], in order.
 
-    encode(items, first_index) tokenizes TOKENIZE_CHUNK items at a time. After each pass,
-    `progress` advances by the caller's inputs that pass stands for: with `where` (items are the
-    distinct inputs, where[i] the item of the caller's input i, as distinct gives it), a repeated
-    input counts as often as the caller gave it.
+    encode(items, first_index) tokenizes TOKENIZE_CHUNK items at a time. With streams > 1, a chunk
+    is cut into at least that many batches when it has enough items, so that every stream gets work.
     """
-    counts = np.bincount(where, minlength=len(items)) if where is not None else None   # [len(items)]
     for chunk_start in range(0, len(items), TOKENIZE_CHUNK):
         chunk = encode(items[chunk_start:chunk_start + TOKENIZE_CHUNK], chunk_start)
-        for start, end in batches([len(ids) for ids, _ in chunk], batch_size, max_tokens):
+        per_batch = min(batch_size, math.ceil(len(chunk) / streams))
+        for start, end in batches([len(ids) for ids, _ in chunk], per_batch, max_tokens):
             start, end = chunk_start + start, chunk_start + end
             yield start, end, Batch.pack(chunk[start - chunk_start:end - chunk_start])
+
+
+def run_forward(items: list, encode, work, batch_size: int, max_tokens: int, threads: int | None, limit_threads,
+                progress: Progress | None = None, where: np.ndarray | None = None):
+    """(start, end, work(batch)) for each forward pass over items[start:end], in order.
+
+    The passes run in streams, one per core (stream_count): each stream runs whole forward passes
+    with BLAS at one thread, which keeps both cores busier than one pass whose every small matrix
+    product is split across them (and no stream waits on another's elementwise work). A single
+    input runs as one stream with BLAS at `threads`. limit_threads: the op set's. Memory: each
+    stream holds one pass of at most max_tokens tokens. After each pass, `progress` advances by the
+    caller's inputs that pass stands for: with `where` (items are the distinct inputs, where[i] the
+    item of the caller's input i, as distinct gives it), a repeated input counts as often as the
+    caller gave it.
+    """
+    counts = np.bincount(where, minlength=len(items)) if where is not None else None   # [len(items)]
+    streams = stream_count(threads, len(items))
+    passes = forward_batches(items, encode, batch_size, max_tokens, streams)
+    with limit_threads(1 if streams > 1 else threads):
+        for (start, end, _), result in run_streams(passes, lambda job: work(job[2]), streams):
+            yield start, end, result
             if progress is not None:
                 progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
+
+
+def stream_count(threads: int | None, n_items: int) -> int:
+    """How many forward passes run at once: one per core the caller gives (threads; None: as many as
+    BLAS would use), and no more than there are inputs."""
+    if threads is None:
+        from threadpoolctl import threadpool_info
+
+        threads = max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
+    return max(1, min(threads, n_items))
+
+
+def run_streams(jobs, work, streams: int):
+    """(job, work(job)) for each job of the iterable, in order, with `streams` jobs running at once
+    on their own threads (work must release the GIL for its heavy parts: BLAS and the nogil
+    kernels do). Reads the jobs at most 2 x streams ahead, so memory stays bounded."""
+    if streams == 1:
+        for job in jobs:
+            yield job, work(job)
+        return
+    with ThreadPoolExecutor(streams, thread_name_prefix="minibert-stream") as pool:
+        pending = deque()
+        for job in jobs:
+            pending.append((job, pool.submit(work, job)))
+            if len(pending) >= 2 * streams:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
 
 
 def _is_positive_int(value) -> bool:

@@ -10,8 +10,7 @@ import numpy as np
 
 from minibert import ops as reference_ops
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, check_batch_size, check_max_batch_tokens, check_threads,
-                               Progress, distinct, forward_batches, length_or_none, listed,
-                               stream)
+                               Progress, distinct, length_or_none, listed, run_forward, stream)
 from minibert.config import load_config
 from minibert.errors import ConfigError, ModelFormatError, NumericalError
 from minibert.hub import resolve_model_dir
@@ -37,10 +36,11 @@ class CrossEncoder:
         ops: the op set, `minibert.ops` (NumPy) or `minibert.kernels` (Numba). Default: the
             Numba kernels when numba is installed, unless MINIBERT_NO_NUMBA=1.
         max_batch_tokens: at most this many tokens (all pairs of a batch together) go through
-            one forward pass; with batch_size, it bounds memory whatever the number of pairs.
-        threads: BLAS threads while scoring (the Numba kernels are serial: they run between
-            BLAS calls, which keep the cores). Default None: the library's own setting
-            (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, ...).
+            one forward pass; with batch_size, it bounds memory whatever the number of pairs
+            (one pass per thread is in memory at a time).
+        threads: cores to score on. Forward passes run in that many streams at once, each with
+            BLAS at one thread (a single pair: one pass with BLAS at `threads`). Default None: as
+            many as BLAS's own setting (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, ...).
     """
 
     def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
@@ -122,10 +122,10 @@ class CrossEncoder:
         pairs, where = distinct(pairs)   # a repeated pair is scored once: duplicates get exactly the same score
 
         logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
-        with self.ops.limit_threads(self.threads):
-            for start, end, batch in forward_batches(pairs, self.tokenizer.encode_pairs, batch_size,
-                                                     self.max_batch_tokens, progress, where):
-                logits[start:end] = forward(self.params, self.config, batch, self.ops)
+        for start, end, batch_logits in run_forward(pairs, self.tokenizer.encode_pairs, self._forward, batch_size,
+                                                    self.max_batch_tokens, self.threads, self.ops.limit_threads,
+                                                    progress, where):
+            logits[start:end] = batch_logits
         if not np.isfinite(logits).all():
             bad = first_index + np.flatnonzero(~np.isfinite(logits[where]).all(axis=1))
             raise NumericalError(f"non-finite scores (NaN or infinity) for pairs {listed(bad)}: the model's "
@@ -133,6 +133,9 @@ class CrossEncoder:
 
         scores = _activate(logits[where], activation)
         return scores[:, 0] if self.num_labels == 1 else scores
+
+    def _forward(self, batch):
+        return forward(self.params, self.config, batch, self.ops)
 
     def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32, activation=None,
              show_progress_bar=False):

@@ -11,6 +11,8 @@ and a per-op timer on the MiniLM workload, 2 cores):
 - Serial, not parallel=True: these loops run between BLAS calls, and a parallel Numba region
   then fights OpenBLAS's spinning worker threads for the cores; the whole forward pass went from
   ~170 to ~95 pairs/s with parallel kernels. BLAS keeps the cores for the matrix products.
+- nogil=True: the kernels release the GIL, so that the streams of forward passes (batching.py's
+  run_forward, one per core) run them at the same time.
 - cache=True writes the compiled code to disk so that a second process does not compile again.
 """
 
@@ -24,7 +26,6 @@ import numpy as np
 # two products per pair and head around a softmax), and softmax is NumPy's, whose exp is
 # vectorized where a Numba loop calls a scalar exp (a Numba attention was 5x slower).
 from minibert.ops import ERF_P, ERF_Q, ERF_X_MAX, attention, linear, softmax
-# The kernels are serial (see above), so BLAS's threads are the only ones to limit.
 from minibert.ops import limit_threads
 
 __all__ = ["linear", "layer_norm", "add_layer_norm", "gelu", "linear_gelu", "softmax", "attention", "limit_threads"]
@@ -32,7 +33,7 @@ __all__ = ["linear", "layer_norm", "add_layer_norm", "gelu", "linear_gelu", "sof
 _SQRT_HALF = np.float32(math.sqrt(0.5))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _add_layer_norm_rows(x, residual, weight, bias, eps, out):
     # out = LayerNorm(x + residual), row by row; x, residual, out: [R, H]. The sum is float32, as
     # in ops (x + residual); the statistics are float64, in two passes (mean, then squares).
@@ -52,7 +53,7 @@ def _add_layer_norm_rows(x, residual, weight, bias, eps, out):
             out[r, j] = np.float32(((x[r, j] + residual[r, j]) - mean) * inv_std) * weight[j] + bias[j]
 
 
-@numba.njit(cache=True, inline="always", error_model="numpy")
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _gelu(v):
     # v * Phi(v) with erf as ops.erf computes it: the same rational approximation, in float64
     t = min(max(np.float64(v * _SQRT_HALF), -ERF_X_MAX), ERF_X_MAX)
@@ -66,13 +67,13 @@ def _gelu(v):
     return np.float32(0.5) * v * (np.float32(1.0) + np.float32(t * p / q))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _gelu_flat(x, out):
     for i in range(x.size):
         out[i] = _gelu(x[i])
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _bias_gelu_rows(h, bias):
     # h = GELU(h + bias), in place, row by row: one pass over the [R, I] product.
     rows, width = h.shape
@@ -124,7 +125,7 @@ from minibert.ops import rotary_tables  # noqa: E402
 __all__ += ["rotary_tables", "apply_rotary", "geglu"]
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _rotate_rows(x, cos, sin, num_heads, out):
     # out[r, head] = (x1 cos - x2 sin, x2 cos + x1 sin) for each head's halves x1, x2 of row r
     rows, width = x.shape
@@ -144,7 +145,7 @@ def apply_rotary(x, cos, sin, num_heads):
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _geglu_rows(h, out):
     rows, width = out.shape
     for r in range(rows):

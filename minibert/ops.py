@@ -14,7 +14,8 @@ import numpy as np
 def limit_threads(n):
     """Run the block with at most n BLAS threads (None: leave the settings as they are).
 
-    BLAS's are the only threads minibert runs: the Numba kernels are serial (see kernels.py)."""
+    The scoring APIs run their streams of forward passes (batching.run_forward) with BLAS at one
+    thread; the Numba kernels are serial within a stream (see kernels.py)."""
     if n is None:
         yield
         return

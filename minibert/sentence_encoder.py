@@ -35,8 +35,7 @@ from tokenizers import normalizers
 
 from minibert.config import load_config, read_json, read_json_object
 from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, check_batch_size, check_max_batch_tokens, check_threads,
-                               Progress, distinct, forward_batches, length_or_none, listed,
-                               stream)
+                               Progress, distinct, length_or_none, listed, run_forward, stream)
 from minibert.errors import ConfigError, ModelFormatError, NumericalError
 from minibert.hub import resolve_model_dir
 from minibert.model import Batch, default_ops, encoder
@@ -338,6 +337,8 @@ class SentenceEncoder:
         ops: `minibert.ops` (NumPy) or `minibert.kernels` (Numba). Default: Numba when installed,
             unless MINIBERT_NO_NUMBA=1.
         max_batch_tokens: at most this many tokens go through one forward pass.
+        threads: cores to encode on, as for CrossEncoder (streams of forward passes, BLAS at one
+            thread in each). Default None: as many as BLAS's own setting.
     """
 
     def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
@@ -458,10 +459,14 @@ class SentenceEncoder:
         """Distinct, checked texts -> pooled (and, if listed, normalized) embeddings [n, P * H]."""
         p = self.pipeline
         out = np.empty((len(texts), len(p.pooling_modes) * self.config.hidden_size), dtype=np.float32)
-        with self.ops.limit_threads(self.threads):
-            for start, end, batch in forward_batches(texts, self.tokenizer.encode_texts, batch_size,
-                                                     self.max_batch_tokens, progress, where):
-                hidden = encoder(self.params, self.config, batch, ops=self.ops)         # [N, H]
-                pooled = pool(hidden, batch, p.pooling_modes)                           # [B, P * H]
-                out[start:end] = l2_normalize(pooled) if p.normalize else pooled
+
+        def embed(batch):
+            hidden = encoder(self.params, self.config, batch, ops=self.ops)             # [N, H]
+            pooled = pool(hidden, batch, p.pooling_modes)                               # [B, P * H]
+            return l2_normalize(pooled) if p.normalize else pooled
+
+        for start, end, embedded in run_forward(texts, self.tokenizer.encode_texts, embed, batch_size,
+                                                self.max_batch_tokens, self.threads, self.ops.limit_threads,
+                                                progress, where):
+            out[start:end] = embedded
         return out

@@ -195,14 +195,62 @@ def test_runtime_never_imports_torch():
 
 def test_threads_option_gives_the_same_scores_and_restores_settings(ce):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    def blas():  # {library: threads}; a first Numba compile may load another BLAS (scipy's) on the way
+        return {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas()
     one = CrossEncoder(GOLDENS / "tiny-l1", threads=1)
     np.testing.assert_allclose(one.predict(PAIRS), ce.predict(PAIRS), atol=1e-6, rtol=0)
     with one.ops.limit_threads(1):
-        inside = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    assert all(n == 1 for n in inside)
-    after = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    assert after == before
+        inside = blas()
+    assert all(n == 1 for n in inside.values())
+    after = blas()
+    assert {lib: after[lib] for lib in before} == before
+
+
+def test_streams_run_at_once_in_order_with_blas_at_one_thread(monkeypatch):
+    """threads=3: three streams of forward passes at once, each with BLAS at one thread; the scores
+    are a single stream's, in input order, and an error inside a stream reaches the caller."""
+    import threading
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from minibert import cross_encoder
+
+    pairs = [(f"query {i}", "passage " * (i % 7)) for i in range(40)]
+    want = CrossEncoder(GOLDENS / "tiny-l1", threads=1).predict(pairs, batch_size=4)
+    ce = CrossEncoder(GOLDENS / "tiny-l1", threads=3)
+    seen, barrier = [], threading.Barrier(3, timeout=30)   # the three first passes must run at the same time
+    real = cross_encoder.forward
+
+    def watched(*args, **kwargs):
+        blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        seen.append((threading.current_thread().name, blas))
+        if len(seen) <= 3:
+            barrier.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cross_encoder, "forward", watched)
+    got = ce.predict(pairs, batch_size=4)
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    assert len(seen) == 10 and len({name for name, _ in seen}) == 3
+    assert all(n == 1 for _, blas in seen for n in blas)
+
+    def broken(*args, **kwargs):
+        raise InputError("planted in a stream")
+
+    monkeypatch.setattr(cross_encoder, "forward", broken)
+    with pytest.raises(InputError, match="planted in a stream"):
+        ce.predict(pairs, batch_size=4)
+
+
+def test_few_pairs_are_cut_so_that_every_stream_has_work():
+    from minibert.batching import forward_batches
+
+    encode = lambda items, first: [(np.arange(3), np.zeros(3, np.int64)) for _ in items]  # noqa: E731
+    cuts = [(start, end) for start, end, _ in forward_batches(list(range(10)), encode, 32, 1000, streams=2)]
+    assert cuts == [(0, 5), (5, 10)]
+    cuts = [(start, end) for start, end, _ in forward_batches(list(range(10)), encode, 32, 1000, streams=1)]
+    assert cuts == [(0, 10)]
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True])
