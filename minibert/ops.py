@@ -69,38 +69,42 @@ def softmax(x):
 ATTENTION_BLOCK_ELEMENTS = 1 << 24
 
 
-def attention(q, k, v, offsets, num_heads, window=None):
+def attention(q, k, v, offsets, num_heads, window=None, first_only=False):
     """Scaled dot-product self-attention, within each pair of a packed batch.
 
     q, k, v: [N, H]; pair b owns rows offsets[b]:offsets[b + 1]. Returns the context, [N, H].
     window: None for global attention; w for a sliding window, where token i attends only the keys j
     with |i - j| <= w (ModernBERT's local layers): the scores are then computed for that band only.
+    first_only: q is [B, H], the query of each pair's first token alone; returns its context, [B, H].
     """
-    N, H = q.shape
+    N, H = k.shape
     HD = H // num_heads
-    q, k, v = (t.reshape(N, num_heads, HD).transpose(1, 0, 2) for t in (q, k, v))  # [NH, N, HD] views
-    context = np.empty((num_heads, N, HD), np.float32)
+    k, v = (t.reshape(N, num_heads, HD).transpose(1, 0, 2) for t in (k, v))  # [NH, N, HD] views
+    q = q.reshape(len(q), num_heads, HD).transpose(1, 0, 2)                   # [NH, N or B, HD] view
+    context = np.empty_like(q)
     scale = np.float32(HD ** -0.5)
-    for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
-        T = end - start
+    for b, (start, end) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
+        T = end - start                                    # keys of the pair
+        queries = 1 if first_only else T                   # its queries: positions 0 .. queries - 1
+        rows = b if first_only else start                  # where they are in q and context
         if window is None:
-            block = max(1, min(T, ATTENTION_BLOCK_ELEMENTS // (num_heads * T)))
+            block = max(1, min(queries, ATTENTION_BLOCK_ELEMENTS // (num_heads * T)))
         else:
             # A block of queries sees its own rows and w keys on either side: keep it about as wide as the
             # window, so that only the band (block + 2w keys) is computed, however long the pair.
-            block = min(T, max(64, 2 * window + 1))
+            block = min(queries, max(64, 2 * window + 1))
             while block > 1 and num_heads * block * min(T, block + 2 * window) > ATTENTION_BLOCK_ELEMENTS:
                 block //= 2
-        for q0 in range(0, T, block):
-            q1 = min(T, q0 + block)
+        for q0 in range(0, queries, block):
+            q1 = min(queries, q0 + block)
             k0, k1 = (0, T) if window is None else (max(0, q0 - window), min(T, q1 + window))
-            scores = q[:, start + q0:start + q1] @ k[:, start + k0:start + k1].transpose(0, 2, 1)  # [NH, Tq, Tk]
+            scores = q[:, rows + q0:rows + q1] @ k[:, start + k0:start + k1].transpose(0, 2, 1)  # [NH, Tq, Tk]
             scores *= scale
             if window is not None:
-                distance = np.abs(np.arange(q0, q1)[:, None] - np.arange(k0, k1)[None, :])      # [Tq, Tk]
-                scores[:, distance > window] = -np.inf                                          # weight exactly 0
-            np.matmul(softmax(scores), v[:, start + k0:start + k1], out=context[:, start + q0:start + q1])
-    return context.transpose(1, 0, 2).reshape(N, H)  # [NH, N, HD] -> [N, H]
+                distance = np.abs(np.arange(q0, q1)[:, None] - np.arange(k0, k1)[None, :])    # [Tq, Tk]
+                scores[:, distance > window] = -np.inf                                        # weight exactly 0
+            np.matmul(softmax(scores), v[:, start + k0:start + k1], out=context[:, rows + q0:rows + q1])
+    return context.transpose(1, 0, 2).reshape(-1, H)  # [NH, N or B, HD] -> [N or B, H]
 
 
 # erf for NumPy, which has none: erf(x) ~= x P(x^2) / Q(x^2) for |x| <= 3.95, and +-1 beyond

@@ -173,38 +173,58 @@ def embeddings(p: Embeddings, c: BertConfig, batch, ops):
     return ops.layer_norm(x, p.norm.weight, p.norm.bias, c.layer_norm_eps)
 
 
-def self_attention(p: EncoderLayer, c, x, offsets, ops):
-    qkv = ops.linear(x, p.qkv.weight, p.qkv.bias)     # [N, H] -> [N, 3H]: query | key | value
-    q, k, v = np.split(qkv, 3, axis=1)                # 3 x [N, H]
+def self_attention(p: EncoderLayer, c, x, offsets, ops, first_only=False):
+    """Multi-head self-attention of every pair's tokens, [N, H] -> [N, H]; with first_only, the
+    output at each pair's first token only, [B, H]: its query alone, against every key and value."""
+    H = c.hidden_size
+    if first_only:
+        q = ops.linear(x[offsets[:-1]], p.qkv.weight[:H], p.qkv.bias[:H])   # [B, H]
+        k, v = np.split(ops.linear(x, p.qkv.weight[H:], p.qkv.bias[H:]), 2, axis=1)  # 2 x [N, H]
+    else:
+        qkv = ops.linear(x, p.qkv.weight, p.qkv.bias)  # [N, H] -> [N, 3H]: query | key | value
+        q, k, v = np.split(qkv, 3, axis=1)             # 3 x [N, H]
     # For each pair and head: softmax(q k^T / sqrt(HD)) v, over that pair's tokens only.
-    context = ops.attention(q, k, v, offsets, c.num_attention_heads)  # [N, H]
-    return ops.linear(context, p.attn_out.weight, p.attn_out.bias)     # [N, H]
+    context = ops.attention(q, k, v, offsets, c.num_attention_heads, first_only=first_only)  # [N or B, H]
+    return ops.linear(context, p.attn_out.weight, p.attn_out.bias)                          # [N or B, H]
 
 
-def encoder_layer(p: EncoderLayer, c, x, offsets, ops):
+def encoder_layer(p: EncoderLayer, c, x, offsets, ops, first_only=False):
+    """[N, H] -> [N, H]; with first_only, the output at each pair's first token only, [B, H]."""
     # Post-LN: each sublayer's output is added to its input, then normalized.
-    attended = self_attention(p, c, x, offsets, ops)                        # [N, H]
+    attended = self_attention(p, c, x, offsets, ops, first_only)           # [N or B, H]
+    if first_only:
+        x = x[offsets[:-1]]                                                 # the residual: [B, H]
     x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
-    h = ops.linear_gelu(x, p.ffn_in.weight, p.ffn_in.bias)                  # [N, H] -> [N, I]
-    h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                     # [N, I] -> [N, H]
+    h = ops.linear_gelu(x, p.ffn_in.weight, p.ffn_in.bias)                  # [., H] -> [., I]
+    h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                     # [., I] -> [., H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, c.layer_norm_eps)
 
 
-def encoder(params: BertParams, c: BertConfig, batch, ops, stages=None):
-    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
+def encoder(params: BertParams, c: BertConfig, batch, ops, stages=None, first_only=False):
+    """Token ids -> the last layer's hidden states, [N, H]; with first_only, at each pair's first
+    token only, [B, H]. Fills `stages` if given."""
     x = embeddings(params.embeddings, c, batch, ops)          # [N, H]
-    return run_layers(params.layers, c, x, batch, ops, stages)
+    return run_layers(params.layers, c, x, batch, ops, stages, first_only, encoder_layer)
 
 
-def run_layers(encoder_layers, c, x, batch, ops, stages=None):
-    """The embeddings through every encoder layer: [N, H] -> [N, H]; stages "embeddings", "layer_i"."""
+def run_layers(encoder_layers, c, x, batch, ops, stages=None, first_only=False, layer=encoder_layer):
+    """The embeddings through every encoder layer: [N, H] -> [N, H], or [B, H] with first_only;
+    stages "embeddings", "layer_i".
+
+    A head that reads only the first token of each pair needs the last layer at those rows alone:
+    there only their queries, attention outputs, LayerNorms and feed-forward networks are computed,
+    against keys and values of every token. That is exact, and saves about a sixth of a 6-layer
+    model's work. With stages, every row of every layer is computed and kept.
+    """
     if stages is not None:
         stages["embeddings"] = x
-    for i, layer in enumerate(encoder_layers):
-        x = encoder_layer(layer, c, x, batch.offsets, ops)    # [N, H]
+    last_first_only = first_only and stages is None
+    for i, encoder_layer_i in enumerate(encoder_layers):
+        x = layer(encoder_layer_i, c, x, batch.offsets, ops,
+                  first_only=last_first_only and i == len(encoder_layers) - 1)   # [N, H] (last: [B, H])
         if stages is not None:
             stages[f"layer_{i}"] = x
-    return x
+    return x[batch.first_tokens] if first_only and not last_first_only else x
 
 
 def pooler(p: Linear, first, ops):
@@ -218,8 +238,8 @@ def classifier(p: Linear, pooled, ops):
 def forward(params: BertParams, c: BertConfig, batch, ops, return_stages=False):
     """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
     stages = {} if return_stages else None
-    x = encoder(params, c, batch, ops, stages)                        # [N, H]
-    pooled = pooler(params.pooler, x[batch.first_tokens], ops)        # [N, H] -> [B, H]
+    first = encoder(params, c, batch, ops, stages, first_only=True)   # [B, H]: the head reads [CLS] only
+    pooled = pooler(params.pooler, first, ops)                        # [B, H]
     logits = classifier(params.classifier, pooled, ops)               # [B, L]
     if stages is not None:
         stages["pooled"], stages["logits"] = pooled, logits

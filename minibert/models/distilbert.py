@@ -174,32 +174,28 @@ def feed_forward_in(p: Linear, c: DistilBertConfig, x, ops):
     return ops.linear_gelu(x, p.weight, p.bias)           # [N, H] -> [N, I]
 
 
-def encoder_layer(p: bert.EncoderLayer, c: DistilBertConfig, x, offsets, ops):
+def encoder_layer(p: bert.EncoderLayer, c: DistilBertConfig, x, offsets, ops, first_only=False):
     # BERT's post-LN layer (bert.encoder_layer), with the config's activation and eps 1e-12.
-    attended = bert.self_attention(p, c, x, offsets, ops)                   # [N, H]
+    attended = bert.self_attention(p, c, x, offsets, ops, first_only)       # [N or B, H]
+    if first_only:
+        x = x[offsets[:-1]]                                                 # the residual: [B, H]
     x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, LAYER_NORM_EPS)
     h = feed_forward_in(p.ffn_in, c, x, ops)                                # [N, H] -> [N, I]
     h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                     # [N, I] -> [N, H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, LAYER_NORM_EPS)
 
 
-def encoder(params: DistilBertParams, c: DistilBertConfig, batch, ops, stages=None):
-    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
+def encoder(params: DistilBertParams, c: DistilBertConfig, batch, ops, stages=None, first_only=False):
+    """Token ids -> the last layer's hidden states, [N, H]; with first_only, at each pair's first
+    token only, [B, H] (bert.run_layers). Fills `stages` if given."""
     x = embeddings(params.embeddings, c, batch, ops)          # [N, H]
-    if stages is not None:
-        stages["embeddings"] = x
-    for i, layer in enumerate(params.layers):
-        x = encoder_layer(layer, c, x, batch.offsets, ops)    # [N, H]
-        if stages is not None:
-            stages[f"layer_{i}"] = x
-    return x
+    return bert.run_layers(params.layers, c, x, batch, ops, stages, first_only, encoder_layer)
 
 
 def forward(params: DistilBertParams, c: DistilBertConfig, batch, ops, return_stages=False):
     """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
     stages = {} if return_stages else None
-    x = encoder(params, c, batch, ops, stages)                                  # [N, H]
-    first = x[batch.first_tokens]                                               # [B, H]
+    first = encoder(params, c, batch, ops, stages, first_only=True)             # [B, H]: the head reads [CLS] only
     # Where BERT has its pooler (dense + tanh), DistilBERT has pre_classifier + ReLU.
     pooled = ops.relu(ops.linear(first, params.pre_classifier.weight, params.pre_classifier.bias))  # [B, H]
     logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, L], raw logits

@@ -134,10 +134,11 @@ def embeddings(p: bert.Embeddings, c: RobertaConfig, batch, ops):
     return bert.embeddings(p, c, dataclasses.replace(batch, positions=positions), ops)  # [N, H]
 
 
-def encoder(params: RobertaParams, c: RobertaConfig, batch, ops, stages=None):
-    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
+def encoder(params: RobertaParams, c: RobertaConfig, batch, ops, stages=None, first_only=False):
+    """Token ids -> the last layer's hidden states, [N, H]; with first_only, at each pair's first
+    token only, [B, H] (bert.run_layers). Fills `stages` if given."""
     x = embeddings(params.embeddings, c, batch, ops)                  # [N, H]
-    return bert.run_layers(params.layers, c, x, batch, ops, stages)   # [N, H]
+    return bert.run_layers(params.layers, c, x, batch, ops, stages, first_only)   # [N, H] (first_only: [B, H])
 
 
 def classification_head(p: ClassificationHead, first, ops):
@@ -149,8 +150,8 @@ def classification_head(p: ClassificationHead, first, ops):
 def forward(params: RobertaParams, c: RobertaConfig, batch, ops, return_stages=False):
     """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
     stages = {} if return_stages else None
-    x = encoder(params, c, batch, ops, stages)                                      # [N, H]
-    hidden, logits = classification_head(params.classifier, x[batch.first_tokens], ops)  # [B, H], [B, L]
+    first = encoder(params, c, batch, ops, stages, first_only=True)        # [B, H]: the head reads <s> only
+    hidden, logits = classification_head(params.classifier, first, ops)   # [B, H], [B, L]
     if stages is not None:
         stages["head_dense"], stages["logits"] = hidden, logits
         return logits, stages
