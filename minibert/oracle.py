@@ -13,7 +13,7 @@ The trace file, format `minibert-trace/1`, is a safetensors file (the README doc
     offsets         int64 [B + 1], pair b owns rows offsets[b]:offsets[b + 1]         (packed only)
     token_type_ids  int64, the layout of input_ids                                    (optional)
     embeddings, layer_0 .. layer_{L-1}      [B, T, H] or [N, H]                      (optional)
-    the head's stages (BERT: pooled)        [B, H]                                   (optional)
+    the head's stage (pooled; head_dense)   [B, H]   see HEAD_MODULES                (optional)
     logits                                  [B, num_labels]                          (required)
 
 Stages are float32, float16 or bfloat16. Whatever the layout, a trace is read into the packed form
@@ -152,9 +152,18 @@ def trace_with_minibert(ce, pairs, path, layout: str = "packed") -> None:
                 pad_token_id=ce.config.pad_token_id or 0, token_types=ce.tokenizer.token_types)
 
 
-# The head stage transformers computes inside its *ForSequenceClassification, per model_type: the stage's
-# name and the submodule whose output it is. Families whose head has no such module leave it out.
-HEAD_MODULES = {"bert": ("pooled", "bert.pooler")}
+# The head stage of each family's *ForSequenceClassification, per model_type: minibert's name for it and the
+# linear layer that makes the logits, whose input it is (a dropout in between is the identity in eval mode):
+#   bert        pooled      BertPooler: tanh(dense([CLS]))
+#   roberta..   head_dense  RobertaClassificationHead's tanh(dense(<s>)), before out_proj
+#   electra     pooled      ElectraClassificationHead's GELU(dense([CLS])), before out_proj
+#   distilbert  pooled      ReLU(pre_classifier([CLS]))
+#   deberta-v2  pooled      ContextPooler: act(dense([CLS]))
+#   modernbert  pooled      ModernBertPredictionHead: norm(act(dense(cls or mean pooling)))
+HEAD_MODULES = {"bert": ("pooled", "classifier"), "roberta": ("head_dense", "classifier.out_proj"),
+                "xlm-roberta": ("head_dense", "classifier.out_proj"), "camembert": ("head_dense", "classifier.out_proj"),
+                "electra": ("pooled", "classifier.out_proj"), "distilbert": ("pooled", "classifier"),
+                "deberta-v2": ("pooled", "classifier"), "modernbert": ("pooled", "classifier")}
 
 
 def trace_from_transformers(model, tokenizer, pairs, path, layout: str = "padded", max_length=None) -> None:
@@ -173,7 +182,7 @@ def trace_from_transformers(model, tokenizer, pairs, path, layout: str = "padded
     head = HEAD_MODULES.get(model.config.model_type)
     if head is not None:
         module = model.get_submodule(head[1])
-        hooks.append(module.register_forward_hook(lambda mod, inp, out: captured.__setitem__(head[0], out)))
+        hooks.append(module.register_forward_pre_hook(lambda mod, inp: captured.__setitem__(head[0], inp[0])))
     model.eval()
     try:
         with torch.no_grad():
