@@ -1,6 +1,7 @@
 """trace / compare on every family: a transformers trace (padded) and a minibert trace (packed) of the same
-pairs both compare clean, and the head stage trace_from_transformers captures is the quantity minibert
-names.
+pairs both compare clean, the head stage trace_from_transformers captures is the quantity minibert names,
+and the RoBERTa-family position bug (positions from 0 instead of padding_idx + 1) is diagnosed on a real
+RoBERTa trace (and the reverse on BERT), also in a pair with a padding token inside.
 
 The models are the golden fixtures' small random models (tests/fixtures/goldens, see test_goldens.py),
 loaded in transformers with eager attention in float32; the pairs are each fixture's golden pairs.
@@ -174,3 +175,73 @@ def test_captured_stages_are_the_named_quantities(tmp_path, loaded, name):
             hook.remove()
         assert np.array_equal(trace[f"layer_{L - 1}"], after.numpy())
         assert not np.allclose(trace[f"layer_{L - 1}"], before[0].numpy(), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# the RoBERTa-family position bug, planted in transformers
+
+
+@contextlib.contextmanager
+def positions_from_zero(model):
+    """Every forward of `model` gets position ids 0, 1, 2, ... (a backend that numbers RoBERTa's positions
+    as BERT's), where RoBERTa counts from padding_idx + 1."""
+    def hook(module, args, kwargs):
+        B, T = kwargs["input_ids"].shape
+        kwargs["position_ids"] = torch.arange(T).expand(B, T)
+        return args, kwargs
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("name", ["roberta-bpe", "xlmr-unigram"])
+def test_roberta_positions_from_zero_are_diagnosed(tmp_path, loaded, name):
+    model, tokenizer, ce, pairs = loaded(name)
+    path = tmp_path / "planted.safetensors"
+    with positions_from_zero(model):
+        oracle.trace_from_transformers(model, tokenizer, pairs, path, max_length=ce.max_length)
+    status, report = compare_json(GOLDENS / name, path)
+    assert status == 1
+    div = report["first_divergence"]
+    assert div["stage"] == "embeddings", report
+    shift = ce.config.pad_token_id + 1
+    assert f"every position {shift} (padding_idx + 1) lower" in div["diagnosis"], div
+    assert "position ids are off by padding_idx + 1" in div["diagnosis"]
+    # the same model without the planted bug compares clean: the diagnosis is the hook's doing
+    oracle.trace_from_transformers(model, tokenizer, pairs, path, max_length=ce.max_length)
+    assert compare_json(GOLDENS / name, path)[0] == 0
+
+
+@contextlib.contextmanager
+def positions_from_padding_idx(model):
+    """The reverse: a BERT model given RoBERTa's position ids (from padding_idx + 1; a padding token is not
+    counted), as transformers' create_position_ids_from_input_ids makes them."""
+    pad = model.config.pad_token_id
+
+    def hook(module, args, kwargs):
+        real = kwargs["input_ids"].ne(pad).long()
+        kwargs["position_ids"] = torch.cumsum(real, dim=1) * real + pad
+        return args, kwargs
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def test_bert_positions_from_padding_idx_are_diagnosed(tmp_path, loaded):
+    """On BERT, with a pair that has a [PAD] token inside, where the two numberings part by one more."""
+    model, tokenizer, ce, pairs = loaded("tiny-l1")
+    short = [p for p, (ids, _) in zip(pairs, ce.tokenizer.encode_pairs(pairs)) if len(ids) < 40]
+    pairs = short + [("what is [PAD] here?", "a [PAD] token inside the passage")]
+    assert (ce.tokenizer.encode_pairs(pairs[-1:])[0][0] == ce.config.pad_token_id).sum() == 2
+    path = tmp_path / "planted.safetensors"
+    with positions_from_padding_idx(model):
+        oracle.trace_from_transformers(model, tokenizer, pairs, path)
+    status, report = compare_json(GOLDENS / "tiny-l1", path)
+    assert status == 1
+    div = report["first_divergence"]
+    assert div["stage"] == "embeddings", report
+    assert f"every position {ce.config.pad_token_id + 1} (padding_idx + 1) higher" in div["diagnosis"], div
