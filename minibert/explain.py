@@ -8,7 +8,8 @@ The attention weights are not kept by the forward pass (scoring never needs them
 here by an op set that is the reference ops with `attention` wrapped: before computing the attention,
 the wrapper recomputes the first token's row, softmax(q_0 k^T / sqrt(HD)) per head, from the very q and
 k the family handed to it. So it works for every family that attends through ops.attention, and the
-scoring path is untouched.
+scoring path is untouched. DeBERTa-v2 scores its attention itself (c2c + c2p + p2c); its probabilities
+are recomputed from each layer's input by minibert.models.deberta_v2.attention_probabilities.
 """
 
 import html
@@ -19,7 +20,7 @@ from tokenizers import Tokenizer
 
 from minibert import ops as reference_ops
 from minibert.model import Batch, forward
-from minibert.models import family_of
+from minibert.models import deberta_v2, family_of
 from minibert.oracle import op_set
 from minibert.tokenize import check_pair
 
@@ -59,10 +60,11 @@ def first_token_attention(q, k, num_heads, window=None):
 
 def recording_ops(rows: list, base=reference_ops):
     """`base` with attention wrapped to append each layer's first-token rows ([NH, T], one pair) to `rows`."""
-    def attention(q, k, v, offsets, num_heads, window=None):
+    def attention(q, k, v, offsets, num_heads, window=None, first_only=False):
+        # explain runs with return_stages, so every layer computes every query (first_only is False)
         rows.append(first_token_attention(q[offsets[0]:offsets[1]], k[offsets[0]:offsets[1]], num_heads, window))
         extra = {} if window is None else {"window": window}
-        return base.attention(q, k, v, offsets, num_heads, **extra)
+        return base.attention(q, k, v, offsets, num_heads, first_only=first_only, **extra)
     return op_set(base, attention=attention)
 
 
@@ -86,6 +88,10 @@ def explain(ce, query: str, passage: str) -> Explanation:
     batch = Batch.pack([(ids, type_ids)])
     logits, stages = forward(ce.params, ce.config, batch, recording_ops(rows), return_stages=True)
     layers = [name for name in stages if name.startswith("layer_")]
+    if ce.config.model_type == "deberta-v2":  # scores its own attention (c2c + c2p + p2c), not through ops.attention
+        inputs = [stages["embeddings"], *(stages[name] for name in layers[:-1])]   # each layer's input, [T, H]
+        rows = [deberta_v2.attention_probabilities(ce.params, ce.config, i, x, reference_ops)[:, 0]
+                for i, x in enumerate(inputs)]                                   # [NH, T] each
     attention = np.stack(rows) if len(rows) == len(layers) and rows else None
     tokens = [ce.tokenizer.tokenizer.id_to_token(int(i)) or "?" for i in ids]
     labels = [ce.id2label[i] for i in range(ce.num_labels)]

@@ -13,7 +13,7 @@ The trace file, format `minibert-trace/1`, is a safetensors file (the README doc
     offsets         int64 [B + 1], pair b owns rows offsets[b]:offsets[b + 1]         (packed only)
     token_type_ids  int64, the layout of input_ids                                    (optional)
     embeddings, layer_0 .. layer_{L-1}      [B, T, H] or [N, H]                      (optional)
-    the head's stages (BERT: pooled)        [B, H]                                   (optional)
+    the head's stage (pooled; head_dense)   [B, H]   see HEAD_MODULES                (optional)
     logits                                  [B, num_labels]                          (required)
 
 Stages are float32, float16 or bfloat16. Whatever the layout, a trace is read into the packed form
@@ -42,7 +42,7 @@ from minibert import checkpoint
 from minibert import ops as reference_ops
 from minibert.errors import InputError, ModelFormatError, TraceError
 from minibert.model import Batch, forward
-from minibert.models import family_of
+from minibert.models import family_of, roberta
 
 FORMAT = "minibert-trace/1"
 LAYOUTS = ("padded", "packed")
@@ -152,9 +152,18 @@ def trace_with_minibert(ce, pairs, path, layout: str = "packed") -> None:
                 pad_token_id=ce.config.pad_token_id or 0, token_types=ce.tokenizer.token_types)
 
 
-# The head stage transformers computes inside its *ForSequenceClassification, per model_type: the stage's
-# name and the submodule whose output it is. Families whose head has no such module leave it out.
-HEAD_MODULES = {"bert": ("pooled", "bert.pooler")}
+# The head stage of each family's *ForSequenceClassification, per model_type: minibert's name for it and the
+# linear layer that makes the logits, whose input it is (a dropout in between is the identity in eval mode):
+#   bert        pooled      BertPooler: tanh(dense([CLS]))
+#   roberta..   head_dense  RobertaClassificationHead's tanh(dense(<s>)), before out_proj
+#   electra     pooled      ElectraClassificationHead's GELU(dense([CLS])), before out_proj
+#   distilbert  pooled      ReLU(pre_classifier([CLS]))
+#   deberta-v2  pooled      ContextPooler: act(dense([CLS]))
+#   modernbert  pooled      ModernBertPredictionHead: norm(act(dense(cls or mean pooling)))
+HEAD_MODULES = {"bert": ("pooled", "classifier"), "roberta": ("head_dense", "classifier.out_proj"),
+                "xlm-roberta": ("head_dense", "classifier.out_proj"), "camembert": ("head_dense", "classifier.out_proj"),
+                "electra": ("pooled", "classifier.out_proj"), "distilbert": ("pooled", "classifier"),
+                "deberta-v2": ("pooled", "classifier"), "modernbert": ("pooled", "classifier")}
 
 
 def trace_from_transformers(model, tokenizer, pairs, path, layout: str = "padded", max_length=None) -> None:
@@ -173,7 +182,7 @@ def trace_from_transformers(model, tokenizer, pairs, path, layout: str = "padded
     head = HEAD_MODULES.get(model.config.model_type)
     if head is not None:
         module = model.get_submodule(head[1])
-        hooks.append(module.register_forward_hook(lambda mod, inp, out: captured.__setitem__(head[0], out)))
+        hooks.append(module.register_forward_pre_hook(lambda mod, inp: captured.__setitem__(head[0], inp[0])))
     model.eval()
     try:
         with torch.no_grad():
@@ -524,17 +533,22 @@ def gelu_tanh(x):
     return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
 
 
-def _fits(ctx: Context, name: str, alternative: dict) -> bool:
+def _fits(ctx: Context, name: str, alternative: dict, rows=None) -> bool:
     """True when the trace's stage matches the alternative recomputation within the tolerance, or far
-    better than it matches the reference (a tenth of the error, or less)."""
+    better than it matches the reference (a tenth of the error, or less). rows: a [rows] bool mask of
+    the rows to judge (default: all)."""
     theirs, rtol = ctx.trace.stages[name], ctx.rtol + STORAGE_ROUNDOFF[ctx.trace.dtypes[name]]
     if name not in alternative:
         return False
-    alt = alternative[name]
+    alt, ref = alternative[name], ctx.reference[name]
+    if rows is not None:
+        if not rows.any():
+            return False
+        theirs, alt, ref = theirs[rows], alt[rows], ref[rows]
     if not bad_rows(alt, theirs, ctx.atol, rtol).any():
         return True
     error_alt = np.abs(theirs.astype(np.float64) - alt).max()
-    error_ref = np.abs(theirs.astype(np.float64) - ctx.reference[name]).max()
+    error_ref = np.abs(theirs.astype(np.float64) - ref).max()
     return bool(error_alt <= 0.1 * error_ref)
 
 
@@ -638,6 +652,10 @@ def diagnose_layer_norm_eps(ctx, name):
     return None
 
 
+# The model_types whose positions count from padding_idx + 1 (transformers' create_position_ids_from_input_ids).
+PADDING_IDX_NUMBERING = tuple(t for family in roberta.FAMILIES for t in family.model_types)
+
+
 def diagnose_positions(ctx, name):
     """Embeddings off nearly everywhere that match once every position is shifted by padding_idx + 1: the
     RoBERTa family numbers positions from padding_idx + 1, and a backend that starts at 0 (or the reverse)."""
@@ -652,12 +670,48 @@ def diagnose_positions(ctx, name):
     for sign in (+1, -1):
         # theirs[t] used table[i - sign * shift] where minibert used table[i]: roll the table by that much
         rolled = dataclasses.replace(embeddings, position=np.roll(table, sign * shift, axis=0))
-        if _fits(ctx, name, _recompute(ctx, params=dataclasses.replace(ctx.params, embeddings=rolled))):
+        alternative = _recompute(ctx, params=dataclasses.replace(ctx.params, embeddings=rolled)).get(name)
+        rows = None
+        # the two real bugs: a RoBERTa-family model numbered from 0 (lower), a BERT-like one from padding_idx + 1
+        if alternative is not None and (sign > 0) == (ctx.config.model_type in PADDING_IDX_NUMBERING):
+            alternative, rows = _renumbered_pairs(ctx, name, alternative)
+        if alternative is not None and _fits(ctx, name, {name: alternative}, rows):
             how = "lower" if sign > 0 else "higher"
             return (f"embeddings match the reference with every position {shift} (padding_idx + 1) {how}: the "
                     "backend's position ids are off by padding_idx + 1 (the RoBERTa family numbers positions from "
                     "padding_idx + 1, BERT from 0)")
     return None
+
+
+def _renumbered_pairs(ctx, name, alternative):
+    """The pairs with a padding token inside, which RoBERTa's numbering does not count (so the shift between the
+    two numberings grows by one after it), recomputed one by one with the other numbering: each gets a table
+    whose row minibert reads for a token holds the row the backend read. Returns the alternative and the rows
+    to judge it on, without the pairs no one table renumbers (a RoBERTa pair with two padding tokens inside,
+    which both read row padding_idx, or one whose other numbering runs past the table)."""
+    pad, embeddings = ctx.config.pad_token_id, ctx.params.embeddings
+    table, rows = embeddings.position, np.ones(len(alternative), bool)
+    alternative = alternative.copy()
+    for a, e in zip(ctx.batch.offsets[:-1].tolist(), ctx.batch.offsets[1:].tolist()):
+        ids = ctx.batch.input_ids[a:e]
+        if not (ids == pad).any():
+            continue
+        from_zero = np.arange(e - a)                                        # BERT's numbering
+        from_pad = roberta.position_ids(ids, np.array([0, e - a]), pad)     # RoBERTa's
+        mine, theirs = (from_pad, from_zero) if ctx.config.model_type in PADDING_IDX_NUMBERING else (from_zero, from_pad)
+        if len(np.unique(mine)) < len(mine) or max(mine.max(), theirs.max()) >= len(table):
+            rows[a:e] = False
+            continue
+        renumbered = table.copy()
+        renumbered[mine] = table[theirs]
+        pair = Batch.pack([(ids, ctx.batch.token_type_ids[a:e])])
+        params = dataclasses.replace(ctx.params, embeddings=dataclasses.replace(embeddings, position=renumbered))
+        recomputed = _recompute(ctx, params=params, batch=pair).get(name)
+        if recomputed is None:
+            rows[a:e] = False
+        else:
+            alternative[a:e] = recomputed
+    return alternative, rows
 
 
 def diagnose_rows(ctx, name):

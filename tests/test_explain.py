@@ -163,3 +163,48 @@ def test_html_renders_in_chromium(tmp_path):
     screenshot_tool.screenshot(tmp_path / "plain.html", tmp_path / "plain.png")
     plain = screenshot_tool.measure(tmp_path / "plain.png")
     assert plain["heat_pixels"] == 0 and screenshot_tool.check(plain, layers=3) != []
+
+
+# ----------------------------------------------------------------------------------------------
+# every family: the text and the page, and the attention shown is the attention transformers computes
+
+
+FAMILY_MODELS = ["tiny-l1", "roberta-bpe", "xlmr-unigram", "electra-e24", "distilbert-gelu", "deberta-v3",
+                 "deberta-v2", "modernbert-cls", "modernbert-mean"]
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_every_family(tmp_path, name):
+    """DeBERTa-v2 scores its own attention (c2c + c2p + p2c) and ModernBERT's is rotary with sliding windows:
+    the first token's weights explain shows are transformers' output_attentions (eager) within 1e-5."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    ce = CrossEncoder(GOLDENS / name)
+    e = explain(ce, QUERY, PASSAGE)
+    layers, T = ce.config.num_hidden_layers, len(e.input_ids)
+    assert e.attention is not None and e.attention.shape == (layers, ce.config.num_attention_heads, T)
+    np.testing.assert_allclose(e.attention.sum(axis=-1), 1.0, atol=1e-6)   # over the pair's tokens
+    assert (e.attention >= 0).all()
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+        GOLDENS / name, attn_implementation="eager", dtype=torch.float32).eval()
+    inputs = {"input_ids": torch.from_numpy(e.input_ids[None])}
+    if ce.tokenizer.token_types:
+        inputs["token_type_ids"] = torch.from_numpy(e.type_ids[None])
+    with torch.no_grad():
+        out = hf(**inputs, output_attentions=True)
+    want = np.stack([a[0, :, 0, :].numpy() for a in out.attentions])    # [layers, NH, T]: the first query's row
+    np.testing.assert_allclose(e.attention, want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(e.logits, out.logits[0].numpy(), atol=1e-5, rtol=1e-5)
+
+    page_file = tmp_path / "report.html"
+    status, text, err = run_cli("explain", "--model", GOLDENS / name, "--query", QUERY, "--passage", PASSAGE,
+                                "--html", page_file)
+    assert status == 0, err
+    assert text == format_text(e) and "not available" not in text
+    assert len(re.findall(r"layer_\d+: 0\.\d{3} of its attention on the passage; most: \S+", text)) == layers
+    page = PageParser()
+    page.feed(page_file.read_text(encoding="utf-8"))
+    assert "script" not in page.tags and page.links == []
+    for layer in range(layers):
+        cells = np.array(page.cells[f"attention-layer-{layer}"]).reshape(-1, T)   # heads, then their mean
+        np.testing.assert_allclose(cells[:-1], e.attention[layer], atol=5e-5)

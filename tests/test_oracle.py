@@ -2,9 +2,9 @@
 
 Clean traces (transformers padded, minibert packed, and the other way round) of the golden pairs must
 compare clean; a trace with a planted bug must diverge at the right stage with the right diagnosis.
-Every bug but one is planted in transformers itself (the independent producer); the RoBERTa-family
-position bug is planted in minibert's BERT, whose position table is shifted as a backend numbering
-positions from 0 instead of padding_idx + 1 would read it (the RoBERTa family is not on main yet).
+Every bug but one is planted in transformers itself (the independent producer); the position bug is
+planted here in minibert's BERT, whose position table is shifted as a backend numbering positions off by
+padding_idx + 1 would read it, and in a transformers RoBERTa in tests/test_oracle_families.py.
 """
 
 import contextlib

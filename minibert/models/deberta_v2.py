@@ -384,6 +384,30 @@ def disentangled_attention(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, o
     return context
 
 
+def attention_probabilities(params: DebertaV2Params, c: DebertaV2Config, layer: int, x, ops):
+    """The probabilities layer `layer` attends with in one pair, softmax(c2c + c2p + p2c): [NH, T, T] (query
+    i, key j), from that layer's input x, [T, H] (the embeddings, or the previous layer's output).
+
+    The forward pass keeps no attention weights; `minibert explain` shows these. They are computed as
+    disentangled_attention and encoder compute them (the same projections, pair_scores and softmax)."""
+    p, NH = params.layers[layer], c.num_attention_heads
+    rel = params.rel_embeddings                                        # [2S, H]
+    if rel is not None and params.rel_norm is not None:
+        rel = ops.layer_norm(rel, params.rel_norm.weight, params.rel_norm.bias, c.layer_norm_eps)
+    q, k = (heads(ops.linear(x, w.weight, w.bias), NH) for w in (p.query, p.key))   # [NH, T, HD] each
+    scale = np.sqrt(np.float32(c.head_dim * (1 + len(set(c.pos_att_type) & set(POSITION_TERMS)))))
+    pos_key = pos_query = r = None
+    if c.relative_attention and c.pos_att_type:
+        if "c2p" in c.pos_att_type:
+            proj = p.pos_key if p.pos_key is not None else p.key
+            pos_key = heads(ops.linear(rel, proj.weight, proj.bias), NH)    # [NH, 2S, HD]
+        if "p2c" in c.pos_att_type:
+            proj = p.pos_query if p.pos_query is not None else p.query
+            pos_query = heads(ops.linear(rel, proj.weight, proj.bias), NH)  # [NH, 2S, HD]
+        r = relative_positions(c, len(x))                                   # [T, T]
+    return ops.softmax(pair_scores(q, k, pos_key, pos_query, r, c.span, scale))   # [NH, T, T]
+
+
 def encoder_layer(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, ops):
     # Post-LN, as BERT's layer; only the attention scores differ.
     context = disentangled_attention(p, c, x, rel, batch, ops)                       # [N, H]
