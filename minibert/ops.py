@@ -64,18 +64,27 @@ def softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def scaled_softmax(scores, scale):
+    """softmax(scores * scale) over the last axis: attention's weights from its raw scores q . k.
+    (kernels.py's version works in place, in one pass per row; this one may too, so the caller
+    hands over its scores.)"""
+    scores *= scale
+    return softmax(scores)
+
+
 # Scores held at once by attention: [NH, query block, keys] float32 elements (64 MiB). A pair of T tokens
 # is done in blocks of queries so that a long pair (8,192 tokens) never holds a whole [NH, T, T].
 ATTENTION_BLOCK_ELEMENTS = 1 << 24
 
 
-def attention(q, k, v, offsets, num_heads, window=None, first_only=False):
+def attention(q, k, v, offsets, num_heads, window=None, first_only=False, weights=scaled_softmax):
     """Scaled dot-product self-attention, within each pair of a packed batch.
 
     q, k, v: [N, H]; pair b owns rows offsets[b]:offsets[b + 1]. Returns the context, [N, H].
     window: None for global attention; w for a sliding window, where token i attends only the keys j
     with |i - j| <= w (ModernBERT's local layers): the scores are then computed for that band only.
     first_only: q is [B, H], the query of each pair's first token alone; returns its context, [B, H].
+    weights: (scores, scale) -> softmax(scores * scale); kernels.py passes its compiled one.
     """
     N, H = k.shape
     HD = H // num_heads
@@ -99,11 +108,10 @@ def attention(q, k, v, offsets, num_heads, window=None, first_only=False):
             q1 = min(queries, q0 + block)
             k0, k1 = (0, T) if window is None else (max(0, q0 - window), min(T, q1 + window))
             scores = q[:, rows + q0:rows + q1] @ k[:, start + k0:start + k1].transpose(0, 2, 1)  # [NH, Tq, Tk]
-            scores *= scale
             if window is not None:
                 distance = np.abs(np.arange(q0, q1)[:, None] - np.arange(k0, k1)[None, :])    # [Tq, Tk]
                 scores[:, distance > window] = -np.inf                                        # weight exactly 0
-            np.matmul(softmax(scores), v[:, start + k0:start + k1], out=context[:, rows + q0:rows + q1])
+            np.matmul(weights(scores, scale), v[:, start + k0:start + k1], out=context[:, rows + q0:rows + q1])
     return context.transpose(1, 0, 2).reshape(-1, H)  # [NH, N or B, HD] -> [N or B, H]
 
 

@@ -61,6 +61,37 @@ def test_comparator_catches_a_planted_error():
         assert_close(wrong, ops.gelu(x), "planted")
 
 
+@pytest.mark.parametrize("shape", SHAPES + [(12, 64, 64), (2, 513)])
+def test_softmax(shape):
+    x = (np.random.default_rng(7).standard_normal(shape) * 8).astype(np.float32)
+    assert_close(kernels.softmax(x), ops.softmax(x), f"softmax {shape}")
+    scores = x.copy()
+    assert_close(kernels.scaled_softmax(scores, 0.125), ops.softmax(x * np.float32(0.125)), f"scaled_softmax {shape}")
+
+
+def test_softmax_exp_is_within_1_5_ulp_of_the_true_exp():
+    """Row [t, 0] has weights e^t / (1 + e^t) and 1 / (1 + e^t): softmax's own exp, checked through them
+    against float64 over arguments from 0 down to -87 (where e^t stops being a normal float32)."""
+    t = -np.geomspace(1e-6, 87, 20001)
+    x = np.stack([t, np.zeros_like(t)], axis=1).astype(np.float32)
+    got = kernels.softmax(x)[:, 0].astype(np.float64)
+    e = np.exp(x[:, 0].astype(np.float64))
+    want = e / (1 + e)
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    # the division and the float32 sum 1 + e^t add up to one ulp each on top of the exp's own error
+    assert np.max(np.abs(got - want) / ulp) <= 3.0
+
+
+def test_softmax_keeps_nan_and_masked_keys_as_numpy_does():
+    x = np.array([[1, 2, np.nan], [1, np.inf, 2], [-np.inf, 0, 1], [-np.inf] * 3, [-200, 0, -1e30]], np.float32)
+    with np.errstate(invalid="ignore"):
+        want = ops.softmax(x)
+    got = kernels.softmax(x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[2:3], want[2:3], rtol=1e-6)
+    assert got[2, 0] == 0.0 and got[4, 0] == 0.0 and got[4, 2] == 0.0   # weight exactly 0, as exp underflows
+
+
 @pytest.mark.parametrize("lengths, num_heads, head_dim", [
     ([1], 1, 1), ([1, 7, 2], 3, 5), ([13, 1, 40, 3], 4, 8), ([64, 65], 12, 32),
 ])
@@ -71,6 +102,11 @@ def test_attention(lengths, num_heads, head_dim):
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     assert_close(kernels.attention(q, k, v, offsets, num_heads), ops.attention(q, k, v, offsets, num_heads),
                  f"attention lengths={lengths} NH={num_heads} HD={head_dim}")
+    first = offsets[:-1]
+    assert_close(kernels.attention(q[first], k, v, offsets, num_heads, first_only=True),
+                 ops.attention(q[first], k, v, offsets, num_heads, first_only=True), f"attention first_only lengths={lengths}")
+    assert_close(kernels.attention(q, k, v, offsets, num_heads, window=2),
+                 ops.attention(q, k, v, offsets, num_heads, window=2), f"attention window=2 lengths={lengths}")
 
 
 @pytest.mark.parametrize("rows, n_in, n_out", [(1, 1, 1), (3, 37, 53), (17, 384, 1536)])

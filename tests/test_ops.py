@@ -219,3 +219,18 @@ def test_geglu_is_gelu_of_the_first_half_times_the_second():
     assert got.shape == (4, 7) and got.dtype == np.float32
     exact = np.array([[v / 2 * (1 + math.erf(v / math.sqrt(2))) for v in row] for row in h[:, :7].astype(np.float64)])
     np.testing.assert_allclose(got, exact * h[:, 7:], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_attention_first_only_is_the_full_attention_at_the_first_tokens(window):
+    """first_only=True: each pair's first query alone, against all its keys; the same context as row 0
+    of the full attention, to float32 rounding (the single-row product may round differently)."""
+    rng = np.random.default_rng(11)
+    lengths = [1, 9, 30, 4]
+    N, num_heads, H = sum(lengths), 4, 32
+    q, k, v = (rng.standard_normal((N, H)).astype(np.float32) for _ in range(3))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    full = ops.attention(q, k, v, offsets, num_heads, window=window)
+    first = ops.attention(q[offsets[:-1]], k, v, offsets, num_heads, window=window, first_only=True)
+    assert first.shape == (len(lengths), H)
+    np.testing.assert_allclose(first, full[offsets[:-1]], atol=1e-6, rtol=1e-6)
