@@ -124,13 +124,16 @@ class Progress:
 def forward_batches(items: list, encode, batch_size: int, max_tokens: int, streams: int = 1):
     """(start, end, Batch) for each forward pass over items[start:end], in order.
 
-    encode(items, first_index) tokenizes TOKENIZE_CHUNK items at a time. With streams > 1, a chunk
-    is cut into at least that many batches when it has enough items, so that every stream gets work.
+    encode(items, first_index) tokenizes TOKENIZE_CHUNK items at a time. With streams > 1, the
+    streams share the budget: each pass gets batch_size / streams sequences and max_tokens / streams
+    tokens (a longer single sequence still gets a pass of its own), so that the passes held at once
+    take no more memory than one pass of the whole budget.
     """
+    per_batch = math.ceil(batch_size / streams)
+    per_tokens = max(1, max_tokens // streams)
     for chunk_start in range(0, len(items), TOKENIZE_CHUNK):
         chunk = encode(items[chunk_start:chunk_start + TOKENIZE_CHUNK], chunk_start)
-        per_batch = min(batch_size, math.ceil(len(chunk) / streams))
-        for start, end in batches([len(ids) for ids, _ in chunk], per_batch, max_tokens):
+        for start, end in batches([len(ids) for ids, _ in chunk], per_batch, per_tokens):
             start, end = chunk_start + start, chunk_start + end
             yield start, end, Batch.pack(chunk[start - chunk_start:end - chunk_start])
 
@@ -142,8 +145,9 @@ def run_forward(items: list, encode, work, batch_size: int, max_tokens: int, thr
     The passes run in streams, one per core (stream_count): each stream runs whole forward passes
     with BLAS at one thread, which keeps both cores busier than one pass whose every small matrix
     product is split across them (and no stream waits on another's elementwise work). A single
-    input runs as one stream with BLAS at `threads`. limit_threads: the op set's. Memory: each
-    stream holds one pass of at most max_tokens tokens. After each pass, `progress` advances by the
+    input runs as one stream with BLAS at `threads`. limit_threads: the op set's. Memory: the
+    streams share batch_size and max_tokens (forward_batches), so the passes held at once are
+    bounded as one pass would be. After each pass, `progress` advances by the
     caller's inputs that pass stands for: with `where` (items are the distinct inputs, where[i] the
     item of the caller's input i, as distinct gives it), a repeated input counts as often as the
     caller gave it.

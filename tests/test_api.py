@@ -175,7 +175,8 @@ def test_numpy_and_numba_paths_agree(ce):
     kernels = pytest.importorskip("minibert.kernels")
     a = CrossEncoder(GOLDENS / "tiny-l1", ops=ops).predict(PAIRS)
     b = CrossEncoder(GOLDENS / "tiny-l1", ops=kernels).predict(PAIRS)
-    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    # the kernels' softmax has its own exp (within 1.2 ulp, NumPy's within 2.3): float32 rounding apart
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_minibert_no_numba_selects_the_numpy_ops():
@@ -200,7 +201,8 @@ def test_threads_option_gives_the_same_scores_and_restores_settings(ce):
 
     before = blas()
     one = CrossEncoder(GOLDENS / "tiny-l1", threads=1)
-    np.testing.assert_allclose(one.predict(PAIRS), ce.predict(PAIRS), atol=1e-6, rtol=0)
+    # other batch cuts (one stream or two) round the matrix products differently: float32 rounding only
+    np.testing.assert_allclose(one.predict(PAIRS), ce.predict(PAIRS), atol=1e-6, rtol=1e-5)
     with one.ops.limit_threads(1):
         inside = blas()
     assert all(n == 1 for n in inside.values())
@@ -231,8 +233,8 @@ def test_streams_run_at_once_in_order_with_blas_at_one_thread(monkeypatch):
 
     monkeypatch.setattr(cross_encoder, "forward", watched)
     got = ce.predict(pairs, batch_size=4)
-    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
-    assert len(seen) == 10 and len({name for name, _ in seen}) == 3
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-5)   # other batch cuts: float32 rounding only
+    assert len(seen) == 20 and len({name for name, _ in seen}) == 3   # passes of ceil(4 / 3) = 2 pairs
     assert all(n == 1 for _, blas in seen for n in blas)
 
     def broken(*args, **kwargs):
@@ -243,14 +245,19 @@ def test_streams_run_at_once_in_order_with_blas_at_one_thread(monkeypatch):
         ce.predict(pairs, batch_size=4)
 
 
-def test_few_pairs_are_cut_so_that_every_stream_has_work():
+def test_streams_share_the_batch_budget():
+    """Two streams: passes of batch_size / 2 sequences and max_tokens / 2 tokens, so that the two passes
+    held at once are no bigger than one pass of the whole budget; a longer sequence still gets its own."""
     from minibert.batching import forward_batches
 
-    encode = lambda items, first: [(np.arange(3), np.zeros(3, np.int64)) for _ in items]  # noqa: E731
-    cuts = [(start, end) for start, end, _ in forward_batches(list(range(10)), encode, 32, 1000, streams=2)]
-    assert cuts == [(0, 5), (5, 10)]
-    cuts = [(start, end) for start, end, _ in forward_batches(list(range(10)), encode, 32, 1000, streams=1)]
-    assert cuts == [(0, 10)]
+    def encode(items, first):
+        return [(np.arange(n), np.zeros(n, np.int64)) for n in items]
+
+    cut = lambda lengths, *budget: [(s, e) for s, e, _ in forward_batches(lengths, encode, *budget)]  # noqa: E731
+    assert cut([3] * 10, 4, 1000, 2) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
+    assert cut([3] * 10, 4, 1000, 1) == [(0, 4), (4, 8), (8, 10)]
+    assert cut([3] * 10, 32, 12, 2) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
+    assert cut([3, 20, 3], 32, 12, 2) == [(0, 1), (1, 2), (2, 3)]
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True])

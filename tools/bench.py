@@ -1,8 +1,10 @@
 """Benchmark minibert against its real peers on one workload, in one run.
 
-    python tools/bench.py                      # all runners that are installed, 3 rounds
+    python tools/bench.py                      # all runners that are installed, 3 rounds, short pairs
+    python tools/bench.py --workload both      # the short and the long workload, one table each
     python tools/bench.py --rounds 5 --threads 2 --runners minibert,sentence-transformers
-    python tools/bench.py --markdown bench.md  # also write the table as Markdown
+    python tools/bench.py --markdown bench.md  # also write the table(s) as Markdown
+    python tools/bench.py --profile --workload both   # where minibert's time goes, per op
 
 Runners (each skipped with a note when its packages are missing):
 - minibert                  Numba kernels (the default op set)
@@ -11,8 +13,10 @@ Runners (each skipped with a note when its packages are missing):
 - onnxruntime               the model exported by torch.onnx, graph optimizations on,
                             length-sorted padded batches of 32
 
-Workload: 4 queries x 100 passages (paragraphs of CPython's pydoc_data.topics, real English),
-scored by a MiniLM-L6 cross-encoder: the real all-MiniLM-L6-v2 encoder (weights/, from
+Workloads, each 4 queries x 100 passages of CPython's pydoc_data.topics (real English):
+- short: paragraphs of at least 80 characters (pairs of 20-150 tokens, mean ~65);
+- long: passages cut from the topics' text so that each pair is 200-499 tokens (mean ~350).
+Both are scored by a MiniLM-L6 cross-encoder: the real all-MiniLM-L6-v2 encoder (weights/, from
 `python tools/get_minilm.py`) with a seeded classifier head, written as a HuggingFace
 directory with NumPy only (weights/bench-minilm-cross-encoder/). fp32 everywhere.
 
@@ -27,6 +31,8 @@ so that a slow moment of the machine hits all of them alike; the table gives the
 - parity: max |score - transformers' logit| (sentence-transformers with an identity
   activation is transformers' BertForSequenceClassification), and whether every query's
   ranking is identical.
+--profile: minibert alone, in this process, with every op of its op set timed (tokenization too):
+seconds per op summed over the streams (so it adds up to CPU time, not wall time), after a warm-up.
 Thread settings: --threads N (default: all cores) goes to BLAS, OpenMP, Numba, torch and
 onnxruntime alike. The machine's OPENBLAS_CORETYPE is left as it is; say so when you quote.
 """
@@ -59,17 +65,43 @@ SEED = 1234
 # ---------------------------------------------------------------------------------------------
 # workload and model
 
-def workload():
-    """4 queries x 100 passages: paragraphs of at least 80 characters of pydoc_data.topics."""
+WORKLOADS = ("short", "long")
+LONG_TOKENS = (200, 499)  # the long workload's pair lengths, special tokens included
+
+
+def workload(name="short"):
+    """4 queries x 100 passages of pydoc_data.topics: its paragraphs of at least 80 characters
+    (short), or runs of its words cut so that every pair has 200-499 tokens (long)."""
     import pydoc_data.topics
 
-    passages = []
-    for key in sorted(pydoc_data.topics.topics):
-        for paragraph in re.split(r"\n\s*\n", pydoc_data.topics.topics[key]):
-            paragraph = " ".join(paragraph.split())
-            if len(paragraph) >= 80:
-                passages.append(paragraph)
-    passages = passages[:N_PASSAGES]
+    topics = [pydoc_data.topics.topics[key] for key in sorted(pydoc_data.topics.topics)]
+    if name == "short":
+        passages = []
+        for topic in topics:
+            for paragraph in re.split(r"\n\s*\n", topic):
+                paragraph = " ".join(paragraph.split())
+                if len(paragraph) >= 80:
+                    passages.append(paragraph)
+        return [(q, p) for q in QUERIES for p in passages[:N_PASSAGES]]
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(MINILM / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    longest_query = max(len(tokenizer.encode(q, add_special_tokens=False).ids) for q in QUERIES)
+    words = " ".join(topics).split()
+    low, high = LONG_TOKENS
+    passages, start = [], 0
+    for i in range(N_PASSAGES):
+        # a passage of `target` tokens, so that with any query and 3 special tokens the pair is in range
+        target = low + (i * 7919) % (high - low - longest_query - 3) - 3 + 1
+        n_words = target // 2
+        while len(tokenizer.encode(" ".join(words[start:start + n_words]), add_special_tokens=False).ids) < target:
+            n_words += 4
+        while len(tokenizer.encode(" ".join(words[start:start + n_words]), add_special_tokens=False).ids) > target:
+            n_words -= 1
+        passages.append(" ".join(words[start:start + n_words]))
+        start += n_words
     return [(q, p) for q in QUERIES for p in passages]
 
 
@@ -179,7 +211,7 @@ def load_runner(name, model_dir, threads):
 
 def child(args):
     """One measurement in this (fresh) process; prints one JSON line."""
-    pairs = workload()
+    pairs = workload(args.workload)
     if args.cold:
         score = load_runner(args.child, Path(args.model), args.threads)
         score(pairs[:8])
@@ -228,8 +260,9 @@ def child_env(threads, runner=""):
     return env
 
 
-def spawn(runner, model_dir, threads, cold=False):
-    argv = [sys.executable, __file__, "--child", runner, "--model", str(model_dir), "--threads", str(threads)]
+def spawn(runner, model_dir, threads, cold=False, workload_name="short"):
+    argv = [sys.executable, __file__, "--child", runner, "--model", str(model_dir), "--threads", str(threads),
+            "--workload", workload_name]
     if cold:
         argv.append("--cold")
     t0 = time.perf_counter()
@@ -261,52 +294,74 @@ def blas_info():
     return "; ".join(info) or "unknown"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runners", default=",".join(RUNNERS))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--markdown", help="also write the table to this Markdown file")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--model", default=str(MODEL), help=argparse.SUPPRESS)
-    parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        return child(args)
+def profile(model_dir, threads, workload_name):
+    """minibert's time per op on one workload, in this process: a table (seconds summed over streams)."""
+    import threading
+    import types
 
-    model_dir = make_model()
-    runners, notes = [], []
-    for runner in args.runners.split(","):
-        reason = available(runner)
-        (notes.append(f"{runner}: skipped, {reason}") if reason else runners.append(runner))
-    if "onnxruntime" in runners:
-        export_onnx(model_dir)
+    from minibert import CrossEncoder, kernels
 
+    pairs = workload(workload_name)
+    seconds, lock = {}, threading.Lock()
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with lock:
+                    seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    ops = types.ModuleType("timed_kernels")
+    ops.__dict__.update(vars(kernels))
+    for name in kernels.__all__:
+        if name != "limit_threads":
+            setattr(ops, name, timed(name, getattr(kernels, name)))
+    softmax = "attention's softmax (within attention)"
+    timed_softmax = timed(softmax, kernels.scaled_softmax)
+    ops.attention = timed("attention", lambda *a, **k: kernels.ops.attention(*a, **k, weights=timed_softmax))
+    ce = CrossEncoder(model_dir, ops=ops, threads=threads)
+    ce.tokenizer.encode_pairs = timed("tokenization", ce.tokenizer.encode_pairs)
+    ce.predict(pairs, batch_size=BATCH_SIZE)  # warm-up
+    seconds.clear()
+    t0 = time.perf_counter()
+    ce.predict(pairs, batch_size=BATCH_SIZE)
+    wall = time.perf_counter() - t0
+    rows = []
+    for name in sorted((n for n in seconds if n != softmax), key=lambda n: -seconds[n]):
+        rows.append(f"| {name} | {seconds[name]:.3f} |")
+        if name == "attention":
+            rows.append(f"| {softmax} | {seconds.get(softmax, 0.0):.3f} |")
+    return "\n".join([f"minibert per-op profile, {workload_name} workload: {len(pairs)} pairs in {wall:.2f} s wall "
+                      f"({len(pairs) / wall:.1f} pairs/s, slowed by the timers), {threads} threads", "",
+                      "| op | seconds (summed over streams) |", "|---|---|", *rows])
+
+
+def bench_workload(name, runners, model_dir, args, gflops):
+    """One workload: rounds alternating the runners, then the table (Markdown lines)."""
     config = json.loads((model_dir / "config.json").read_text())
     from minibert.config import load_config
     from minibert.tokenize import load_tokenizer
 
-    pairs = workload()
+    pairs = workload(name)
     lengths = [len(ids) for ids, _ in load_tokenizer(model_dir, load_config(model_dir)).encode_pairs(pairs)]
     flops = useful_flops(lengths, config)
-    gflops = sgemm_gflops(args.threads)
-    print(f"workload: {len(pairs)} pairs, {sum(lengths)} tokens (mean {np.mean(lengths):.1f}, max {max(lengths)}), "
-          f"{flops / 1e9:.0f} GFLOP useful; NumPy sgemm {gflops:.0f} GFLOP/s; threads {args.threads}", flush=True)
-
+    print(f"{name} workload: {len(pairs)} pairs, {sum(lengths)} tokens (mean {np.mean(lengths):.1f}, "
+          f"range {min(lengths)}-{max(lengths)}), {flops / 1e9:.0f} GFLOP useful", flush=True)
     results = {r: [] for r in runners}
     for round_ in range(args.rounds):
         for runner in runners:
-            result = spawn(runner, model_dir, args.threads)
+            result = spawn(runner, model_dir, args.threads, workload_name=name)
             results[runner].append(result)
             print(f"  round {round_ + 1} {runner}: {len(pairs) / result['seconds']:.1f} pairs/s", flush=True)
-    cold = {r: statistics.median(spawn(r, model_dir, args.threads, cold=True)["wall_s"] for _ in range(args.rounds))
-            for r in runners}
 
     reference = results.get("sentence-transformers")
     ref_scores = np.array(reference[0]["scores"]) if reference else None
+    speed = {r: len(pairs) / statistics.median(x["seconds"] for x in results[r]) for r in runners}
     rows = []
     for runner in runners:
-        seconds = statistics.median(r["seconds"] for r in results[runner])
         scores = np.array(results[runner][0]["scores"])
         parity = "-"
         if ref_scores is not None and runner != "sentence-transformers":
@@ -315,19 +370,62 @@ def main():
                         == np.argsort(-ref_scores[i:i + per_query], kind="stable")).all()
                        for i in range(0, len(pairs), per_query))
             parity = f"{np.abs(scores - ref_scores).max():.1e}, rankings {'identical' if same else 'DIFFER'}"
-        rows.append([runner, f"{len(pairs) / seconds:.1f}", f"{sum(lengths) / seconds:,.0f}",
-                     f"{100 * flops / seconds / 1e9 / gflops:.0f}%",
-                     f"{max(r['peak_rss_mib'] for r in results[runner]):.0f}", f"{cold[runner]:.2f}", parity])
-
-    header = ["runner", "pairs/s", "tokens/s", "% sgemm roofline", "peak RSS (MiB)", "cold start (s)",
+        versus = " / ".join(f"{speed[runner] / speed[peer]:.2f}x {peer}" for peer in runners
+                            if peer != runner and not peer.startswith("minibert"))
+        rows.append([runner, f"{speed[runner]:.1f}", versus or "-", f"{speed[runner] * np.mean(lengths):,.0f}",
+                     f"{100 * flops / (len(pairs) / speed[runner]) / 1e9 / gflops:.0f}%",
+                     f"{max(r['peak_rss_mib'] for r in results[runner]):.0f}", parity])
+    header = ["runner", "pairs/s", "vs peers", "tokens/s", "% sgemm roofline", "peak RSS (MiB)",
               "max abs diff vs transformers"]
+    return [f"{name}: {len(pairs)} pairs, {sum(lengths)} tokens (mean {np.mean(lengths):.0f}), "
+            f"median of {args.rounds} rounds", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(row) + " |" for row in rows], ""]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runners", default=",".join(RUNNERS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--workload", choices=(*WORKLOADS, "both"), default="short")
+    parser.add_argument("--profile", action="store_true", help="minibert's time per op instead of the comparison")
+    parser.add_argument("--markdown", help="also write the table(s) to this Markdown file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=str(MODEL), help=argparse.SUPPRESS)
+    parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    model_dir = make_model()
+    names = WORKLOADS if args.workload == "both" else (args.workload,)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
                f"Python {platform.python_version()}, numpy {np.__version__}, BLAS: {blas_info()}, "
                f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(row) + " |" for row in rows]
-    text = "\n".join([machine, f"{len(pairs)} pairs, {sum(lengths)} tokens, median of {args.rounds} rounds", "",
-                      *table, *notes])
+    if args.profile:
+        text = "\n\n".join([machine, *(profile(model_dir, args.threads, name) for name in names)])
+        print("\n" + text)
+        if args.markdown:
+            Path(args.markdown).write_text(text + "\n")
+        return
+
+    runners, notes = [], []
+    for runner in args.runners.split(","):
+        reason = available(runner)
+        (notes.append(f"{runner}: skipped, {reason}") if reason else runners.append(runner))
+    if "onnxruntime" in runners:
+        export_onnx(model_dir)
+    gflops = sgemm_gflops(args.threads)
+    print(f"NumPy sgemm {gflops:.0f} GFLOP/s; threads {args.threads}", flush=True)
+    lines = [machine, ""]
+    for name in names:
+        lines += bench_workload(name, runners, model_dir, args, gflops)
+    cold = {r: statistics.median(spawn(r, model_dir, args.threads, cold=True)["wall_s"] for _ in range(args.rounds))
+            for r in runners}
+    lines += ["cold start (s, a new process: import, load, score 8 pairs): "
+              + ", ".join(f"{r} {cold[r]:.2f}" for r in runners), *notes]
+    text = "\n".join(lines)
     print("\n" + text)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")
