@@ -204,7 +204,7 @@ class CrossEncoderScorer(_BatchMapper):
         query_column, passage_column: the input columns (strings).
         output_column: the score column (float32); for a model with several labels, one column per
             label, "<output_column>_<label>" with the labels of id2label in id order.
-        threads: BLAS threads per instance (1: one actor per core scales best).
+        threads: cores per instance, as CrossEncoder's threads (1: one actor per core scales best).
         activation: None (raw logits), "sigmoid" or "softmax", as for predict.
         on_bad: "raise" (default): a row whose query or passage is null or not a string is an
             InputError naming the row's columns and values. "skip": such a row gets a null score

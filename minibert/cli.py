@@ -615,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "or not a string: that row gets a null score and a message in an 'error' column")
     batch.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="pairs per forward pass (32)")
     batch.add_argument("--threads", type=positive_int, metavar="N",
-                       help="BLAS threads (default: 1 per actor on Ray, the library's own setting in-process)")
+                       help="cores each scorer uses (default: 1 per actor on Ray; in-process, BLAS's own thread count)")
     batch.add_argument("--max-length", type=int, metavar="N", help="truncate each pair to N tokens")
     batch.set_defaults(run=run_batch)
 
@@ -628,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on, 0 for any free one (default: 8080)")
-    serve.add_argument("--threads", type=positive_int, metavar="N", help="BLAS threads (default: the library's own)")
+    serve.add_argument("--threads", type=positive_int, metavar="N", help="cores to score on (default: BLAS's own thread count)")
     for option, default, what in (("--max-client-batch-size", 32, "texts in one request"),
                                   ("--max-batch-tokens", 16384, "tokens in one forward pass"),
                                   ("--max-batch-requests", 32, "pairs (or texts) in one forward pass"),
@@ -696,7 +696,8 @@ def _add_run_options(command: argparse.ArgumentParser, item: str = "pair",
     command.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
                          help=f"{item}s per forward pass (default: 32)")
     command.add_argument("--threads", type=positive_int, metavar="N",
-                         help="BLAS threads (default: the library's own setting, e.g. OMP_NUM_THREADS)")
+                         help="cores to score on: that many forward passes at once, BLAS at one thread in each "
+                              "(default: BLAS's own thread count, e.g. OMP_NUM_THREADS)")
     command.add_argument("--max-length", type=int, metavar="N",
                          help=f"truncate each {item} to N tokens (default: {length_default})")
     command.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -49,8 +49,8 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
     model_id: the name /info reports (default: the directory's name). The limits are TEI's
     options of the same names: texts per request, tokens and inputs per forward pass (32 inputs:
     offline predict's batch; TEI's has no default), requests waiting or
-    being scored (more get a 429), bytes per request body (more get a 413). threads: BLAS threads
-    of a model loaded here.
+    being scored (more get a 429), bytes per request body (more get a 413). threads: the cores a
+    model loaded here scores on (CrossEncoder's threads).
     """
     for name, value in (("max_client_batch_size", max_client_batch_size), ("max_batch_tokens", max_batch_tokens),
                         ("max_batch_requests", max_batch_requests),
