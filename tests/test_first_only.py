@@ -1,5 +1,6 @@
-"""The last layer computed for the first tokens only (bert.run_layers' first_only): the same logits
-as the full last layer, within float32 rounding, with the last feed-forward network run on B rows.
+"""The last layer computed for the first tokens only (first_only in bert.run_layers, DeBERTa's and
+ModernBERT's encoders): the same logits as the full last layer, within float32 rounding, with the
+last feed-forward network run on B rows.
 
 forward(return_stages=True) computes every row of every layer, so it is the full computation to
 compare against, on every family whose head reads the first token alone.
@@ -18,7 +19,7 @@ from op_sets import OP_SETS
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 FIRST_TOKEN_HEADS = ["tiny-l3", "roberta-bpe", "xlmr-unigram", "electra-e24", "electra-h32", "distilbert-gelu",
-                     "distilbert-relu-sin"]
+                     "distilbert-relu-sin", "deberta-v2", "deberta-v3", "modernbert-cls"]
 PAIRS = [("what is the capital of france", "paris is the capital of france"),
          ("a", ""),
          ("how fast is a fish", "fish swim at different speeds depending on the species " * 3),
@@ -39,7 +40,11 @@ def recording(ops, rows_seen):
         rows_seen.append(len(x))
         return ops.relu(x)
 
-    recorder.linear_gelu, recorder.relu = linear_gelu, relu
+    def geglu(h):  # ModernBERT's feed-forward
+        rows_seen.append(len(h))
+        return ops.geglu(h)
+
+    recorder.linear_gelu, recorder.relu, recorder.geglu = linear_gelu, relu, geglu
     return recorder
 
 
@@ -58,3 +63,14 @@ def test_first_token_last_layer_gives_the_full_layers_logits(name, op_set):
     # every layer but the last on all N rows, the last on the B first tokens (then the head, if it has a GELU)
     assert rows_seen[:layers] == [N] * (layers - 1) + [B], rows_seen
     assert stages[f"layer_{layers - 1}"].shape == (N, ce.config.hidden_size)
+
+
+def test_mean_pooling_computes_every_row_of_the_last_layer():
+    """ModernBERT with mean pooling reads every token: no first-token shortcut there."""
+    from minibert import ops
+
+    ce = CrossEncoder(GOLDENS / "modernbert-mean", ops=ops)
+    batch = Batch.pack(ce.tokenizer.encode_pairs(PAIRS))
+    rows_seen = []
+    forward(ce.params, ce.config, batch, recording(ops, rows_seen))
+    assert rows_seen == [int(batch.offsets[-1])] * ce.config.num_hidden_layers

@@ -332,11 +332,13 @@ def heads(x, NH):
     return x.reshape(len(x), NH, -1).transpose(1, 0, 2)
 
 
-def pair_scores(q, k, pos_key, pos_query, r, S, scale):
-    """The attention scores of one pair, c2c + (c2p + p2c), [NH, T, T] (query i, key j).
+def pair_scores(q, k, pos_key, pos_query, r, S, scale, r_keys=None):
+    """The attention scores of one pair, c2c + (c2p + p2c), [NH, Tq, T] (query i, key j).
 
-    q, k: [NH, T, HD]; pos_key / pos_query: the relative embeddings projected as keys / queries,
-    [NH, 2S, HD] (None: that term is not in pos_att_type); r: [T, T], the bucket b(i - j)."""
+    q: [NH, Tq, HD], k: [NH, T, HD]; pos_key / pos_query: the relative embeddings projected as keys /
+    queries, [NH, 2S, HD] (None: that term is not in pos_att_type); r: [Tq, T], the bucket b(i - j);
+    r_keys: [T, Tq], the bucket b(j - i) (None: r itself, as when every token is a query, Tq = T)."""
+    r_keys = r if r_keys is None else r_keys
     c2c = q @ (k / scale).transpose(0, 2, 1)                               # q_i . k_j: [NH, T, T]
     if r is None:
         return c2c
@@ -347,14 +349,15 @@ def pair_scores(q, k, pos_key, pos_query, r, S, scale):
     if pos_query is not None:
         # p2c: k_j . pos_query[S - b(j - i)], computed with the keys as rows (at [j, i]), then
         # transposed to [query, key]
-        position += position_term(k, pos_query, np.clip(-r + S, 0, 2 * S - 1), scale).transpose(0, 2, 1)
+        position += position_term(k, pos_query, np.clip(-r_keys + S, 0, 2 * S - 1), scale).transpose(0, 2, 1)
     return c2c + position
 
 
-def disentangled_attention(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, ops):
-    """Self-attention within each pair, scored c2c + c2p + p2c; the context, [N, H]."""
+def disentangled_attention(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, ops, first_only=False):
+    """Self-attention within each pair, scored c2c + c2p + p2c; the context, [N, H]. With first_only,
+    each pair's first query alone (against every key): its context, [B, H]."""
     NH = c.num_attention_heads
-    q = ops.linear(x, p.query.weight, p.query.bias)       # [N, H]
+    q = ops.linear(x[batch.first_tokens] if first_only else x, p.query.weight, p.query.bias)  # [N or B, H]
     k = ops.linear(x, p.key.weight, p.key.bias)           # [N, H]
     v = ops.linear(x, p.value.weight, p.value.bias)       # [N, H]
     # 1 + the number of position terms, whether or not relative_attention computes them (as transformers).
@@ -371,16 +374,20 @@ def disentangled_attention(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, o
             proj = p.pos_query if p.pos_query is not None else p.query
             pos_query = heads(ops.linear(rel, proj.weight, proj.bias), NH)
 
-    context = np.empty_like(q)                            # [N, H]
+    context = np.empty_like(q)                            # [N or B, H]
     buckets = {}                                          # pair length T -> its relative positions [T, T]
-    for start, end in zip(batch.offsets[:-1].tolist(), batch.offsets[1:].tolist()):
+    for b, (start, end) in enumerate(zip(batch.offsets[:-1].tolist(), batch.offsets[1:].tolist())):
         T = end - start
         if relative and T not in buckets:
             buckets[T] = relative_positions(c, T)
-        qh, kh, vh = heads(q[start:end], NH), heads(k[start:end], NH), heads(v[start:end], NH)  # [NH, T, HD]
-        scores = pair_scores(qh, kh, pos_key, pos_query, buckets.get(T), c.span, scale)      # [NH, T, T]
-        probs = ops.softmax(scores)                                                           # [NH, T, T]
-        context[start:end] = (probs @ vh).transpose(1, 0, 2).reshape(T, -1)  # [NH, T, HD] -> [T, H]
+        r = r_keys = buckets.get(T)                                              # [T, T] or None
+        rows = slice(b, b + 1) if first_only else slice(start, end)              # the pair's queries in q
+        if first_only and r is not None:
+            r, r_keys = r[:1], r[:, :1]                   # b(0 - j): [1, T]; b(j - 0): [T, 1]
+        qh, kh, vh = heads(q[rows], NH), heads(k[start:end], NH), heads(v[start:end], NH)  # [NH, Tq or T, HD]
+        scores = pair_scores(qh, kh, pos_key, pos_query, r, c.span, scale, r_keys)       # [NH, Tq, T]
+        probs = ops.softmax(scores)                                                       # [NH, Tq, T]
+        context[rows] = (probs @ vh).transpose(1, 0, 2).reshape(len(qh[0]), -1)  # [NH, Tq, HD] -> [Tq, H]
     return context
 
 
@@ -408,10 +415,12 @@ def attention_probabilities(params: DebertaV2Params, c: DebertaV2Config, layer: 
     return ops.softmax(pair_scores(q, k, pos_key, pos_query, r, c.span, scale))   # [NH, T, T]
 
 
-def encoder_layer(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, ops):
-    # Post-LN, as BERT's layer; only the attention scores differ.
-    context = disentangled_attention(p, c, x, rel, batch, ops)                       # [N, H]
-    attended = ops.linear(context, p.attn_out.weight, p.attn_out.bias)               # [N, H]
+def encoder_layer(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, ops, first_only=False):
+    # Post-LN, as BERT's layer; only the attention scores differ. first_only: [B, H] out, as bert's.
+    context = disentangled_attention(p, c, x, rel, batch, ops, first_only)           # [N or B, H]
+    attended = ops.linear(context, p.attn_out.weight, p.attn_out.bias)               # [N or B, H]
+    if first_only:
+        x = x[batch.first_tokens]                                                    # the residual: [B, H]
     x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
     h = ops.linear_gelu(x, p.ffn_in.weight, p.ffn_in.bias)                           # [N, H] -> [N, I]
     h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                              # [N, I] -> [N, H]
@@ -438,8 +447,10 @@ def conv_layer(p: ConvLayer, c: DebertaV2Config, embedded, layer_out, batch, ops
     return ops.add_layer_norm(out, layer_out, p.norm.weight, p.norm.bias, c.layer_norm_eps)
 
 
-def encoder(params: DebertaV2Params, c: DebertaV2Config, batch, ops, stages=None):
-    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
+def encoder(params: DebertaV2Params, c: DebertaV2Config, batch, ops, stages=None, first_only=False):
+    """Token ids -> the last layer's hidden states, [N, H]; with first_only, at each pair's first token
+    only, [B, H], the last layer computing those rows alone (as bert.run_layers; not when that layer
+    is also the first, which ConvLayer follows with every row). Fills `stages` if given."""
     x = embeddings(params.embeddings, c, batch, ops)                   # [N, H]
     embedded = x
     rel = params.rel_embeddings                                        # [2S, H], shared by every layer
@@ -447,13 +458,15 @@ def encoder(params: DebertaV2Params, c: DebertaV2Config, batch, ops, stages=None
         rel = ops.layer_norm(rel, params.rel_norm.weight, params.rel_norm.bias, c.layer_norm_eps)
     if stages is not None:
         stages["embeddings"] = x
+    last = len(params.layers) - 1
+    last_first_only = first_only and stages is None and not (last == 0 and params.conv is not None)
     for i, layer in enumerate(params.layers):
-        x = encoder_layer(layer, c, x, rel, batch, ops)                # [N, H]
+        x = encoder_layer(layer, c, x, rel, batch, ops, first_only=last_first_only and i == last)  # [N, H] (last: [B, H])
         if i == 0 and params.conv is not None:
             x = conv_layer(params.conv, c, embedded, x, batch, ops)    # [N, H]
         if stages is not None:
             stages[f"layer_{i}"] = x
-    return x
+    return x[batch.first_tokens] if first_only and not last_first_only else x
 
 
 def context_pooler(p: Linear, c: DebertaV2Config, first, ops):
@@ -463,8 +476,8 @@ def context_pooler(p: Linear, c: DebertaV2Config, first, ops):
 def forward(params: DebertaV2Params, c: DebertaV2Config, batch, ops, return_stages=False):
     """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
     stages = {} if return_stages else None
-    x = encoder(params, c, batch, ops, stages)                                   # [N, H]
-    pooled = context_pooler(params.pooler, c, x[batch.first_tokens], ops)        # [N, H] -> [B, H]
+    first = encoder(params, c, batch, ops, stages, first_only=True)              # [B, H]: the pooler reads [CLS] only
+    pooled = context_pooler(params.pooler, c, first, ops)                        # [B, H]
     logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, H] -> [B, L]
     if stages is not None:
         stages["pooled"], stages["logits"] = pooled, logits

@@ -275,15 +275,24 @@ def rotary_tables(c: ModernBertConfig, batch, ops) -> dict:
     return {t: ops.rotary_tables(batch.positions, c.head_dim, c.rope_theta(t)) for t in sorted(set(c.layer_types))}
 
 
-def attention(p: EncoderLayer, c: ModernBertConfig, x, offsets, rotary, window, ops):
-    qkv = linear(p.qkv, x, ops)                              # [N, H] -> [N, 3H]: query | key | value
-    q, k, v = np.split(qkv, 3, axis=1)                       # 3 x [N, H]
+def attention(p: EncoderLayer, c: ModernBertConfig, x, offsets, rotary, window, ops, first_only=False):
+    """[N, H] -> [N, H]; with first_only, at each pair's first token only, [B, H] (see encoder)."""
+    H, NH = c.hidden_size, c.num_attention_heads
     cos, sin = rotary                                        # [N, HD / 2] each
-    q = ops.apply_rotary(q, cos, sin, c.num_attention_heads)  # [N, H], each head rotated by its token's position
-    k = ops.apply_rotary(k, cos, sin, c.num_attention_heads)  # [N, H]
+    if first_only:  # the first tokens' queries alone; keys and values of every token
+        first = offsets[:-1]
+        q = linear(Linear(p.qkv.weight[:H], None if p.qkv.bias is None else p.qkv.bias[:H]), x[first], ops)  # [B, H]
+        k, v = np.split(linear(Linear(p.qkv.weight[H:], None if p.qkv.bias is None else p.qkv.bias[H:]), x, ops),
+                        2, axis=1)                            # 2 x [N, H]
+        q = ops.apply_rotary(q, cos[first], sin[first], NH)  # [B, H]
+    else:
+        qkv = linear(p.qkv, x, ops)                          # [N, H] -> [N, 3H]: query | key | value
+        q, k, v = np.split(qkv, 3, axis=1)                   # 3 x [N, H]
+        q = ops.apply_rotary(q, cos, sin, NH)                # [N, H], each head rotated by its token's position
+    k = ops.apply_rotary(k, cos, sin, NH)                    # [N, H]
     # For each pair and head: softmax(q k^T / sqrt(HD)) v over that pair's tokens (window: |i - j| <= w only).
-    context = ops.attention(q, k, v, offsets, c.num_attention_heads, window=window)  # [N, H]
-    return linear(p.attn_out, context, ops)                  # [N, H]
+    context = ops.attention(q, k, v, offsets, NH, window=window, first_only=first_only)  # [N or B, H]
+    return linear(p.attn_out, context, ops)                  # [N or B, H]
 
 
 def mlp(p: EncoderLayer, x, ops):
@@ -292,28 +301,33 @@ def mlp(p: EncoderLayer, x, ops):
     return linear(p.mlp_out, h, ops)   # [N, I] -> [N, H]
 
 
-def encoder_layer(p: EncoderLayer, c: ModernBertConfig, x, offsets, rotary, window, ops):
+def encoder_layer(p: EncoderLayer, c: ModernBertConfig, x, offsets, rotary, window, ops, first_only=False):
     # Pre-LN, where BERT is post-LN: each sublayer reads a normalized copy and adds to the residual stream.
     h = x if p.attn_norm is None else layer_norm(p.attn_norm, x, c, ops)   # [N, H]
-    x = x + attention(p, c, h, offsets, rotary, window, ops)               # [N, H]
-    return x + mlp(p, layer_norm(p.mlp_norm, x, c, ops), ops)              # [N, H]
+    attended = attention(p, c, h, offsets, rotary, window, ops, first_only)  # [N or B, H]
+    x = (x[offsets[:-1]] if first_only else x) + attended                  # [N or B, H]
+    return x + mlp(p, layer_norm(p.mlp_norm, x, c, ops), ops)              # [N or B, H]
 
 
-def encoder(params: ModernBertParams, c: ModernBertConfig, batch, ops, stages=None):
-    """Token ids -> the last hidden states after the final norm, [N, H]. Fills `stages` if given."""
+def encoder(params: ModernBertParams, c: ModernBertConfig, batch, ops, stages=None, first_only=False):
+    """Token ids -> the last hidden states after the final norm, [N, H]; with first_only, at each pair's
+    first token only, [B, H]: the last layer then computes those rows alone, as bert.run_layers does
+    (cls pooling reads nothing else). Fills `stages` if given (every row of every layer)."""
     x = embeddings(params.embeddings, c, batch, ops)      # [N, H]
     if stages is not None:
         stages["embeddings"] = x
     rotary = rotary_tables(c, batch, ops)
     last = c.num_hidden_layers - 1
+    last_first_only = first_only and stages is None
     for i, (layer, layer_type) in enumerate(zip(params.layers, c.layer_types)):
         window = c.sliding_window if layer_type == "sliding_attention" else None
-        x = encoder_layer(layer, c, x, batch.offsets, rotary[layer_type], window, ops)   # [N, H]
+        x = encoder_layer(layer, c, x, batch.offsets, rotary[layer_type], window, ops,
+                          first_only=last_first_only and i == last)      # [N, H] (last: [B, H])
         if i == last:
-            x = layer_norm(params.final_norm, x, c, ops)  # [N, H]; transformers' last hidden_states has it too
+            x = layer_norm(params.final_norm, x, c, ops)  # transformers' last hidden_states has it too
         if stages is not None:
             stages[f"layer_{i}"] = x
-    return x
+    return x[batch.first_tokens] if first_only and not last_first_only else x
 
 
 def pool(c: ModernBertConfig, x, batch):
@@ -334,8 +348,11 @@ def head(p: Head, c: ModernBertConfig, pooled, ops):
 def forward(params: ModernBertParams, c: ModernBertConfig, batch, ops, return_stages=False):
     """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
     stages = {} if return_stages else None
-    x = encoder(params, c, batch, ops, stages)                          # [N, H]
-    pooled = head(params.head, c, pool(c, x, batch), ops)               # [N, H] -> [B, H]
+    if c.classifier_pooling == "cls":   # the head reads each pair's first token alone
+        pooled_in = encoder(params, c, batch, ops, stages, first_only=True)   # [B, H]
+    else:
+        pooled_in = pool(c, encoder(params, c, batch, ops, stages), batch)    # [N, H] -> [B, H]
+    pooled = head(params.head, c, pooled_in, ops)                       # [B, H]
     logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, L], raw logits
     if stages is not None:
         stages["pooled"], stages["logits"] = pooled, logits
