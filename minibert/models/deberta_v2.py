@@ -353,6 +353,37 @@ def pair_scores(q, k, pos_key, pos_query, r, S, scale, r_keys=None):
     return c2c + position
 
 
+def score_scale(c: DebertaV2Config):
+    """sqrt(HD x (1 + the number of position terms)), whether or not relative_attention computes them
+    (as transformers)."""
+    return np.sqrt(np.float32(c.head_dim * (1 + len(set(c.pos_att_type) & set(POSITION_TERMS)))))
+
+
+def relative_table(params: DebertaV2Params, c: DebertaV2Config, ops):
+    """The relative embeddings every layer shares, [2S, H] (after their LayerNorm, where norm_rel_ebd
+    has one); None without relative attention."""
+    rel = params.rel_embeddings
+    if rel is not None and params.rel_norm is not None:
+        rel = ops.layer_norm(rel, params.rel_norm.weight, params.rel_norm.bias, c.layer_norm_eps)
+    return rel
+
+
+def position_projections(p: EncoderLayer, c: DebertaV2Config, rel, ops):
+    """The relative embeddings as keys (c2p) and as queries (p2c): [2S, H] -> [NH, 2S, HD] each, None
+    for a term not in pos_att_type (both None without relative attention). With share_att_key,
+    through the content key / query projections."""
+    if not (c.relative_attention and c.pos_att_type):
+        return None, None
+    NH, pos_key, pos_query = c.num_attention_heads, None, None
+    if "c2p" in c.pos_att_type:
+        proj = p.pos_key if p.pos_key is not None else p.key
+        pos_key = heads(ops.linear(rel, proj.weight, proj.bias), NH)
+    if "p2c" in c.pos_att_type:
+        proj = p.pos_query if p.pos_query is not None else p.query
+        pos_query = heads(ops.linear(rel, proj.weight, proj.bias), NH)
+    return pos_key, pos_query
+
+
 def disentangled_attention(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, ops, first_only=False):
     """Self-attention within each pair, scored c2c + c2p + p2c; the context, [N, H]. With first_only,
     each pair's first query alone (against every key): its context, [B, H]."""
@@ -360,19 +391,9 @@ def disentangled_attention(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, o
     q = ops.linear(x[batch.first_tokens] if first_only else x, p.query.weight, p.query.bias)  # [N or B, H]
     k = ops.linear(x, p.key.weight, p.key.bias)           # [N, H]
     v = ops.linear(x, p.value.weight, p.value.bias)       # [N, H]
-    # 1 + the number of position terms, whether or not relative_attention computes them (as transformers).
-    scale = np.sqrt(np.float32(c.head_dim * (1 + len(set(c.pos_att_type) & set(POSITION_TERMS)))))
+    scale = score_scale(c)
     relative = c.relative_attention and bool(c.pos_att_type)
-    pos_key = pos_query = None
-    if relative:
-        # The relative embeddings as keys (c2p) and as queries (p2c): [2S, H] -> [NH, 2S, HD];
-        # with share_att_key, through the content key / query projections.
-        if "c2p" in c.pos_att_type:
-            proj = p.pos_key if p.pos_key is not None else p.key
-            pos_key = heads(ops.linear(rel, proj.weight, proj.bias), NH)
-        if "p2c" in c.pos_att_type:
-            proj = p.pos_query if p.pos_query is not None else p.query
-            pos_query = heads(ops.linear(rel, proj.weight, proj.bias), NH)
+    pos_key, pos_query = position_projections(p, c, rel, ops)   # [NH, 2S, HD] each, or None
 
     context = np.empty_like(q)                            # [N or B, H]
     buckets = {}                                          # pair length T -> its relative positions [T, T]
@@ -398,21 +419,10 @@ def attention_probabilities(params: DebertaV2Params, c: DebertaV2Config, layer: 
     The forward pass keeps no attention weights; `minibert explain` shows these. They are computed as
     disentangled_attention and encoder compute them (the same projections, pair_scores and softmax)."""
     p, NH = params.layers[layer], c.num_attention_heads
-    rel = params.rel_embeddings                                        # [2S, H]
-    if rel is not None and params.rel_norm is not None:
-        rel = ops.layer_norm(rel, params.rel_norm.weight, params.rel_norm.bias, c.layer_norm_eps)
     q, k = (heads(ops.linear(x, w.weight, w.bias), NH) for w in (p.query, p.key))   # [NH, T, HD] each
-    scale = np.sqrt(np.float32(c.head_dim * (1 + len(set(c.pos_att_type) & set(POSITION_TERMS)))))
-    pos_key = pos_query = r = None
-    if c.relative_attention and c.pos_att_type:
-        if "c2p" in c.pos_att_type:
-            proj = p.pos_key if p.pos_key is not None else p.key
-            pos_key = heads(ops.linear(rel, proj.weight, proj.bias), NH)    # [NH, 2S, HD]
-        if "p2c" in c.pos_att_type:
-            proj = p.pos_query if p.pos_query is not None else p.query
-            pos_query = heads(ops.linear(rel, proj.weight, proj.bias), NH)  # [NH, 2S, HD]
-        r = relative_positions(c, len(x))                                   # [T, T]
-    return ops.softmax(pair_scores(q, k, pos_key, pos_query, r, c.span, scale))   # [NH, T, T]
+    pos_key, pos_query = position_projections(p, c, relative_table(params, c, ops), ops)   # [NH, 2S, HD] or None
+    r = relative_positions(c, len(x)) if c.relative_attention and c.pos_att_type else None  # [T, T]
+    return ops.softmax(pair_scores(q, k, pos_key, pos_query, r, c.span, score_scale(c)))   # [NH, T, T]
 
 
 def encoder_layer(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, ops, first_only=False):
@@ -453,9 +463,7 @@ def encoder(params: DebertaV2Params, c: DebertaV2Config, batch, ops, stages=None
     is also the first, which ConvLayer follows with every row). Fills `stages` if given."""
     x = embeddings(params.embeddings, c, batch, ops)                   # [N, H]
     embedded = x
-    rel = params.rel_embeddings                                        # [2S, H], shared by every layer
-    if rel is not None and params.rel_norm is not None:
-        rel = ops.layer_norm(rel, params.rel_norm.weight, params.rel_norm.bias, c.layer_norm_eps)
+    rel = relative_table(params, c, ops)                               # [2S, H], shared by every layer
     if stages is not None:
         stages["embeddings"] = x
     last = len(params.layers) - 1
