@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.cross_encoder import CrossEncoder
 from minibert.errors import ConfigError, InputError, MinibertError
-from minibert.sentence_encoder import SentenceEncoder
+from minibert.runtime.cross_encoder import CrossEncoder
+from minibert.runtime.sentence_encoder import SentenceEncoder
 
 ON_BAD = ("raise", "skip")
 ACTOR_RESTARTS = 4       # a killed actor is started again (model reloaded) up to this many times...

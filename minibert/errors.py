@@ -1,9 +1,24 @@
 """Everything minibert raises on purpose derives from MinibertError.
 
 The errors about values (config, model files, input) also derive from ValueError, so code
-written against plain Python exceptions keeps working; FetchError (the network) does not. Messages say what was expected, what was found, and where
-(file, field, tensor, pair index).
+written against plain Python exceptions keeps working; FetchError (the network) does not.
+Messages say what was expected, what was found, and where (file, field, tensor, pair index);
+`show` puts a value read from an untrusted file into a message at a bounded length.
 """
+
+import reprlib
+import sys
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 8, 4, 80, 80, 80
+
+
+def show(value) -> str:
+    """A repr of bounded length and depth, for values read from untrusted files (any JSON value)."""
+    try:
+        return _REPR.repr(value)
+    except ValueError:  # an int too long to turn into text (Python's int-to-str digit limit)
+        return f"<an integer of more than {getattr(sys, 'get_int_max_str_digits', lambda: 4300)()} digits>"
 
 
 class MinibertError(Exception):
@@ -33,7 +48,7 @@ class InputError(MinibertError, ValueError):
 
 
 class TraceError(InputError):
-    """A trace file (minibert-trace/1, see minibert/oracle.py) that is unreadable or inconsistent."""
+    """A trace file (minibert-trace/1, see minibert/oracle/trace.py) that is unreadable or inconsistent."""
 
 
 class FetchError(MinibertError):

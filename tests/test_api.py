@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 
 import minibert
-from minibert import ConfigError, CrossEncoder, InputError, MinibertError, ModelFormatError, UnsafeCheckpointError
-from minibert import ops
+from minibert import (
+    ConfigError,
+    CrossEncoder,
+    InputError,
+    MinibertError,
+    ModelFormatError,
+    UnsafeCheckpointError,
+)
+from minibert.runtime.runner import limit_threads
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 PAIRS = [
@@ -172,18 +179,18 @@ def test_model_max_length_placeholder_falls_back_to_positions(tmp_path):
 
 
 def test_numpy_and_numba_paths_agree(ce):
-    kernels = pytest.importorskip("minibert.kernels")
-    a = CrossEncoder(GOLDENS / "tiny-l1", ops=ops).predict(PAIRS)
-    b = CrossEncoder(GOLDENS / "tiny-l1", ops=kernels).predict(PAIRS)
+    pytest.importorskip("numba")
+    a = CrossEncoder(GOLDENS / "tiny-l1", ops="numpy").predict(PAIRS)
+    b = CrossEncoder(GOLDENS / "tiny-l1", ops="numba").predict(PAIRS)
     # the kernels' softmax has its own exp (within 1.2 ulp, NumPy's within 2.3): float32 rounding apart
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_minibert_no_numba_selects_the_numpy_ops():
-    code = "from minibert.model import default_ops; print(default_ops().__name__)"
+    code = "from minibert.ops import default_ops; print(default_ops().name)"
     env = dict(os.environ, MINIBERT_NO_NUMBA="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "minibert.ops"
+    assert out.stdout.strip() == "numpy"
 
 
 def test_runtime_never_imports_torch():
@@ -203,7 +210,7 @@ def test_threads_option_gives_the_same_scores_and_restores_settings(ce):
     one = CrossEncoder(GOLDENS / "tiny-l1", threads=1)
     # other batch cuts (one stream or two) round the matrix products differently: float32 rounding only
     np.testing.assert_allclose(one.predict(PAIRS), ce.predict(PAIRS), atol=1e-6, rtol=1e-5)
-    with one.ops.limit_threads(1):
+    with limit_threads(1):
         inside = blas()
     assert all(n == 1 for n in inside.values())
     after = blas()
@@ -216,7 +223,7 @@ def test_streams_run_at_once_in_order_with_blas_at_one_thread(monkeypatch):
     import threading
 
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from minibert import cross_encoder
+    from minibert.runtime import cross_encoder
 
     pairs = [(f"query {i}", "passage " * (i % 7)) for i in range(40)]
     want = CrossEncoder(GOLDENS / "tiny-l1", threads=1).predict(pairs, batch_size=4)
@@ -248,7 +255,7 @@ def test_streams_run_at_once_in_order_with_blas_at_one_thread(monkeypatch):
 def test_streams_share_the_batch_budget():
     """Two streams: passes of batch_size / 2 sequences and max_tokens / 2 tokens, so that the two passes
     held at once are no bigger than one pass of the whole budget; a longer sequence still gets its own."""
-    from minibert.batching import forward_batches
+    from minibert.runtime.runner import forward_batches
 
     def encode(items, first):
         return [(np.arange(n), np.zeros(n, np.int64)) for n in items]
@@ -268,7 +275,7 @@ def test_bad_threads(threads):
 
 def test_memory_is_bounded_by_the_token_budget(ce):
     # max_batch_tokens bounds each forward pass: the batches the budget allows never exceed it.
-    from minibert.batching import batches
+    from minibert.runtime.runner import batches
     lengths = [40, 40, 40, 5, 48, 48, 1]
     cut = list(batches(lengths, max_sequences=32, max_tokens=96))
     assert cut == [(0, 2), (2, 5), (5, 7)]

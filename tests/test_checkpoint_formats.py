@@ -22,13 +22,18 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from minibert import ModelFormatError, ops
-from minibert.checkpoint import (CHECKPOINT_NAMES, bfloat16_to_float32, find_checkpoint, owns_memory, read_checkpoint,
-                                 read_safetensors)
-from minibert.config import load_config
-from minibert.model import Batch, forward
-from minibert.torch_pickle import read_torch_bin
-from minibert.weights import load_params
+from minibert import ModelFormatError
+from minibert.formats.checkpoint import (
+    CHECKPOINT_NAMES,
+    find_checkpoint,
+    read_checkpoint,
+)
+from minibert.formats.safetensors import read_safetensors
+from minibert.formats.tensors import bfloat16_to_float32, owns_memory
+from minibert.formats.torch_pickle import read_torch_bin
+from minibert.models import Batch, forward
+from minibert.ops import NUMPY
+from minibert.runtime.load import load_config, load_params
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
 GOLDEN = json.loads((FIXTURES / "golden.json").read_text(encoding="utf-8"))
@@ -44,7 +49,7 @@ def golden_batch() -> Batch:
 
 def minibert_logits(model_dir: Path) -> np.ndarray:
     config = load_config(model_dir)
-    return forward(load_params(model_dir, config), config, golden_batch(), ops=ops)
+    return forward(load_params(model_dir, config), config, golden_batch(), ops=NUMPY)
 
 
 def assert_logits_close(actual, reference, label):

@@ -21,7 +21,14 @@ from safetensors.numpy import load_file, save_file
 
 import minibert
 from minibert import CrossEncoder, SentenceEncoder
-from minibert.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, format_score, main
+from minibert.cli import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    format_score,
+    main,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDENS = REPO / "tests" / "fixtures" / "goldens"
@@ -667,7 +674,7 @@ def test_embed_npy_skip_bad_and_error(sentence_model, tmp_path, capsys, monkeypa
 
 
 def test_score_streams_windows_scored_as_predict_scores_them(model_l1, tmp_path, capsys, monkeypatch):
-    from minibert.batching import WINDOW_ITEMS
+    from minibert.runtime.runner import WINDOW_ITEMS
     rng = np.random.default_rng(0)
     words = np.array("the cat sat on a mat paris is capital of france rome fish river blue".split())
     pairs = [(" ".join(rng.choice(words, 5)), " ".join(rng.choice(words, rng.integers(1, 40))))
@@ -708,7 +715,8 @@ def test_process_score_output_arrives_before_the_input_ends(model_l1, end):
     # The writer keeps stdin open: the first window's scores must come out while the input is still open.
     # Then either the input ends (the rest is scored) or Ctrl-C comes while the command waits for input.
     import signal
-    from minibert.batching import WINDOW_ITEMS
+
+    from minibert.runtime.runner import WINDOW_ITEMS
     proc = subprocess.Popen([sys.executable, "-m", "minibert", "score", "-m", str(model_l1)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=process_env(), cwd=REPO)

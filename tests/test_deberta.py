@@ -10,15 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minibert import CrossEncoder, ops
-from minibert.checkpoint import find_checkpoint, read_checkpoint
-from minibert.config import config_from_dict, load_config
+from minibert import CrossEncoder
 from minibert.errors import ConfigError, ModelFormatError
-from minibert.model import Batch, forward
-from minibert.weights import params_from_tensors
+from minibert.formats.checkpoint import find_checkpoint, read_checkpoint
+from minibert.models import Batch, config_from_dict, family_of, forward
+from minibert.models.params import params_from_tensors
+from minibert.ops import NUMPY
+from minibert.runtime.load import load_config
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 V3, V2 = GOLDENS / "deberta-v3", GOLDENS / "deberta-v2"
+
+
+def from_tensors(tensors, config, source, head=True):
+    """The tensors mapped onto the config's family's parameter tree."""
+    return params_from_tensors(tensors, family_of(config), config, source, head)
 
 
 def raw_config(path: Path = V3) -> dict:
@@ -79,9 +85,9 @@ def tensors(path: Path = V3) -> dict:
 def test_a_checkpoint_without_its_head_is_not_a_cross_encoder():
     bare = {k: v for k, v in tensors().items() if not k.startswith(("classifier.", "pooler."))}
     with pytest.raises(ModelFormatError, match="not a cross-encoder"):
-        params_from_tensors(bare, load_config(V3), source="m.safetensors")
+        from_tensors(bare, load_config(V3), source="m.safetensors")
     # ... but it is an encoder (a bare DebertaV2Model saves no "deberta." prefix)
-    params = params_from_tensors({k[len("deberta."):]: v for k, v in bare.items()}, load_config(V3), "m", head=False)
+    params = from_tensors({k[len("deberta."):]: v for k, v in bare.items()}, load_config(V3), "m", head=False)
     assert params.classifier is None and len(params.layers) == 2
 
 
@@ -101,24 +107,24 @@ def test_a_missing_tensor_is_named(path, name):
     assert name in t
     del t[name]
     with pytest.raises(ModelFormatError, match=f"missing tensor {name}, expected shape"):
-        params_from_tensors(t, load_config(path), source="m.safetensors")
+        from_tensors(t, load_config(path), source="m.safetensors")
 
 
 def test_unused_absolute_positions_are_ignored_as_transformers_does_but_other_extras_are_named():
     c = load_config(V3)
     t = tensors()
     t["deberta.embeddings.position_embeddings.weight"] = np.ones((c.max_position_embeddings, c.hidden_size), np.float32)
-    params_from_tensors(t, c, source="m.safetensors")  # v3: position_biased_input false, the table is unused
+    from_tensors(t, c, source="m.safetensors")  # v3: position_biased_input false, the table is unused
     t["deberta.encoder.layer.0.attention.self.pos_key_proj.weight"] = np.ones((c.hidden_size,) * 2, np.float32)
     with pytest.raises(ModelFormatError, match="unexpected tensor deberta.encoder.layer.0.attention.self.pos_key_proj"):
-        params_from_tensors(t, c, source="m.safetensors")
+        from_tensors(t, c, source="m.safetensors")
 
 
 def test_a_wrong_shape_is_named():
     t = tensors()
     t["deberta.encoder.rel_embeddings.weight"] = t["deberta.encoder.rel_embeddings.weight"][:-2]
     with pytest.raises(ModelFormatError, match=r"tensor deberta.encoder.rel_embeddings.weight: expected shape \[32, 32\]"):
-        params_from_tensors(t, load_config(V3), source="m.safetensors")
+        from_tensors(t, load_config(V3), source="m.safetensors")
 
 
 def test_the_goldens_see_the_relative_positions():
@@ -128,18 +134,18 @@ def test_the_goldens_see_the_relative_positions():
     lengths = golden["lengths"]
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     pairs = [(golden["input_ids"][a:b], golden["token_type_ids"][a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
-    ce = CrossEncoder(V3, ops=ops)
+    ce = CrossEncoder(V3, ops=NUMPY)
     batch = Batch.pack(pairs)
-    _, stages = forward(ce.params, ce.config, batch, ops, return_stages=True)
+    _, stages = forward(ce.params, ce.config, batch, NUMPY, return_stages=True)
     assert np.allclose(stages["layer_0"], golden["layer_0"], atol=1e-5, rtol=1e-5)
     shifted = dataclasses.replace(ce.params, rel_embeddings=np.roll(ce.params.rel_embeddings, 1, axis=0))
-    _, stages = forward(shifted, ce.config, batch, ops, return_stages=True)
+    _, stages = forward(shifted, ce.config, batch, NUMPY, return_stages=True)
     assert np.allclose(stages["embeddings"], golden["embeddings"], atol=1e-5, rtol=1e-5)
     assert not np.allclose(stages["layer_0"], golden["layer_0"], atol=1e-3, rtol=1e-3)
 
 
 def test_type_vocab_size_zero_takes_the_tokenizers_token_types_and_ignores_them():
-    ce = CrossEncoder(V3, ops=ops)
+    ce = CrossEncoder(V3, ops=NUMPY)
     (ids, types), = ce.tokenizer.encode_pairs([("a query", "a passage")])
     assert ce.config.type_vocab_size == 0 and types.max() == 1   # as DebertaV2Tokenizer makes them
     assert ce.params.embeddings.token_type is None

@@ -28,5 +28,6 @@ def test_walkthrough_code_runs():
 def test_walkthrough_names_real_files():
     """Every minibert/ file the page follows exists."""
     named = set(re.findall(r"`(minibert/[\w/]+\.py)`", DOC.read_text(encoding="utf-8")))
-    assert {"minibert/tokenize.py", "minibert/model.py", "minibert/models/bert.py", "minibert/ops.py"} <= named
+    assert {"minibert/formats/tokenizer.py", "minibert/models/batch.py", "minibert/models/bert.py",
+            "minibert/ops/reference.py"} <= named
     assert all((ROOT / path).is_file() for path in named), named

@@ -10,10 +10,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from minibert import ConfigError, CrossEncoder, ModelFormatError
-from minibert.config import config_from_dict, load_config
-from minibert.models import family_of
-from minibert.tokenize import load_tokenizer
-from minibert.weights import load_params
+from minibert.models import config_from_dict, family_of
+from minibert.runtime.load import load_config, load_params, load_tokenizer
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 

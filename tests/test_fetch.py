@@ -17,15 +17,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hub_server import (  # noqa: F401
+    MODEL_REPO,
+    MODULES,
+    NEEDED,
+    folder,
+    hub,
+    model_files,
+    model_repo,
+    sha256,
+)
 
 from minibert import ConfigError, CrossEncoder, FetchError, ModelFormatError
-from minibert import fetch as fetch_module
 from minibert.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
-from minibert.fetch import RECORD_NAME, WHEEL_PREFIX, fetch
-from minibert.hub import AccessDeniedError, IntegrityError, RepoNotFoundError, choose_files
-
-from hub_server import (MODEL_REPO, MODULES, NEEDED, folder, hub, model_files,  # noqa: F401
-                        model_repo, sha256)
+from minibert.formats import fetch as fetch_module
+from minibert.formats.fetch import RECORD_NAME, WHEEL_PREFIX, fetch
+from minibert.formats.hub import (
+    AccessDeniedError,
+    IntegrityError,
+    RepoNotFoundError,
+    choose_files,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_test_secret_0123456789"

@@ -17,6 +17,7 @@ end of this file that must raise a MinibertError.
 """
 
 import codecs
+import dataclasses
 import io
 import json
 import math
@@ -30,18 +31,24 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import SUMMARY_LINES
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 from minibert import CrossEncoder, InputError, MinibertError
-from minibert.checkpoint import FETCH_RECORD, SAFETENSORS_INDEX, check_fetch_complete, read_checkpoint
 from minibert.cli import Records, main, parse_pair, read_lines
-from minibert.config import config_from_dict, load_config
-from minibert.models.bert import DEFAULTS as _DEFAULTS, BertConfig
 from minibert.errors import ModelFormatError
-
-from conftest import SUMMARY_LINES
+from minibert.formats.checkpoint import (
+    FETCH_RECORD,
+    SAFETENSORS_INDEX,
+    check_fetch_complete,
+    read_checkpoint,
+)
+from minibert.formats.config import HFConfig
+from minibert.models import config_from_dict
+from minibert.models.bert import BertConfig
+from minibert.runtime.load import load_config
 
 TINY = Path(__file__).parent / "fixtures" / "goldens" / "tiny-l1"
 
@@ -118,7 +125,8 @@ json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=10)
 
-FIELDS = sorted(_DEFAULTS) + ["model_type", "num_labels", "id2label", "label2id", "is_decoder",
+BERT_FIELDS = sorted({f.name for f in dataclasses.fields(BertConfig)} - {f.name for f in dataclasses.fields(HFConfig)})
+FIELDS = BERT_FIELDS + ["model_type", "num_labels", "id2label", "label2id", "is_decoder",
                               "add_cross_attention", "architectures"]
 VALID_CONFIG = json.loads((TINY / "config.json").read_text())
 id2labels = st.dictionaries(st.sampled_from(["0", "1", "2", "-1", "01", " 1", "1.0", "x", "\u0661"]) | st.text(max_size=3),
@@ -398,7 +406,7 @@ def test_main_returns_an_exit_status_and_never_raises(cli_files, scratch, data, 
     cwd = os.getcwd()
     os.chdir(scratch / "cli")
     try:
-        with mock.patch("minibert.fetch.fetch", side_effect=AssertionError("fuzz must not fetch")), \
+        with mock.patch("minibert.cli.fetch", side_effect=AssertionError("fuzz must not fetch")), \
                 mock.patch.object(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")), \
                 redirect_stdout(out), redirect_stderr(err):
             kind, value = attempt("main", lambda: main(argv))

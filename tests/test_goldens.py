@@ -8,7 +8,7 @@ set, the stage, and where the worst element is (pair, token, dimension).
 - The stage tests feed the golden's own token ids, so that a tokenizer bug cannot hide (or fake)
   a numerics bug; the tokenizer is checked on its own, pair by pair.
 - predict and rank go end to end (text in, scores out): numbers first, then decisions.
-- Everything runs for both op sets: minibert.ops (NumPy) and minibert.kernels (Numba; skipped
+- Everything runs for both op sets: the NumPy reference and the Numba kernels (skipped
   only when numba is not installed).
 
 Regenerate the fixtures with `python tools/make_goldens.py` (needs torch + transformers);
@@ -16,7 +16,6 @@ Regenerate the fixtures with `python tools/make_goldens.py` (needs torch + trans
 """
 
 import dataclasses
-import importlib
 import json
 import zipfile
 from functools import lru_cache
@@ -24,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from op_sets import OP_SETS
 
 from minibert import CrossEncoder
-from minibert.model import Batch, forward
-from minibert.weights import LayerNorm
-from op_sets import OP_SETS
+from minibert.models import Batch, forward
+from minibert.models.params import LayerNorm
 
 # The golden pairs include ones longer than max_length on purpose: their truncation is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")
@@ -95,7 +94,7 @@ def load_golden(name: str) -> Golden:
 @lru_cache(maxsize=None)
 def load_model(name: str, op_set: str) -> CrossEncoder:
     golden = load_golden(name)
-    ops = importlib.import_module(f"minibert.{op_set}")
+    ops = op_set
     return CrossEncoder(golden.path, max_length=golden.meta["max_length_arg"], ops=ops)
 
 
@@ -203,7 +202,7 @@ def test_golden_fixtures_are_small():
 @pytest.mark.parametrize("name", NAMES)
 def test_max_length(name):
     golden = load_golden(name)
-    ce = load_model(name, "ops")
+    ce = load_model(name, "numpy")
     assert ce.max_length == golden.meta["max_length"], (
         f"{name}: CrossEncoder(max_length={golden.meta['max_length_arg']}) uses max_length {ce.max_length}, "
         f"transformers used {golden.meta['max_length']}")
@@ -228,7 +227,7 @@ def _id_mismatches(golden: Golden, encoded, want_ids, want_types, label: str) ->
 @pytest.mark.parametrize("name", NAMES)
 def test_token_ids(name):
     golden = load_golden(name)
-    encoded = load_model(name, "ops").tokenizer.encode_pairs(golden.pairs)
+    encoded = load_model(name, "numpy").tokenizer.encode_pairs(golden.pairs)
     for ids, types in encoded:
         assert np.asarray(ids).dtype == np.int64 and np.asarray(types).dtype == np.int64
     problems = _id_mismatches(golden, encoded, golden.unpack("input_ids"), golden.unpack("token_type_ids"), name)
@@ -244,7 +243,7 @@ def test_token_ids_other_max_lengths(name):
     golden = load_golden(name)
     problems = []
     for case in golden.meta["tokenizer_cases"]:
-        ce = CrossEncoder(golden.path, max_length=case["max_length_arg"], ops=importlib.import_module("minibert.ops"))
+        ce = CrossEncoder(golden.path, max_length=case["max_length_arg"], ops="numpy")
         label = f"{name} max_length={case['max_length_arg']}"
         if ce.max_length != case["max_length"]:
             problems.append(f"{label}: resolved to {ce.max_length}, transformers used {case['max_length']}")
@@ -257,8 +256,7 @@ def test_token_ids_other_max_lengths(name):
 def test_tokenizer_only_golden(name):
     """No weights: minibert's tokenizer loader alone, on files where tokenizer.json's normalizer
     disagrees with tokenizer_config.json (transformers follows tokenizer_config.json)."""
-    from minibert.config import load_config
-    from minibert.tokenize import load_tokenizer
+    from minibert.runtime.load import load_config, load_tokenizer
 
     golden = load_golden(name)
     assert golden.meta["kind"] == "tokenizer"
@@ -378,7 +376,7 @@ def test_comparator_finds_a_planted_error():
     got[row, dim] += np.float32(ATOL + RTOL * abs(want[row, dim])) * 3
     c = compare(got, want)
     assert not c.ok and c.n_bad == 1 and c.worst == (row, dim), c
-    line = describe(golden, "ops", "layer_0", c)
+    line = describe(golden, "numpy", "layer_0", c)
     pair = int(np.searchsorted(golden.offsets, row, side="right") - 1)
     assert "NOT OK" in line and f"pair {pair} token {row - golden.offsets[pair]}" in line, line
 
@@ -395,7 +393,7 @@ def test_a_planted_model_error_fails_the_right_stage(name):
     """Zero the last layer's last LayerNorm weight (in memory): earlier stages still pass,
     that layer and everything after it fail, and the message names the stage."""
     golden = load_golden(name)
-    ce = load_model(name, "ops")
+    ce = load_model(name, "numpy")
     last = ce.params.layers[-1]
     norm = [f.name for f in dataclasses.fields(last) if isinstance(getattr(last, f.name), LayerNorm)][-1]
     broken = dataclasses.replace(getattr(last, norm), weight=np.zeros_like(getattr(last, norm).weight))
@@ -406,7 +404,7 @@ def test_a_planted_model_error_fails_the_right_stage(name):
     L = golden.meta["config"]["num_hidden_layers"]
     expected = {s: s in ("embeddings",) or (s.startswith("layer_") and int(s[6:]) < L - 1) for s in golden.stages}
     assert ok == expected, f"{name}: stage verdicts {ok}, expected {expected}"
-    line = describe(golden, "ops", f"layer_{L - 1}", stage_comparison(golden, stages, f"layer_{L - 1}"))
+    line = describe(golden, "numpy", f"layer_{L - 1}", stage_comparison(golden, stages, f"layer_{L - 1}"))
     assert f"layer_{L - 1}: NOT OK" in line, line
 
 

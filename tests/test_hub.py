@@ -13,13 +13,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hub_server import (  # noqa: F401
+    MODEL_REPO,
+    NEEDED,
+    folder,
+    hf_cache_env,
+    hub,
+    model_files,
+    model_repo,
+)
 
 from minibert import CrossEncoder, ModelFormatError, SentenceEncoder
 from minibert.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, format_score, main
 from minibert.errors import ModelNotFoundError
-from minibert.hub import AccessDeniedError, HubUnreachableError, RepoNotFoundError, resolve_model_dir
-
-from hub_server import MODEL_REPO, NEEDED, folder, hf_cache_env, hub, model_files, model_repo  # noqa: F401
+from minibert.formats.hub import (
+    AccessDeniedError,
+    HubUnreachableError,
+    RepoNotFoundError,
+    resolve_model_dir,
+)
 
 PAIRS = [("what is the capital of france", "paris is the capital of france"),
          ("what is the capital of france", "the cat sat on the mat")]

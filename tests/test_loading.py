@@ -8,8 +8,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from minibert import ConfigError, CrossEncoder, ModelFormatError
-from minibert.config import config_from_dict, load_config
-from minibert.weights import load_params
+from minibert.models import config_from_dict
+from minibert.runtime.load import load_config, load_params
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from minibert import ConfigError, CrossEncoder, ModelFormatError, SentenceEncoder
-from minibert.config import config_from_dict, load_config
-from minibert.model import forward
+from minibert.models import config_from_dict, forward
+from minibert.runtime.load import load_config
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 CLS, MEAN = GOLDENS / "modernbert-cls", GOLDENS / "modernbert-mean"
@@ -151,7 +151,7 @@ def test_the_window_is_half_of_local_attention():
     14) changes the first (sliding) layer's output on the long pairs; 12 (the same // 2) changes nothing."""
     ce = CrossEncoder(MEAN)
     batch = ce.tokenizer.encode_pairs([("how does the import system find a module?", "x " * 300)])
-    from minibert.model import Batch
+    from minibert.models import Batch
     batch = Batch.pack(batch)
     _, base = forward(ce.params, ce.config, batch, ce.ops, return_stages=True)
     for local_attention, same in ((12, True), (14, False), (11, False)):
@@ -163,7 +163,7 @@ def test_the_window_is_half_of_local_attention():
 
 def test_stages_are_transformers_hidden_states_then_the_head():
     ce = CrossEncoder(CLS)
-    from minibert.model import Batch
+    from minibert.models import Batch
     batch = Batch.pack(ce.tokenizer.encode_pairs([("a query", "a passage"), ("q", "")]))
     logits, stages = forward(ce.params, ce.config, batch, ce.ops, return_stages=True)
     assert list(stages) == ["embeddings", "layer_0", "layer_1", "layer_2", "pooled", "logits"]

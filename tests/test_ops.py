@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from minibert import ops
+from minibert.ops import reference as ops
 
 
 def test_erf_is_within_one_float32_ulp_of_math_erf():

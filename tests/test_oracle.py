@@ -18,13 +18,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from safetensors.numpy import load_file, save_file  # noqa: E402
 from safetensors import safe_open  # noqa: E402
+from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from minibert import CrossEncoder, TraceError  # noqa: E402
-from minibert import oracle  # noqa: E402
+from minibert import (  # noqa: E402
+    CrossEncoder,
+    TraceError,
+    oracle,  # noqa: E402
+)
 from minibert.cli import main  # noqa: E402
-from minibert.model import Batch  # noqa: E402
+from minibert.models import Batch  # noqa: E402
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 MODELS = ("tiny-l1", "tiny-l3")
@@ -508,6 +511,6 @@ def test_trace_needs_pairs(tmp_path):
 def test_importing_oracle_does_not_import_torch():
     import subprocess
     import sys
-    code = "import sys, minibert.oracle, minibert.explain, minibert.cli; print('torch' in sys.modules)"
+    code = "import sys, minibert.oracle, minibert.oracle.explain, minibert.cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"

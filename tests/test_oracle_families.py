@@ -19,28 +19,23 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from safetensors.numpy import load_file  # noqa: E402
 
-from minibert import CrossEncoder  # noqa: E402
-from minibert import oracle  # noqa: E402
+from minibert import (
+    CrossEncoder,  # noqa: E402
+    oracle,  # noqa: E402
+)
 from minibert.cli import main  # noqa: E402
-from minibert.model import Batch  # noqa: E402
-from minibert.models import _families  # noqa: E402
+from minibert.models import FAMILIES, Batch, family_of  # noqa: E402
+from minibert.runtime.load import load_config  # noqa: E402
 
 # The goldens are cut at max_length on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
-# model_type -> the golden model fixtures of that family (camembert has a tokenizer fixture only: it is
-# RoBERTa's model with another tokenizer, and its head entry is checked against RoBERTa's below)
-FIXTURES = {
-    "bert": ("tiny-l1", "tiny-l3"),
-    "roberta": ("roberta-bpe",),
-    "xlm-roberta": ("xlmr-unigram", "xlmr-long"),
-    "electra": ("electra-e24", "electra-h32"),
-    "distilbert": ("distilbert-gelu", "distilbert-relu-sin"),
-    "deberta-v2": ("deberta-v3", "deberta-v2"),
-    "modernbert": ("modernbert-cls", "modernbert-mean"),
-}
-NAMES = [name for names in FIXTURES.values() for name in names]
+# Every golden model fixture (a checkpoint and its stages), and the family that reads it.
+NAMES = sorted(p.parent.name for p in GOLDENS.glob("*/golden.npz"))
+FAMILY = {name: family_of(load_config(GOLDENS / name)) for name in NAMES}
+# The fixtures of the families that number positions from padding_idx + 1 (the RoBERTa family).
+PADDING_IDX_NUMBERED = [name for name in NAMES if FAMILY[name].position_ids is not None]
 
 
 def golden_meta(name):
@@ -83,15 +78,12 @@ def write_pairs(path, pairs):
 
 
 def test_fixtures_cover_every_family():
-    """A head entry for every model_type minibert runs, and a fixture for every family's model."""
-    model_types = {t for family in _families() for t in family.model_types}
-    assert set(oracle.HEAD_MODULES) == model_types
-    assert set(FIXTURES) == model_types - {"camembert"}
-    assert oracle.HEAD_MODULES["camembert"] == oracle.HEAD_MODULES["roberta"]
-    for model_type, names in FIXTURES.items():
-        for name in names:
-            config = json.loads((GOLDENS / name / "config.json").read_text(encoding="utf-8"))
-            assert config["model_type"] == model_type, name
+    """A model fixture for every family's model. CamemBERT is RoBERTa's model under another name (its fixture
+    is a tokenizer's only): its Family names the same head as RoBERTa's."""
+    assert {f.name for f in FAMILY.values()} == {f.name for f in FAMILIES} - {"CamemBERT"}
+    camembert, roberta = (next(f for f in FAMILIES if f.name == name) for name in ("CamemBERT", "RoBERTa"))
+    assert (camembert.head_stage, camembert.head_module) == (roberta.head_stage, roberta.head_module)
+    assert PADDING_IDX_NUMBERED
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,7 +95,7 @@ def test_transformers_and_minibert_traces_compare_clean(tmp_path, loaded, name):
     model, tokenizer, ce, pairs = loaded(name)
     stages = list(oracle.reference_stages(ce.params, ce.config, Batch.pack(ce.tokenizer.encode_pairs(pairs))))
     L = ce.config.num_hidden_layers
-    head = oracle.HEAD_MODULES[ce.config.model_type][0]
+    head = family_of(ce.config).head_stage
     assert stages == ["embeddings", *(f"layer_{i}" for i in range(L)), head, "logits"]   # minibert's stage names
     assert golden_meta(name).get("stages", stages) == stages                              # and the goldens'
     pairs_file = write_pairs(tmp_path / "pairs.jsonl", pairs)
@@ -162,7 +154,7 @@ def test_captured_stages_are_the_named_quantities(tmp_path, loaded, name):
         last = model.base_model(**enc).last_hidden_state                     # [B, T, H]
         head = named_head_stage(model, last, enc["attention_mask"])          # [B, H]
     assert np.array_equal(trace[f"layer_{L - 1}"], last.numpy())
-    stage, _ = oracle.HEAD_MODULES[model.config.model_type]
+    stage = family_of(ce.config).head_stage
     assert stage in trace and np.array_equal(trace[stage], head.numpy()), stage
     if model.config.model_type == "modernbert":   # the last layer is after the final norm, as minibert's is
         before = []
@@ -196,7 +188,7 @@ def positions_from_zero(model):
         handle.remove()
 
 
-@pytest.mark.parametrize("name", ["roberta-bpe", "xlmr-unigram"])
+@pytest.mark.parametrize("name", PADDING_IDX_NUMBERED)
 def test_roberta_positions_from_zero_are_diagnosed(tmp_path, loaded, name):
     model, tokenizer, ce, pairs = loaded(name)
     path = tmp_path / "planted.safetensors"

@@ -9,7 +9,6 @@ Also: the log buckets against transformers' own function over every distance a m
 SentenceEncoder on a bare DebertaV2Model against sentence-transformers (mean pooling).
 """
 
-import importlib
 import shutil
 from pathlib import Path
 
@@ -21,9 +20,10 @@ transformers = pytest.importorskip("transformers")
 
 from pydoc_data.topics import topics  # noqa: E402
 
+from op_sets import OP_SETS  # noqa: E402
+
 from minibert import CrossEncoder, SentenceEncoder  # noqa: E402
 from minibert.models.deberta_v2 import log_bucket  # noqa: E402
-from op_sets import OP_SETS  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "fixtures" / "goldens" / "deberta-v3"
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json"]
@@ -109,7 +109,7 @@ def reference(request, tmp_path_factory):
 @pytest.mark.parametrize("op_set", OP_SETS)
 def test_live_parity(reference, op_set):
     name, model_dir, pairs, want = reference
-    ce = CrossEncoder(model_dir, max_length=MAX_LENGTH, ops=importlib.import_module(f"minibert.{op_set}"))
+    ce = CrossEncoder(model_dir, max_length=MAX_LENGTH, ops=op_set)
     got = ce.predict(pairs, batch_size=7)
     assert got.dtype == np.float32 and got.shape == want.shape
     diff = np.abs(got.astype(np.float64) - want)
@@ -129,7 +129,9 @@ def test_live_parity(reference, op_set):
     (32, 128, 128),     # this file's v3 model
 ])
 def test_log_buckets_match_transformers(bucket_size, max_position, longest):
-    from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
+    from transformers.models.deberta_v2.modeling_deberta_v2 import (
+        make_log_bucket_position,
+    )
 
     distance = np.arange(-longest + 1, longest)
     want = make_log_bucket_position(torch.tensor(distance), bucket_size, max_position).long().numpy()
@@ -164,8 +166,7 @@ def test_tokenizer_variants_match_transformers(tmp_path, variant):
     """DebertaV2Tokenizer's options, ids and type ids against AutoTokenizer (no model run)."""
     import json
 
-    from minibert.config import load_config
-    from minibert.tokenize import load_tokenizer
+    from minibert.runtime.load import load_config, load_tokenizer
 
     options = dict(TOKENIZER_VARIANTS[variant])
     for name in ("config.json", "tokenizer.json"):

@@ -9,7 +9,6 @@ texts longer than the long-text fast path's cut keep transformers' ids; Sentence
 DistilBertModel against sentence-transformers.
 """
 
-import importlib
 import shutil
 
 import numpy as np
@@ -18,10 +17,19 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from family_parity import (QUERIES, assert_close, assert_same_rankings, make_pairs, randomize_,  # noqa: E402
-                           topic_body, transformers_scores, write_tokenizer)
-from minibert import CrossEncoder, SentenceEncoder  # noqa: E402
+from family_parity import (  # noqa: E402
+    QUERIES,
+    assert_close,
+    assert_same_rankings,
+    make_pairs,
+    randomize_,
+    topic_body,
+    transformers_scores,
+    write_tokenizer,
+)
 from op_sets import OP_SETS  # noqa: E402
+
+from minibert import CrossEncoder, SentenceEncoder  # noqa: E402
 
 MAX_LENGTH = 128
 SIN_TABLE = "distilbert.embeddings.position_embeddings.weight"
@@ -75,7 +83,7 @@ def _mismatches(encoded, ids, types):
 
 def test_distilbert_token_ids(distilbert):
     name, directory, pairs, _, ids, types = distilbert
-    encoded = CrossEncoder(directory, ops=importlib.import_module("minibert.ops")).tokenizer.encode_pairs(pairs)
+    encoded = CrossEncoder(directory, ops="numpy").tokenizer.encode_pairs(pairs)
     assert not _mismatches(encoded, ids, types), f"distilbert {name}: token ids differ from transformers'"
     # DistilBertTokenizer makes no token type ids; BertTokenizer does (the model reads neither).
     assert any(1 in t for t in types) == (MODELS[name][1] is None)
@@ -84,7 +92,7 @@ def test_distilbert_token_ids(distilbert):
 @pytest.mark.parametrize("op_set", OP_SETS)
 def test_distilbert_parity(distilbert, op_set):
     name, directory, pairs, logits, _, _ = distilbert
-    ce = CrossEncoder(directory, ops=importlib.import_module(f"minibert.{op_set}"))
+    ce = CrossEncoder(directory, ops=op_set)
     scores = ce.predict(pairs, batch_size=7)
     assert_close(scores, logits[:, 0], f"distilbert {name} [{op_set}]")
     assert_same_rankings(scores, logits[:, 0], len(QUERIES), f"distilbert {name} [{op_set}]")

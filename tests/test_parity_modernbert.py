@@ -13,7 +13,6 @@ Needs torch + transformers (skipped without them).
 """
 
 import dataclasses
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -26,8 +25,9 @@ transformers = pytest.importorskip("transformers")
 
 from pydoc_data.topics import topics  # noqa: E402
 
-from minibert import ConfigError, CrossEncoder, SentenceEncoder  # noqa: E402
 from op_sets import OP_SETS  # noqa: E402
+
+from minibert import ConfigError, CrossEncoder, SentenceEncoder  # noqa: E402
 
 TOKENIZER = Path(__file__).parent / "fixtures" / "goldens" / "modernbert-mean"
 ATOL = RTOL = 1e-5
@@ -143,7 +143,7 @@ def reference(request, tmp_path_factory) -> Reference:
 
 
 def test_token_ids_are_transformers(reference):
-    ce = CrossEncoder(reference.model_dir, ops=importlib.import_module("minibert.ops"))
+    ce = CrossEncoder(reference.model_dir, ops="numpy")
     assert ce.max_length == COMMON["max_position_embeddings"]
     encoded = ce.tokenizer.encode_pairs(reference.pairs)
     bad = [i for i, ((ids, _), want) in enumerate(zip(encoded, reference.token_ids)) if ids.tolist() != list(want)]
@@ -152,7 +152,7 @@ def test_token_ids_are_transformers(reference):
 
 @pytest.mark.parametrize("op_set", OP_SETS)
 def test_logits_and_rankings_are_transformers(reference, op_set):
-    ce = CrossEncoder(reference.model_dir, ops=importlib.import_module(f"minibert.{op_set}"))
+    ce = CrossEncoder(reference.model_dir, ops=op_set)
     scores = ce.predict(reference.pairs, batch_size=BATCH)
     scores = scores.reshape(reference.logits.shape)
     diff = np.abs(scores.astype(np.float64) - reference.logits)
@@ -218,7 +218,7 @@ def test_sentence_encoder_on_a_bare_modernbert_is_sentence_transformers(tmp_path
     texts = _texts()
     want = st.SentenceTransformer(str(st_dir), device="cpu").encode(texts, convert_to_numpy=True, batch_size=2)
 
-    enc = SentenceEncoder(st_dir, ops=importlib.import_module(f"minibert.{op_set}"))
+    enc = SentenceEncoder(st_dir, ops=op_set)
     assert enc.max_seq_length == 1024
     got = enc.encode(texts, batch_size=2)
     assert got.shape == want.shape == (len(texts), COMMON["hidden_size"])
@@ -256,7 +256,7 @@ RAW_CONFIGS = [
 
 @pytest.mark.parametrize("raw", RAW_CONFIGS, ids=range(len(RAW_CONFIGS)))
 def test_config_reads_layer_types_and_rope_as_transformers(raw):
-    from minibert.config import config_from_dict
+    from minibert.models import config_from_dict
 
     hf = transformers.ModernBertConfig.from_dict(dict(raw))
     ours = config_from_dict({"model_type": "modernbert", **raw})

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-import minibert.tokenize
-from minibert import (CrossEncoder, ModelFormatError, NumericalError, SentenceEncoder, TruncationWarning, ops)
-from minibert.tokenize import PairTokenizer
+import minibert.formats.tokenizer
+from minibert import (
+    CrossEncoder,
+    ModelFormatError,
+    NumericalError,
+    SentenceEncoder,
+    TruncationWarning,
+)
+from minibert.formats.tokenizer import PairTokenizer
+from minibert.ops import NUMPY as ops
 
 WORDS = "the cat sat on the mat and a dog ate cheese by the river in paris unaffable zzzzqx".split()
 
@@ -29,7 +36,7 @@ def long_model(tiny_model_dir):
 @pytest.fixture
 def fresh_warning(monkeypatch):
     """The truncation warning, not yet shown in this process."""
-    monkeypatch.setattr(minibert.tokenize, "_warned_truncation", False)
+    monkeypatch.setattr(minibert.formats.tokenizer, "_warned_truncation", False)
 
 
 def odd_text(rng):

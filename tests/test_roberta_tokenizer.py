@@ -1,6 +1,6 @@
 """The long-text fast path for RoBERTa's byte-level BPE and XLM-R's / CamemBERT's Unigram tokenizers.
 
-A side longer than char_cap characters is cut before tokenizing (minibert.tokenize._encode_long);
+A side longer than char_cap characters is cut before tokenizing (minibert.formats.tokenizer._encode_long);
 for these pipelines the cut is before a space that follows an ASCII letter or digit, where the
 tokens before the cut are provably those of the whole text (see tokenize._cutter). Checked here
 on random texts, token by token, and end to end against the same tokenizer without the fast path.
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from minibert.config import load_config
-from minibert.tokenize import PairTokenizer, _cut_before_space, _cutter, load_tokenizer
+from minibert.formats.tokenizer import PairTokenizer, _cut_before_space, _cutter
+from minibert.runtime.load import load_config, load_tokenizer
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 NAMES = ["roberta-bpe", "xlmr-unigram", "camembert-tok", "roberta-tok-files"]

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from op_sets import OP_SETS
 
 from minibert import ConfigError, InputError, ModelFormatError, SentenceEncoder
-from minibert import ops as numpy_ops
-from minibert.model import Batch, encoder
-from minibert.sentence_encoder import POOLING_MODES, cos_sim, is_sentence_encoder, l2_normalize
-from op_sets import OP_SETS
+from minibert.formats.sentence_transformers import POOLING_MODES, is_sentence_encoder
+from minibert.models import Batch, encoder
+from minibert.models.pooling import cos_sim, l2_normalize
+from minibert.ops import NUMPY as numpy_ops
 
 # The test texts include ones longer than the tiny models' max_seq_length on purpose: their truncation is expected.
 pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")
@@ -131,7 +132,7 @@ def test_live_token_ids(live):
 
 @pytest.mark.parametrize("op_set", OP_SETS)
 def test_live_parity(live, op_set):
-    enc = SentenceEncoder(WEIGHTS, ops=importlib.import_module(f"minibert.{op_set}"))
+    enc = SentenceEncoder(WEIGHTS, ops=op_set)
     got = enc.encode(live.texts)
     assert got.dtype == np.float32 and got.shape == (len(live.texts), 384)
     diff = np.abs(got.astype(np.float64) - live.reference).max(axis=1)   # [n]

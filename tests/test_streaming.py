@@ -12,8 +12,9 @@ import shutil
 import numpy as np
 import pytest
 
-from minibert import ConfigError, InputError, SentenceEncoder, batching
-from minibert.batching import WINDOW_ITEMS, windows
+from minibert import ConfigError, InputError, SentenceEncoder
+from minibert.runtime import runner as batching
+from minibert.runtime.runner import WINDOW_ITEMS, windows
 
 # The streamed pairs include ones longer than max_length on purpose: their truncation is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")
@@ -163,14 +164,14 @@ def test_encode_iter_checks_arguments_at_once_and_names_bad_texts(sentence_encod
 def test_truncation_warning_points_at_the_callers_line(ce, sentence_encoder, monkeypatch):
     import warnings
 
-    import minibert.tokenize
+    import minibert.formats.tokenizer
     long_pair = ("query", "word " * 500)
     calls = {"predict": lambda: ce.predict([long_pair]),
              "predict_iter": lambda: next(ce.predict_iter([long_pair])),
              "encode": lambda: sentence_encoder.encode(["word " * 500]),
              "encode_iter": lambda: next(sentence_encoder.encode_iter(["word " * 500]))}
     for name, call in calls.items():
-        monkeypatch.setattr(minibert.tokenize, "_warned_truncation", False)
+        monkeypatch.setattr(minibert.formats.tokenizer, "_warned_truncation", False)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             call()

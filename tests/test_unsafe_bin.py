@@ -27,10 +27,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minibert import ModelFormatError, UnsafeCheckpointError, torch_pickle
-from minibert.config import load_config
-from minibert.torch_pickle import read_torch_bin
-from minibert.weights import load_params
+from minibert import ModelFormatError, UnsafeCheckpointError
+from minibert.formats import torch_pickle
+from minibert.formats.torch_pickle import read_torch_bin
+from minibert.runtime.load import load_config, load_params
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
 
@@ -474,7 +474,7 @@ def test_random_bytes_as_a_pickle(data):
 @settings(max_examples=200, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mutations=st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), min_size=1, max_size=6))
 def test_mutated_safetensors_header_only_raises_model_format_errors(tmp_path, mutations):
-    from minibert.checkpoint import read_safetensors
+    from minibert.formats.safetensors import read_safetensors
 
     data = bytearray((Path(__file__).parent / "fixtures" / "goldens" / "tiny-l1" / "model.safetensors").read_bytes())
     for at, value in mutations:

@@ -181,8 +181,7 @@ def load_runner(name, model_dir, threads):
     if name == "onnxruntime":
         import onnxruntime as ort
 
-        from minibert.config import load_config
-        from minibert.tokenize import load_tokenizer
+        from minibert.runtime.load import load_config, load_tokenizer
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -342,8 +341,7 @@ def profile(model_dir, threads, workload_name):
 def bench_workload(name, runners, model_dir, args, gflops):
     """One workload: rounds alternating the runners, then the table (Markdown lines)."""
     config = json.loads((model_dir / "config.json").read_text())
-    from minibert.config import load_config
-    from minibert.tokenize import load_tokenizer
+    from minibert.runtime.load import load_config, load_tokenizer
 
     pairs = workload(name)
     lengths = [len(ids) for ids, _ in load_tokenizer(model_dir, load_config(model_dir)).encode_pairs(pairs)]

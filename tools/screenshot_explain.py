@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from minibert import CrossEncoder
-    from minibert.explain import explain, format_html
+    from minibert.oracle.explain import explain, format_html
 
     found = explain(CrossEncoder(args.model), args.query, args.passage)
     png = Path(args.out)

@@ -6,64 +6,61 @@ Dimension letters, used in the shape comments of every family file:
     NH  num_attention_heads            HD  head size, H // NH
     I   intermediate_size              L   num_labels
 
-A batch is packed (minibert.model.Batch): the tokens of its pairs stand back to back in one [N]
+A batch is packed (minibert.models.batch.Batch): the tokens of its pairs stand back to back in one [N]
 array, and pair b owns rows offsets[b]:offsets[b + 1]. Every dense layer (the projections, the
 feed-forward network) runs on [N, H] at once, with no padding tokens; only attention looks at
 one pair at a time. This is the same math as transformers' padded batch, where a padded key
 gets an attention weight of exactly zero, with none of the work on padding.
 
 Every function is pure: (parameters, config, arrays, op set) -> arrays. The op set is
-`minibert.ops` (NumPy reference) or `minibert.kernels` (Numba), with the same names; matrix
+an OpSet (minibert/ops/): the NumPy reference or the Numba kernels, with the same names; matrix
 products are NumPy's. Inference only, so there is no dropout (in eval mode it is the identity).
 Every stage stays float32.
 
 RoBERTa, ELECTRA and DistilBERT run this same encoder layer; their files say how they differ.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from minibert.config import (check_choice, check_divisible, check_eps, check_labels, check_sizes, check_token_id,
-                             fields_with_defaults, label_fields)
-from minibert.models import Family
-from minibert.weights import LayerNorm, Linear, Spec, linear_spec, norm_spec, stacked
+from minibert.formats.config import (
+    HFConfig,
+    check_choice,
+    check_divisible,
+    check_eps,
+    check_sizes,
+    check_token_id,
+)
+from minibert.models.family import Family
+from minibert.models.params import (
+    LayerNorm,
+    Linear,
+    Spec,
+    linear_spec,
+    norm_spec,
+    stacked,
+)
 
 # transformers' ACT2FN["gelu"] is the exact erf GELU; the tanh approximations are other names.
 SUPPORTED_HIDDEN_ACTS = ("gelu",)
-
-# BertConfig's defaults (transformers), for fields a config.json leaves out.
-DEFAULTS = {
-    "vocab_size": 30522,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "hidden_act": "gelu",
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "layer_norm_eps": 1e-12,
-    "pad_token_id": 0,
-    "position_embedding_type": "absolute",
-}
+HEAD_STAGE = "pooled"  # BertPooler's output: tanh(dense([CLS]))
 
 
 @dataclass(frozen=True)
-class BertConfig:
-    vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    hidden_act: str
-    max_position_embeddings: int
-    type_vocab_size: int
-    layer_norm_eps: float
-    pad_token_id: int | None
-    position_embedding_type: str
-    num_labels: int
-    id2label: dict[int, str] = field(default_factory=dict)
-    source: str = "<config>"  # the file this was read from, for error messages
+class BertConfig(HFConfig):
+    """BertConfig's fields (transformers), with its defaults."""
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    position_embedding_type: str = "absolute"
     model_type: str = "bert"
 
     @property
@@ -74,24 +71,14 @@ class BertConfig:
     def max_tokens(self) -> int:
         return self.max_position_embeddings
 
-    def __post_init__(self):
-        check_bert_fields(self)
-
-
-def check_bert_fields(c):
-    """The checks of BERT's fields, shared by the families that read them (RoBERTa, ELECTRA)."""
-    check_sizes(c, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                "max_position_embeddings", "type_vocab_size")
-    check_labels(c)
-    check_divisible(c, "hidden_size", "num_attention_heads")
-    check_choice(c, "hidden_act", SUPPORTED_HIDDEN_ACTS, " (exact erf GELU, as transformers' 'gelu')")
-    check_eps(c, "layer_norm_eps")
-    check_choice(c, "position_embedding_type", ("absolute",))
-    check_token_id(c, "pad_token_id")
-
-
-def config_from_dict(raw: dict, source: str) -> BertConfig:
-    return BertConfig(**fields_with_defaults(raw, DEFAULTS), **label_fields(raw, source))
+    def check(self):
+        check_sizes(self, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "intermediate_size", "max_position_embeddings", "type_vocab_size")
+        check_divisible(self, "hidden_size", "num_attention_heads")
+        check_choice(self, "hidden_act", SUPPORTED_HIDDEN_ACTS, " (exact erf GELU, as transformers' 'gelu')")
+        check_eps(self, "layer_norm_eps")
+        check_choice(self, "position_embedding_type", ("absolute",))
+        check_token_id(self, "pad_token_id")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,14 +229,13 @@ def forward(params: BertParams, c: BertConfig, batch, ops, return_stages=False):
     pooled = pooler(params.pooler, first, ops)                        # [B, H]
     logits = classifier(params.classifier, pooled, ops)               # [B, L]
     if stages is not None:
-        stages["pooled"], stages["logits"] = pooled, logits
+        stages[HEAD_STAGE], stages["logits"] = pooled, logits
         return logits, stages
     return logits
 
 
 FAMILY = Family(
-    name="BERT", model_types=("bert",), config_from_dict=config_from_dict, skeleton=skeleton,
-    encoder=encoder, forward=forward,
+    name="BERT", model_types=("bert",), config=BertConfig, skeleton=skeleton, encoder=encoder, forward=forward,
     prefix="bert.", top_level=("classifier.",), head=("pooler.", "classifier."), classifier="classifier.",
-    tokenizer_class="BertTokenizer",
+    tokenizer_class="BertTokenizer", head_stage=HEAD_STAGE, head_module="classifier",
 )

@@ -24,79 +24,69 @@ How DeBERTa differs from BERT:
 Every function is pure, and every stage float32; inference only, so no dropout.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from minibert.config import (check_choice, check_divisible, check_eps, check_labels, check_sizes, check_token_id,
-                             label_fields, show)
-from minibert.errors import ConfigError
-from minibert.models import Family
-from minibert.weights import LayerNorm, Linear, Spec, linear_spec, norm_spec
+from minibert.errors import ConfigError, show
+from minibert.formats.config import (
+    HFConfig,
+    check_choice,
+    check_divisible,
+    check_eps,
+    check_sizes,
+    check_token_id,
+)
+from minibert.models.family import Family
+from minibert.models.params import LayerNorm, Linear, Spec, linear_spec, norm_spec
 
 POSITION_TERMS = ("c2p", "p2c")   # the disentangled attention's position terms
 ACTIVATIONS = {"gelu": "exact erf GELU, as transformers' 'gelu'", "tanh": "tanh"}
-
-# DebertaV2Config's defaults (transformers), and the getattr defaults of the modules that read
-# fields DebertaV2Config does not declare (position_buckets, share_att_key, ...).
-DEFAULTS = {
-    "vocab_size": 128100,
-    "hidden_size": 1536,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 24,
-    "intermediate_size": 6144,
-    "hidden_act": "gelu",
-    "max_position_embeddings": 512,
-    "type_vocab_size": 0,
-    "layer_norm_eps": 1e-7,
-    "pad_token_id": 0,
-    "relative_attention": False,
-    "max_relative_positions": -1,
-    "position_buckets": -1,
-    "pos_att_type": None,
-    "share_att_key": False,
-    "norm_rel_ebd": "none",
-    "position_biased_input": True,
-    "embedding_size": None,      # None: hidden_size
-    "pooler_hidden_size": None,  # None: hidden_size
-    "pooler_hidden_act": "gelu",
-    "attention_head_size": None,  # None: hidden_size // num_attention_heads
-    "conv_kernel_size": 0,        # 0: no ConvLayer
-    "conv_groups": 1,
-    "conv_act": "tanh",
-}
+HEAD_STAGE = "pooled"             # ContextPooler: act(dense([CLS]))
 
 
 @dataclass(frozen=True)
-class DebertaV2Config:
-    vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    hidden_act: str
-    max_position_embeddings: int
-    type_vocab_size: int
-    layer_norm_eps: float
-    pad_token_id: int | None
-    relative_attention: bool
-    max_relative_positions: int
-    position_buckets: int
-    pos_att_type: tuple[str, ...]   # parsed: "p2c|c2p" and ["p2c", "c2p"] both give ("p2c", "c2p")
-    share_att_key: bool
-    norm_rel_ebd: tuple[str, ...]   # parsed: "layer_norm" gives ("layer_norm",)
-    position_biased_input: bool
-    embedding_size: int
-    pooler_hidden_size: int
-    pooler_hidden_act: str
-    attention_head_size: int
-    conv_kernel_size: int
-    conv_groups: int
-    conv_act: str
-    num_labels: int
-    id2label: dict[int, str] = field(default_factory=dict)
-    source: str = "<config>"
+class DebertaV2Config(HFConfig):
+    """DebertaV2Config's fields (transformers) with its defaults, and the getattr defaults of the modules
+    that read fields DebertaV2Config does not declare (position_buckets, share_att_key, ...)."""
+    vocab_size: int = 128100
+    hidden_size: int = 1536
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 24
+    intermediate_size: int = 6144
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 0
+    layer_norm_eps: float = 1e-7
+    pad_token_id: int | None = 0
+    relative_attention: bool = False
+    max_relative_positions: int = -1
+    position_buckets: int = -1
+    pos_att_type: tuple[str, ...] = ()    # parsed: "p2c|c2p" and ["p2c", "c2p"] both give ("p2c", "c2p")
+    share_att_key: bool = False
+    norm_rel_ebd: tuple[str, ...] = ("none",)  # parsed: "layer_norm" gives ("layer_norm",)
+    position_biased_input: bool = True
+    embedding_size: int | None = None      # None: hidden_size
+    pooler_hidden_size: int | None = None  # None: hidden_size
+    pooler_hidden_act: str = "gelu"
+    attention_head_size: int | None = None  # None: hidden_size // num_attention_heads
+    conv_kernel_size: int = 0               # 0: no ConvLayer
+    conv_groups: int = 1
+    conv_act: str = "tanh"
     model_type: str = "deberta-v2"
+
+    @classmethod
+    def read_fields(cls, raw: dict, source: str) -> dict:
+        H, NH = cls.value(raw, "hidden_size"), cls.value(raw, "num_attention_heads")
+        values = {}
+        for name in ("embedding_size", "pooler_hidden_size"):
+            if name not in raw:  # transformers: getattr(config, "embedding_size", hidden_size); null is an error there too
+                values[name] = H
+        if cls.value(raw, "attention_head_size") is None:
+            values["attention_head_size"] = H // NH if isinstance(H, int) and isinstance(NH, int) and NH > 0 else None
+        values["pos_att_type"] = _parse_pos_att_type(raw.get("pos_att_type"), source)
+        values["norm_rel_ebd"] = _parse_norm_rel_ebd(raw.get("norm_rel_ebd", "none"), source)
+        return values
 
     @property
     def head_dim(self) -> int:
@@ -116,12 +106,11 @@ class DebertaV2Config:
         """max_relative_positions, where -1 (or any value < 1) means max_position_embeddings."""
         return self.max_relative_positions if self.max_relative_positions >= 1 else self.max_position_embeddings
 
-    def __post_init__(self):
+    def check(self):
         c = self
         check_sizes(c, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                     "max_position_embeddings", "embedding_size")
         check_sizes(c, "type_vocab_size", minimum=0)
-        check_labels(c)
         check_divisible(c, "hidden_size", "num_attention_heads")
         check_eps(c, "layer_norm_eps")
         check_token_id(c, "pad_token_id")
@@ -148,19 +137,6 @@ class DebertaV2Config:
                                   "the sequence length only for an odd kernel")
             check_choice(c, "conv_groups", (1,), " (a convolution over all of hidden_size)")
             check_choice(c, "conv_act", tuple(ACTIVATIONS))
-
-
-def config_from_dict(raw: dict, source: str) -> DebertaV2Config:
-    values = {name: raw.get(name, default) for name, default in DEFAULTS.items()}
-    H, NH = values["hidden_size"], values["num_attention_heads"]
-    for name in ("embedding_size", "pooler_hidden_size"):
-        if name not in raw:  # transformers: getattr(config, "embedding_size", hidden_size); null is an error there too
-            values[name] = H
-    if values["attention_head_size"] is None:
-        values["attention_head_size"] = H // NH if isinstance(H, int) and isinstance(NH, int) and NH > 0 else None
-    values["pos_att_type"] = _parse_pos_att_type(values["pos_att_type"], source)
-    values["norm_rel_ebd"] = _parse_norm_rel_ebd(values["norm_rel_ebd"], source)
-    return DebertaV2Config(**values, **label_fields(raw, source), model_type=raw.get("model_type", "deberta-v2"))
 
 
 def _parse_pos_att_type(value, source: str) -> tuple[str, ...]:
@@ -488,16 +464,16 @@ def forward(params: DebertaV2Params, c: DebertaV2Config, batch, ops, return_stag
     pooled = context_pooler(params.pooler, c, first, ops)                        # [B, H]
     logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, H] -> [B, L]
     if stages is not None:
-        stages["pooled"], stages["logits"] = pooled, logits
+        stages[HEAD_STAGE], stages["logits"] = pooled, logits
         return logits, stages
     return logits
 
 
 FAMILY = Family(
-    name="DeBERTa-v2", model_types=("deberta-v2",), config_from_dict=config_from_dict, skeleton=skeleton,
-    encoder=encoder, forward=forward,
-    prefix="deberta.", top_level=("pooler.", "classifier."), head=("pooler.", "classifier."),
-    classifier="classifier.", tokenizer_class="DebertaV2Tokenizer",
+    name="DeBERTa-v2", model_types=("deberta-v2",), config=DebertaV2Config, skeleton=skeleton, encoder=encoder,
+    forward=forward, prefix="deberta.", top_level=("pooler.", "classifier."), head=("pooler.", "classifier."),
+    classifier="classifier.", tokenizer_class="DebertaV2Tokenizer", head_stage=HEAD_STAGE, head_module="classifier",
+    attention_probabilities=attention_probabilities,
     # DebertaV2PreTrainedModel._keys_to_ignore_on_load_unexpected: v3 checkpoints may carry absolute
     # position embeddings that position_biased_input false leaves unused.
     ignored_unexpected=("position_embeddings",),

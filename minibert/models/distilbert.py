@@ -14,51 +14,54 @@ table is an ordinary parameter, saved in the checkpoint, and from_pretrained use
 So minibert reads it like a learned table, and a checkpoint without it is refused (missing tensor).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from minibert.config import (check_choice, check_divisible, check_labels, check_sizes, check_token_id,
-                             fields_with_defaults, label_fields, show)
-from minibert.errors import ConfigError
-from minibert.models import Family, bert
-from minibert.weights import LayerNorm, Linear, Spec, linear_spec, norm_spec, stacked
+from minibert.errors import ConfigError, show
+from minibert.formats.config import (
+    HFConfig,
+    check_choice,
+    check_divisible,
+    check_sizes,
+    check_token_id,
+)
+from minibert.models import bert
+from minibert.models.family import Family
+from minibert.models.params import (
+    LayerNorm,
+    Linear,
+    Spec,
+    linear_spec,
+    norm_spec,
+    stacked,
+)
 
 LAYER_NORM_EPS = 1e-12  # nn.LayerNorm(dim, eps=1e-12) in every DistilBERT LayerNorm
 SUPPORTED_ACTIVATIONS = ("gelu", "relu")
-
-# DistilBertConfig's defaults (transformers), for fields a config.json leaves out.
-DEFAULTS = {
-    "vocab_size": 30522,
-    "max_position_embeddings": 512,
-    "sinusoidal_pos_embds": False,
-    "n_layers": 6,
-    "n_heads": 12,
-    "dim": 768,
-    "hidden_dim": 4 * 768,
-    "activation": "gelu",
-    "pad_token_id": 0,
-}
+HEAD_STAGE = "pooled"   # ReLU(pre_classifier([CLS]))
 # DistilBertConfig.attribute_map: a config.json may use the common names; where it does, they win
 # (as in transformers, which sets the common name last).
 ATTRIBUTE_MAP = {"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers"}
 
 
 @dataclass(frozen=True)
-class DistilBertConfig:
-    vocab_size: int
-    max_position_embeddings: int
-    sinusoidal_pos_embds: bool
-    n_layers: int
-    n_heads: int
-    dim: int
-    hidden_dim: int
-    activation: str
-    pad_token_id: int | None
-    num_labels: int
-    id2label: dict[int, str] = field(default_factory=dict)
-    source: str = "<config>"
+class DistilBertConfig(HFConfig):
+    """DistilBertConfig's fields (transformers), with its defaults."""
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+    sinusoidal_pos_embds: bool = False
+    n_layers: int = 6
+    n_heads: int = 12
+    dim: int = 768
+    hidden_dim: int = 4 * 768
+    activation: str = "gelu"
+    pad_token_id: int | None = 0
     model_type: str = "distilbert"
+
+    @classmethod
+    def read_fields(cls, raw: dict, source: str) -> dict:
+        return {own: raw[common] for common, own in ATTRIBUTE_MAP.items() if common in raw}
 
     # The common names the rest of minibert asks for (transformers' attribute_map).
     @property
@@ -89,23 +92,14 @@ class DistilBertConfig:
     def max_tokens(self) -> int:
         return self.max_position_embeddings
 
-    def __post_init__(self):
+    def check(self):
         check_sizes(self, "vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings")
-        check_labels(self)
         check_divisible(self, "dim", "n_heads")
         check_choice(self, "activation", SUPPORTED_ACTIVATIONS, " ('gelu' is the exact erf GELU)")
         check_token_id(self, "pad_token_id")
         if not isinstance(self.sinusoidal_pos_embds, bool):
             raise ConfigError(f"{self.source}: field 'sinusoidal_pos_embds' must be true or false, "
                               f"found {show(self.sinusoidal_pos_embds)}")
-
-
-def config_from_dict(raw: dict, source: str) -> DistilBertConfig:
-    fields = fields_with_defaults(raw, DEFAULTS)
-    for common, own in ATTRIBUTE_MAP.items():
-        if common in raw:
-            fields[own] = raw[common]
-    return DistilBertConfig(**fields, **label_fields(raw, source))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,15 +194,15 @@ def forward(params: DistilBertParams, c: DistilBertConfig, batch, ops, return_st
     pooled = ops.relu(ops.linear(first, params.pre_classifier.weight, params.pre_classifier.bias))  # [B, H]
     logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, L], raw logits
     if stages is not None:
-        stages["pooled"], stages["logits"] = pooled, logits
+        stages[HEAD_STAGE], stages["logits"] = pooled, logits
         return logits, stages
     return logits
 
 
 FAMILY = Family(
-    name="DistilBERT", model_types=("distilbert",), config_from_dict=config_from_dict, skeleton=skeleton,
-    encoder=encoder, forward=forward,
-    prefix="distilbert.", top_level=("pre_classifier.", "classifier."), head=("pre_classifier.", "classifier."),
-    classifier="classifier.",
+    name="DistilBERT", model_types=("distilbert",), config=DistilBertConfig, skeleton=skeleton, encoder=encoder,
+    forward=forward, prefix="distilbert.", top_level=("pre_classifier.", "classifier."),
+    head=("pre_classifier.", "classifier."), classifier="classifier.",
     tokenizer_class="BertTokenizer",  # transformers 5's AutoTokenizer for model_type distilbert
+    head_stage=HEAD_STAGE, head_module="classifier",
 )

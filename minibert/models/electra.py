@@ -12,65 +12,29 @@ of its own, besides its tensor names ("electra." for the encoder):
 Token types and positions are BERT's; the encoder layers are BERT's, unchanged.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from minibert.config import check_sizes, fields_with_defaults, label_fields
-from minibert.models import Family, bert
-from minibert.weights import Linear, Spec, linear_spec, norm_spec
+from minibert.formats.config import check_sizes
+from minibert.models import bert
+from minibert.models.family import Family
+from minibert.models.params import Linear, Spec, linear_spec, norm_spec
 
-# ElectraConfig's defaults (transformers), for fields a config.json leaves out: not BERT's
-# (electra-small's sizes), so a config.json that relies on them gets ELECTRA's.
-DEFAULTS = {
-    "vocab_size": 30522,
-    "embedding_size": 128,
-    "hidden_size": 256,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 4,
-    "intermediate_size": 1024,
-    "hidden_act": "gelu",
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "layer_norm_eps": 1e-12,
-    "pad_token_id": 0,
-    "position_embedding_type": "absolute",
-}
+HEAD_STAGE = "pooled"  # ElectraClassificationHead's GELU(dense([CLS])), before out_proj
 
 
 @dataclass(frozen=True)
-class ElectraConfig:
-    """BertConfig's fields, and embedding_size."""
-    vocab_size: int
-    embedding_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    hidden_act: str
-    max_position_embeddings: int
-    type_vocab_size: int
-    layer_norm_eps: float
-    pad_token_id: int | None
-    position_embedding_type: str
-    num_labels: int
-    id2label: dict[int, str] = field(default_factory=dict)
-    source: str = "<config>"
+class ElectraConfig(bert.BertConfig):
+    """BertConfig's fields and embedding_size, with ElectraConfig's defaults: not BERT's (electra-small's
+    sizes), so a config.json that relies on them gets ELECTRA's."""
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
     model_type: str = "electra"
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def max_tokens(self) -> int:
-        return self.max_position_embeddings
-
-    def __post_init__(self):
-        bert.check_bert_fields(self)
+    def check(self):
+        super().check()
         check_sizes(self, "embedding_size")
-
-
-def config_from_dict(raw: dict, source: str) -> ElectraConfig:
-    return ElectraConfig(**fields_with_defaults(raw, DEFAULTS), **label_fields(raw, source))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,14 +103,14 @@ def forward(params: ElectraParams, c: ElectraConfig, batch, ops, return_stages=F
     first = encoder(params, c, batch, ops, stages, first_only=True)         # [B, H]: the head reads [CLS] only
     pooled, logits = classification_head(params.classifier, first, ops)    # [B, H], [B, L]
     if stages is not None:
-        stages["pooled"], stages["logits"] = pooled, logits
+        stages[HEAD_STAGE], stages["logits"] = pooled, logits
         return logits, stages
     return logits
 
 
 FAMILY = Family(
-    name="ELECTRA", model_types=("electra",), config_from_dict=config_from_dict, skeleton=skeleton,
-    encoder=encoder, forward=forward,
-    prefix="electra.", top_level=("classifier.",), head=("classifier.",), classifier="classifier.",
+    name="ELECTRA", model_types=("electra",), config=ElectraConfig, skeleton=skeleton, encoder=encoder,
+    forward=forward, prefix="electra.", top_level=("classifier.",), head=("classifier.",), classifier="classifier.",
     tokenizer_class="BertTokenizer",  # transformers 5's AutoTokenizer for model_type electra
+    head_stage=HEAD_STAGE, head_module="classifier.out_proj",
 )

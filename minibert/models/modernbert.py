@@ -28,35 +28,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minibert.config import (check_choice, check_divisible, check_eps, check_labels, check_sizes, check_token_id,
-                             fields_with_defaults, label_fields, show, _is_positive_finite)
-from minibert.errors import ConfigError
-from minibert.models import Family
-from minibert.weights import LayerNorm, Linear, Spec, linear_spec, norm_spec
+from minibert.errors import ConfigError, show
+from minibert.formats.config import (
+    HFConfig,
+    check_choice,
+    check_divisible,
+    check_eps,
+    check_sizes,
+    check_token_id,
+    is_positive_finite,
+)
+from minibert.models.family import ALL, FIRST, Family
+from minibert.models.params import LayerNorm, Linear, Spec, linear_spec, norm_spec
 
 # transformers' ACT2FN["gelu"] is the exact erf GELU; the tanh approximations are other names.
 SUPPORTED_ACTIVATIONS = ("gelu",)
 LAYER_TYPES = ("full_attention", "sliding_attention")
-
-# ModernBertConfig's defaults (transformers), for fields a config.json leaves out.
-DEFAULTS = {
-    "vocab_size": 50368,
-    "hidden_size": 768,
-    "intermediate_size": 1152,
-    "num_hidden_layers": 22,
-    "num_attention_heads": 12,
-    "hidden_activation": "gelu",
-    "max_position_embeddings": 8192,
-    "norm_eps": 1e-5,
-    "norm_bias": False,
-    "pad_token_id": 50283,
-    "attention_bias": False,
-    "local_attention": 128,
-    "mlp_bias": False,
-    "classifier_pooling": "cls",
-    "classifier_bias": False,
-    "classifier_activation": "gelu",
-}
+HEAD_STAGE = "pooled"  # ModernBertPredictionHead: norm(act(dense(cls or mean pooling)))
 # The legacy config keys the Hub's checkpoints carry, and their defaults (ModernBertConfig's BC code).
 DEFAULT_GLOBAL_ATTN_EVERY_N_LAYERS = 3
 LEGACY_ROPE_THETA = {"full_attention": ("global_rope_theta", 160_000.0),
@@ -64,31 +52,47 @@ LEGACY_ROPE_THETA = {"full_attention": ("global_rope_theta", 160_000.0),
 
 
 @dataclass(frozen=True)
-class ModernBertConfig:
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    hidden_activation: str
-    max_position_embeddings: int
-    norm_eps: float
-    norm_bias: bool
-    pad_token_id: int | None
-    attention_bias: bool
-    local_attention: int
-    mlp_bias: bool
-    classifier_pooling: str
-    classifier_bias: bool
-    classifier_activation: str
-    layer_types: tuple[str, ...]          # per layer: "full_attention" or "sliding_attention"
-    rope_parameters: dict                 # layer type -> {"rope_type": "default", "rope_theta": float}
-    num_labels: int
-    id2label: dict[int, str] = field(default_factory=dict)
-    source: str = "<config>"  # the file this was read from, for error messages
+class ModernBertConfig(HFConfig):
+    """ModernBertConfig's fields (transformers), with its defaults; layer_types and rope_parameters also
+    from the legacy keys (read_fields)."""
+    vocab_size: int = 50368
+    hidden_size: int = 768
+    intermediate_size: int = 1152
+    num_hidden_layers: int = 22
+    num_attention_heads: int = 12
+    hidden_activation: str = "gelu"
+    max_position_embeddings: int = 8192
+    norm_eps: float = 1e-5
+    norm_bias: bool = False
+    pad_token_id: int | None = 50283
+    attention_bias: bool = False
+    local_attention: int = 128
+    mlp_bias: bool = False
+    classifier_pooling: str = "cls"
+    classifier_bias: bool = False
+    classifier_activation: str = "gelu"
+    layer_types: tuple[str, ...] = ()     # per layer: "full_attention" or "sliding_attention"
+    rope_parameters: dict = field(default_factory=dict)  # layer type -> {"rope_type": "default", "rope_theta": float}
     model_type: str = "modernbert"
 
     type_vocab_size = 0  # no token type embeddings
+
+    @classmethod
+    def read_fields(cls, raw: dict, source: str) -> dict:
+        values = {}
+        if "sliding_window" in raw:  # transformers' setter: sliding_window is half of local_attention
+            window = raw["sliding_window"]
+            if not isinstance(window, int) or isinstance(window, bool):
+                raise ConfigError(f"{source}: field 'sliding_window' must be an integer, found {show(window)}")
+            values["local_attention"] = 2 * window
+        H, NH = cls.value(raw, "hidden_size"), cls.value(raw, "num_attention_heads")
+        head_dim = raw.get("head_dim")
+        if head_dim is not None and (not isinstance(H, int) or not isinstance(NH, int) or head_dim != H // max(1, NH)):
+            raise ConfigError(f"{source}: head_dim {show(head_dim)} is not hidden_size / num_attention_heads; "
+                              "ModernBERT's attention uses hidden_size / num_attention_heads")
+        values["layer_types"] = _layer_types(raw, source, cls.value(raw, "num_hidden_layers"))
+        values["rope_parameters"] = _rope_parameters(raw, source)
+        return values
 
     @property
     def head_dim(self) -> int:
@@ -106,10 +110,9 @@ class ModernBertConfig:
     def rope_theta(self, layer_type: str) -> float:
         return self.rope_parameters[layer_type]["rope_theta"]
 
-    def __post_init__(self):
+    def check(self):
         check_sizes(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                     "num_attention_heads", "max_position_embeddings", "local_attention")
-        check_labels(self)
         check_divisible(self, "hidden_size", "num_attention_heads")
         if self.head_dim % 2:
             raise ConfigError(f"{self.source}: rotary embeddings need an even head size, found hidden_size / "
@@ -129,25 +132,14 @@ class ModernBertConfig:
             if rope["rope_type"] != "default":
                 raise ConfigError(f"{self.source}: unsupported rope_parameters[{layer_type!r}] rope_type "
                                   f"{show(rope['rope_type'])}; minibert implements 'default'")
-            if not _is_positive_finite(rope["rope_theta"]):
+            if not is_positive_finite(rope["rope_theta"]):
                 raise ConfigError(f"{self.source}: rope_parameters[{layer_type!r}] rope_theta must be a positive "
                                   f"finite number, found {show(rope['rope_theta'])}")
 
 
-def config_from_dict(raw: dict, source: str) -> ModernBertConfig:
-    fields = fields_with_defaults(raw, DEFAULTS)
-    if "sliding_window" in raw:  # transformers' setter: sliding_window is half of local_attention
-        window = raw["sliding_window"]
-        if not isinstance(window, int) or isinstance(window, bool):
-            raise ConfigError(f"{source}: field 'sliding_window' must be an integer, found {show(window)}")
-        fields["local_attention"] = 2 * window
-    head_dim = raw.get("head_dim")
-    if head_dim is not None and (not isinstance(fields["hidden_size"], int) or not isinstance(
-            fields["num_attention_heads"], int) or head_dim != fields["hidden_size"] // max(1, fields["num_attention_heads"])):
-        raise ConfigError(f"{source}: head_dim {show(head_dim)} is not hidden_size / num_attention_heads; "
-                          "ModernBERT's attention uses hidden_size / num_attention_heads")
-    return ModernBertConfig(**fields, layer_types=_layer_types(raw, source, fields["num_hidden_layers"]),
-                            rope_parameters=_rope_parameters(raw, source), **label_fields(raw, source))
+def head_reads(c: ModernBertConfig) -> str:
+    """cls pooling reads each pair's first token; mean pooling reads every token."""
+    return FIRST if c.classifier_pooling == "cls" else ALL
 
 
 def _layer_types(raw: dict, source: str, num_layers) -> tuple[str, ...]:
@@ -348,21 +340,21 @@ def head(p: Head, c: ModernBertConfig, pooled, ops):
 def forward(params: ModernBertParams, c: ModernBertConfig, batch, ops, return_stages=False):
     """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage."""
     stages = {} if return_stages else None
-    if c.classifier_pooling == "cls":   # the head reads each pair's first token alone
+    if head_reads(c) == FIRST:          # the head reads each pair's first token alone
         pooled_in = encoder(params, c, batch, ops, stages, first_only=True)   # [B, H]
     else:
         pooled_in = pool(c, encoder(params, c, batch, ops, stages), batch)    # [N, H] -> [B, H]
     pooled = head(params.head, c, pooled_in, ops)                       # [B, H]
     logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, L], raw logits
     if stages is not None:
-        stages["pooled"], stages["logits"] = pooled, logits
+        stages[HEAD_STAGE], stages["logits"] = pooled, logits
         return logits, stages
     return logits
 
 
 FAMILY = Family(
-    name="ModernBERT", model_types=("modernbert",), config_from_dict=config_from_dict, skeleton=skeleton,
-    encoder=encoder, forward=forward,
+    name="ModernBERT", model_types=("modernbert",), config=ModernBertConfig, skeleton=skeleton, encoder=encoder,
+    forward=forward, head_stage=HEAD_STAGE, head_module="classifier", head_reads=head_reads,
     # "decoder." is ModernBertForMaskedLM's output layer: skipped when the encoder is loaded alone.
     prefix="model.", top_level=("head.", "classifier."), head=("head.", "classifier.", "decoder."),
     classifier="classifier.", tokenizer_class="PreTrainedTokenizerFast",

@@ -9,8 +9,9 @@ H hidden_size, L num_labels, P max_position_embeddings).
 The encoder is BERT's: the same embeddings (word + token type + position, then LayerNorm) and
 the same post-LN encoder layer, with the same tensor names under "roberta." instead of "bert.".
 It differs from BERT in two places:
-- the position ids (`position_ids`): a pair's tokens are numbered from pad_token_id + 1, and a
-  token equal to pad_token_id gets position pad_token_id and does not advance the count. This is
+- the position ids (minibert.models.batch.padding_idx_positions): a pair's tokens are numbered from
+  pad_token_id + 1, and a token equal to pad_token_id gets position pad_token_id and does not
+  advance the count. This is
   why RoBERTa checkpoints have max_position_embeddings = 514 for 512 tokens (8194 for 8192);
 - the head: no pooler inside the encoder; RobertaClassificationHead does dense + tanh on the
   first token (<s>), then out_proj. That is BERT's pooler + classifier by other names.
@@ -23,63 +24,48 @@ Inference only: no dropout (the identity in eval mode). Every stage stays float3
 """
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from minibert.config import fields_with_defaults, label_fields
 from minibert.errors import ConfigError
-from minibert.models import Family, bert
-from minibert.weights import Linear, linear_spec
+from minibert.models import bert
+from minibert.models.batch import padding_idx_positions
+from minibert.models.family import Family
+from minibert.models.params import Linear, linear_spec
 
-# RobertaConfig's, XLMRobertaConfig's and CamembertConfig's defaults (transformers), for fields a
-# config.json leaves out: BERT's, but pad_token_id 1 (<s>=0, <pad>=1, </s>=2). vocab_size differs.
-DEFAULTS = {**bert.DEFAULTS, "pad_token_id": 1}
-VOCAB_SIZE_DEFAULTS = {"roberta": 50265, "xlm-roberta": 30522, "camembert": 30522}
+HEAD_STAGE = "head_dense"  # RobertaClassificationHead's hidden layer: tanh(dense(<s>))
+# XLMRobertaConfig and CamembertConfig default to BERT's vocab_size; RobertaConfig has its own.
+VOCAB_SIZE_DEFAULTS = {"roberta": 50265}
 
 
 @dataclass(frozen=True)
-class RobertaConfig:
-    vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    hidden_act: str
-    max_position_embeddings: int
-    type_vocab_size: int
-    layer_norm_eps: float
-    pad_token_id: int            # also the position table's padding_idx: real tokens start at pad_token_id + 1
-    position_embedding_type: str
-    num_labels: int
-    id2label: dict[int, str] = field(default_factory=dict)
-    source: str = "<config>"
+class RobertaConfig(bert.BertConfig):
+    """BertConfig's fields; RobertaConfig's, XLMRobertaConfig's and CamembertConfig's defaults differ in
+    pad_token_id (1: <s>=0, <pad>=1, </s>=2) and vocab_size."""
+    pad_token_id: int = 1        # also the position table's padding_idx: real tokens start at pad_token_id + 1
     model_type: str = "roberta"  # or "xlm-roberta", "camembert"
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    @classmethod
+    def read_fields(cls, raw: dict, source: str) -> dict:
+        model_type = raw.get("model_type", "roberta")
+        return {} if "vocab_size" in raw or model_type not in VOCAB_SIZE_DEFAULTS \
+            else {"vocab_size": VOCAB_SIZE_DEFAULTS[model_type]}
 
     @property
     def max_tokens(self) -> int:
         # Positions pad_token_id + 1 .. pad_token_id + T must be rows of the [P, H] table.
         return self.max_position_embeddings - self.pad_token_id - 1
 
-    def __post_init__(self):
+    def check(self):
         if self.pad_token_id is None:
             raise ConfigError(f"{self.source}: field 'pad_token_id' is null; {self.model_type} numbers its "
                               "positions from pad_token_id + 1, so it needs one")
-        bert.check_bert_fields(self)
+        super().check()
         if self.max_tokens < 1:
             raise ConfigError(
                 f"{self.source}: max_position_embeddings ({self.max_position_embeddings}) leaves no position for a "
                 f"token: positions start at pad_token_id + 1 = {self.pad_token_id + 1}")
-
-
-def config_from_dict(raw: dict, source: str) -> RobertaConfig:
-    model_type = raw.get("model_type", "roberta")
-    defaults = {**DEFAULTS, "vocab_size": VOCAB_SIZE_DEFAULTS.get(model_type, DEFAULTS["vocab_size"])}
-    return RobertaConfig(**fields_with_defaults(raw, defaults), **label_fields(raw, source), model_type=model_type)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,20 +103,9 @@ def skeleton(c: RobertaConfig, head: bool = True) -> RobertaParams:
 # The forward pass
 
 
-def position_ids(input_ids, offsets, pad_token_id: int):
-    """transformers' create_position_ids_from_input_ids, pair by pair on the packed batch:
-    cumsum(ids != pad) * (ids != pad) + pad. Real tokens count from pad + 1; a pad token inside a
-    pair gets position pad and does not advance the count. [N] -> [N] int64."""
-    real = (input_ids != pad_token_id).astype(np.int64)              # [N] 1 = counted
-    counted = np.cumsum(real)                                         # [N] over the whole batch
-    before = np.concatenate([[0], counted])[offsets[:-1]]             # [B] counted before each pair
-    within = counted - np.repeat(before, np.diff(offsets))            # [N] the count within its pair
-    return within * real + pad_token_id                               # [N]
-
-
 def embeddings(p: bert.Embeddings, c: RobertaConfig, batch, ops):
-    # BERT's embeddings; how RoBERTa differs: its position ids (above), not 0, 1, 2, ...
-    positions = position_ids(batch.input_ids, batch.offsets, c.pad_token_id)  # [N]
+    # BERT's embeddings; how RoBERTa differs: its position ids count from pad_token_id + 1, not 0
+    positions = padding_idx_positions(batch.input_ids, batch.offsets, c.pad_token_id)  # [N]
     return bert.embeddings(p, c, dataclasses.replace(batch, positions=positions), ops)  # [N, H]
 
 
@@ -153,17 +128,17 @@ def forward(params: RobertaParams, c: RobertaConfig, batch, ops, return_stages=F
     first = encoder(params, c, batch, ops, stages, first_only=True)        # [B, H]: the head reads <s> only
     hidden, logits = classification_head(params.classifier, first, ops)   # [B, H], [B, L]
     if stages is not None:
-        stages["head_dense"], stages["logits"] = hidden, logits
+        stages[HEAD_STAGE], stages["logits"] = hidden, logits
         return logits, stages
     return logits
 
 
 def _family(name: str, model_type: str, tokenizer_class: str) -> Family:
     return Family(
-        name=name, model_types=(model_type,), config_from_dict=config_from_dict, skeleton=skeleton,
-        encoder=encoder, forward=forward,
-        prefix="roberta.", top_level=("classifier.",), head=("pooler.", "classifier."), classifier="classifier.",
-        tokenizer_class=tokenizer_class,
+        name=name, model_types=(model_type,), config=RobertaConfig, skeleton=skeleton, encoder=encoder,
+        forward=forward, prefix="roberta.", top_level=("classifier.",), head=("pooler.", "classifier."),
+        classifier="classifier.", tokenizer_class=tokenizer_class, head_stage=HEAD_STAGE,
+        head_module="classifier.out_proj", position_ids=padding_idx_positions,
     )
 
 

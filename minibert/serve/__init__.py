@@ -29,12 +29,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-import minibert
-from minibert.cross_encoder import CrossEncoder
-from minibert.sentence_encoder import SentenceEncoder
+from minibert.runtime.cross_encoder import CrossEncoder
+from minibert.runtime.sentence_encoder import SentenceEncoder
 from minibert.serve.backend import Backend
-from minibert.serve.routes import ClientGone, LogRequests, Service, error_response, log, make_routes
+from minibert.serve.routes import (
+    ClientGone,
+    LogRequests,
+    Service,
+    error_response,
+    log,
+    make_routes,
+)
 from minibert.serve.schemas import HTTPError, Limits
+from minibert.version import __version__
 
 __all__ = ["create_app", "serve"]
 
@@ -68,7 +75,7 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
     limits = Limits(max_client_batch_size=max_client_batch_size, max_batch_tokens=max_batch_tokens,
                     max_batch_requests=max_batch_requests, max_concurrent_requests=max_concurrent_requests,
                     payload_limit=payload_limit)
-    service = Service(backend, limits, minibert.__version__)
+    service = Service(backend, limits, __version__)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.cross_encoder import CrossEncoder
-from minibert.sentence_encoder import SentenceEncoder, is_sentence_encoder
+from minibert.formats.sentence_transformers import is_sentence_encoder
+from minibert.runtime.cross_encoder import CrossEncoder
+from minibert.runtime.sentence_encoder import SentenceEncoder
 
 RERANKER, CLASSIFIER, EMBEDDING = "reranker", "classifier", "embedding"
 

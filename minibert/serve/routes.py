@@ -15,16 +15,31 @@ import logging
 import time
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
+import minibert.serve.schemas as schemas
 from minibert.errors import MinibertError, NumericalError
-from minibert.serve import schemas
 from minibert.serve.backend import CLASSIFIER, EMBEDDING, RERANKER, Backend
 from minibert.serve.queue import Batcher, Pass
-from minibert.serve.schemas import BACKEND, OVERLOADED, TOKENIZER, UNHEALTHY, VALIDATION, HTTPError, Limits
+from minibert.serve.schemas import (
+    BACKEND,
+    OVERLOADED,
+    TOKENIZER,
+    UNHEALTHY,
+    VALIDATION,
+    HTTPError,
+    Limits,
+)
 
 log = logging.getLogger("minibert.serve")
 

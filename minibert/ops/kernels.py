@@ -1,6 +1,6 @@
-"""Numba kernels: the same names and signatures as `ops.py`, compiled.
+"""Numba kernels: the same names and signatures as reference.py, compiled.
 
-This is the only module that imports numba. Each kernel is checked against its ops.py twin
+This is the only module that imports numba. Each kernel is checked against its reference.py twin
 in tests/test_kernels.py. What the compile options are, and why (measured with tools/bench.py
 and a per-op timer on the MiniLM workload, 2 cores):
 - No blanket fastmath: it lets LLVM assume there are no NaNs or infinities and approximate, and
@@ -12,8 +12,8 @@ and a per-op timer on the MiniLM workload, 2 cores):
 - Serial, not parallel=True: these loops run between BLAS calls, and a parallel Numba region
   then fights OpenBLAS's spinning worker threads for the cores; the whole forward pass went from
   ~170 to ~95 pairs/s with parallel kernels. BLAS keeps the cores for the matrix products.
-- nogil=True: the kernels release the GIL, so that the streams of forward passes (batching.py's
-  run_forward, one per core) run them at the same time.
+- nogil=True: the kernels release the GIL, so that the streams of forward passes (minibert/runtime/runner.py,
+  one per core) run them at the same time.
 - cache=True writes the compiled code to disk so that a second process does not compile again.
 """
 
@@ -22,16 +22,12 @@ import math
 import numba
 import numpy as np
 
-
-# Shared with ops, on purpose: matrix products stay with NumPy's BLAS (linear, and attention's
-# two products per pair, batched over heads). A Numba attention that did the products in its
-# own loops ran at a quarter of BLAS's rate here (no FMA-blocked kernel without hand tiling), so
-# attention is ops' loop with this module's softmax between the products.
-from minibert import ops
-from minibert.ops import ERF_P, ERF_Q, ERF_X_MAX, linear
-from minibert.ops import limit_threads
-
-__all__ = ["linear", "layer_norm", "add_layer_norm", "gelu", "linear_gelu", "softmax", "attention", "limit_threads"]
+# Shared with the reference, on purpose: matrix products stay with NumPy's BLAS (linear, and
+# attention's two products per pair, batched over heads). A Numba attention that did the products
+# in its own loops ran at a quarter of BLAS's rate here (no FMA-blocked kernel without hand
+# tiling), so attention is the reference's loop with this module's softmax between the products.
+import minibert.ops.reference as reference
+from minibert.ops.reference import ERF_P, ERF_Q, ERF_X_MAX, linear  # noqa: F401  (linear: the op set takes it from here)
 
 _SQRT_HALF = np.float32(math.sqrt(0.5))
 
@@ -42,7 +38,7 @@ _SQRT_HALF = np.float32(math.sqrt(0.5))
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def _add_layer_norm_rows(x, residual, weight, bias, eps, out):
     # out = LayerNorm(x + residual), row by row; x, residual, out: [R, H]. The sum is float32, as
-    # in ops (x + residual); the statistics are float64, in two passes (mean, then squares).
+    # in the reference (x + residual); the statistics are float64, in two passes (mean, then squares).
     rows, width = x.shape
     for r in range(rows):
         mean = 0.0
@@ -61,7 +57,7 @@ def _add_layer_norm_rows(x, residual, weight, bias, eps, out):
 
 @numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _gelu(v):
-    # v * Phi(v) with erf as ops.erf computes it: the same rational approximation, in float64
+    # v * Phi(v) with erf as reference.erf computes it: the same rational approximation, in float64
     t = min(max(np.float64(v * _SQRT_HALF), -ERF_X_MAX), ERF_X_MAX)
     u = t * t
     p = ERF_P[8]
@@ -119,16 +115,13 @@ def linear_gelu(x, weight, bias):
 
 
 # relu: NumPy's elementwise maximum is already one vectorized pass; a Numba loop would add nothing.
-from minibert.ops import relu  # noqa: E402
-__all__ += ["relu"]
-
-
 # ---------------------------------------------------------------------------------------------
 # Rotary position embeddings and the gated feed-forward (ModernBERT). The tables are computed once
-# per batch and layer type, so ops' NumPy version is kept; the rotation and GeGLU are one pass each.
-from minibert.ops import rotary_tables  # noqa: E402
-
-__all__ += ["rotary_tables", "apply_rotary", "geglu"]
+# per batch and layer type, so the reference NumPy version is kept; the rotation and GeGLU are one pass each.
+from minibert.ops.reference import (
+    relu,  # noqa: E402, F401
+    rotary_tables,  # noqa: E402, F401
+)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -230,7 +223,4 @@ def softmax(x):
 
 
 def attention(q, k, v, offsets, num_heads, window=None, first_only=False):
-    return ops.attention(q, k, v, offsets, num_heads, window, first_only, weights=scaled_softmax)
-
-
-__all__ += ["scaled_softmax"]
+    return reference.attention(q, k, v, offsets, num_heads, window, first_only, weights=scaled_softmax)

@@ -1,14 +1,17 @@
-"""How scoring and embedding split their inputs into forward passes, shared by both APIs.
+"""How forward passes run: the op set, the cores, and the batch budget, for every caller.
 
-Texts are tokenized a chunk at a time, and each chunk is cut into batches of at most
-`batch_size` sequences and `max_batch_tokens` tokens: with packed (padding-free) batches, the
-token budget bounds the memory of a forward pass whatever the number of inputs.
+A `Runner` is what CrossEncoder and SentenceEncoder (and through them the server and the batch
+scorers) hand their inputs to. Texts are tokenized a chunk at a time, and each chunk is cut into
+batches of at most `batch_size` sequences and `max_batch_tokens` tokens: with packed
+(padding-free) batches, the token budget bounds the memory of a forward pass whatever the number
+of inputs. The passes run in streams, one per core (`threads`), each with BLAS at one thread.
 
 The streaming methods (predict_iter, encode_iter) read their input a window at a time and score
 each window as predict / encode would score it alone. Windows are cut by content only (a count
 and a character budget), never by timing, so the same input always gives the same numbers.
 """
 
+import contextlib
 import math
 import sys
 from collections import deque
@@ -16,9 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from minibert.errors import ConfigError, InputError
-from minibert.model import Batch
+from minibert.models.batch import Batch
+from minibert.ops import OpSet, op_set
 
 DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens per forward pass: about 100 MB of activations for MiniLM
 TOKENIZE_CHUNK = 1024             # sequences tokenized at a time, so memory stays bounded on long inputs
@@ -138,38 +143,58 @@ def forward_batches(items: list, encode, batch_size: int, max_tokens: int, strea
             yield start, end, Batch.pack(chunk[start - chunk_start:end - chunk_start])
 
 
-def run_forward(items: list, encode, work, batch_size: int, max_tokens: int, threads: int | None, limit_threads,
-                progress: Progress | None = None, where: np.ndarray | None = None):
-    """(start, end, work(batch)) for each forward pass over items[start:end], in order.
+class Runner:
+    """Runs forward passes over a list of inputs: with this op set, on this many cores, within this budget.
 
-    The passes run in streams, one per core (stream_count): each stream runs whole forward passes
-    with BLAS at one thread, which keeps both cores busier than one pass whose every small matrix
-    product is split across them (and no stream waits on another's elementwise work). A single
-    input runs as one stream with BLAS at `threads`. limit_threads: the op set's. Memory: the
-    streams share batch_size and max_tokens (forward_batches), so the passes held at once are
-    bounded as one pass would be. After each pass, `progress` advances by the
-    caller's inputs that pass stands for: with `where` (items are the distinct inputs, where[i] the
-    item of the caller's input i, as distinct gives it), a repeated input counts as often as the
-    caller gave it.
+    threads: the cores to score on. The passes run in that many streams at once, each whole forward
+    passes with BLAS at one thread: that keeps both cores busier than one pass whose every small matrix
+    product is split across them (and no stream waits on another's elementwise work). A single input
+    runs as one stream with BLAS at `threads`. None: as many as BLAS's own setting.
+    max_batch_tokens: at most this many tokens in one forward pass; the streams share it and the batch
+    size (forward_batches), so the passes held at once are bounded as one pass would be.
     """
-    counts = np.bincount(where, minlength=len(items)) if where is not None else None   # [len(items)]
-    streams = stream_count(threads, len(items))
-    passes = forward_batches(items, encode, batch_size, max_tokens, streams)
-    with limit_threads(1 if streams > 1 else threads):
-        for (start, end, _), result in run_streams(passes, lambda job: work(job[2]), streams):
-            yield start, end, result
-            if progress is not None:
-                progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
+
+    def __init__(self, ops=None, threads=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS, max_length: int = 1):
+        check_max_batch_tokens(max_batch_tokens, max_length)
+        check_threads(threads)
+        self.ops: OpSet = op_set(ops)
+        self.threads, self.max_batch_tokens = threads, max_batch_tokens
+
+    def run(self, items: list, encode, work, batch_size: int, progress: "Progress | None" = None,
+            where: np.ndarray | None = None):
+        """(start, end, work(batch, ops)) for each forward pass over items[start:end], in order.
+
+        encode(items, first_index) tokenizes. After each pass, `progress` advances by the caller's inputs
+        that pass stands for: with `where` (items are the distinct inputs, where[i] the item of the
+        caller's input i, as distinct gives it), a repeated input counts as often as the caller gave it.
+        """
+        counts = np.bincount(where, minlength=len(items)) if where is not None else None   # [len(items)]
+        streams = stream_count(self.threads, len(items))
+        passes = forward_batches(items, encode, batch_size, self.max_batch_tokens, streams)
+        with limit_threads(1 if streams > 1 else self.threads):
+            for (start, end, _), result in run_streams(passes, lambda job: work(job[2], self.ops), streams):
+                yield start, end, result
+                if progress is not None:
+                    progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
 
 
 def stream_count(threads: int | None, n_items: int) -> int:
     """How many forward passes run at once: one per core the caller gives (threads; None: as many as
     BLAS would use), and no more than there are inputs."""
     if threads is None:
-        from threadpoolctl import threadpool_info
-
         threads = max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
     return max(1, min(threads, n_items))
+
+
+@contextlib.contextmanager
+def limit_threads(n: int | None):
+    """Run the block with at most n BLAS threads (None: leave the settings as they are). The Numba
+    kernels are serial within a stream (see minibert/ops/kernels.py)."""
+    if n is None:
+        yield
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
 
 
 def run_streams(jobs, work, streams: int):

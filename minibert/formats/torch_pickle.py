@@ -42,8 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.checkpoint import BFLOAT16, bfloat16_to_float32, check_shape, map_file, short_repr
-from minibert.errors import ModelFormatError, UnsafeCheckpointError
+from minibert.errors import ModelFormatError, UnsafeCheckpointError, show
+from minibert.formats.tensors import (
+    BFLOAT16,
+    bfloat16_to_float32,
+    check_shape,
+    map_file,
+)
 
 MAX_PICKLE_BYTES = 100_000_000  # data.pkl of a 10,000-tensor state dict is about 2 MB
 MAX_OPS = 10_000_000
@@ -313,7 +318,7 @@ def _state_dict_tensors(state, path) -> dict[str, _Tensor]:
         raise ModelFormatError(f"{path}: data.pkl holds a {_kind(state)}; expected a state dict (name -> tensor)")
     for name, value in state.items():
         if not isinstance(name, str):
-            raise ModelFormatError(f"{path}: state dict key {short_repr(name)} is not a str")
+            raise ModelFormatError(f"{path}: state dict key {show(name)} is not a str")
         if not isinstance(value, _Tensor):
             raise ModelFormatError(
                 f"{path}: state dict entry {name!r} is a {_kind(value)}, not a tensor (a nested checkpoint, "
@@ -440,7 +445,7 @@ class _Machine:
         allowed = _ALLOWED_GLOBALS.get((module, name))
         if allowed is None:
             raise self.fail(
-                f"refused: GLOBAL {short_repr(module + '.' + name)} at byte {self.op_at} is not one of the names a "
+                f"refused: GLOBAL {show(module + '.' + name)} at byte {self.op_at} is not one of the names a "
                 "state dict needs (OrderedDict, torch._utils._rebuild_tensor_v2, torch.*Storage, ...); loading "
                 "this file with torch.load could run code", UnsafeCheckpointError)
         self.push(allowed)
@@ -470,7 +475,7 @@ class _Machine:
         if not isinstance(storage, _Storage):
             raise self.fail(f"{at}: the first argument is a {_kind(storage)}, not a storage")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise self.fail(f"{at}: storage offset {short_repr(offset)} is not a non-negative integer")
+            raise self.fail(f"{at}: storage offset {show(offset)} is not a non-negative integer")
         size = check_shape(size, f"{self.where}: {at}: size")
         stride = check_shape(stride, f"{self.where}: {at}: stride")
         if len(stride) != len(size):
@@ -488,11 +493,11 @@ class _Machine:
         if not (isinstance(storage_type, _Global) and storage_type.dtype is not None):
             raise self.fail(f"BINPERSID at byte {self.op_at}: storage type is a {_kind(storage_type)}, not a torch.*Storage")
         if not isinstance(key, str) or not _STORAGE_KEY.fullmatch(key):
-            raise self.fail(f"BINPERSID at byte {self.op_at}: storage key {short_repr(key)} is not a plain record name")
+            raise self.fail(f"BINPERSID at byte {self.op_at}: storage key {show(key)} is not a plain record name")
         if not isinstance(location, str):
             raise self.fail(f"BINPERSID at byte {self.op_at}: storage location is a {_kind(location)}")
         if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
-            raise self.fail(f"BINPERSID at byte {self.op_at}: storage size {short_repr(numel)} is not a non-negative integer")
+            raise self.fail(f"BINPERSID at byte {self.op_at}: storage size {show(numel)} is not a non-negative integer")
         return _Storage(storage_type.dtype, key, numel)
 
     def build(self, state):

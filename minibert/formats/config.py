@@ -1,9 +1,11 @@
-"""The model configuration: HuggingFace's config.json, read once and validated at load.
+"""config.json: reading it, the checks every family's config shares, and the base of their Configs.
 
-Each family (minibert/models/) has its own frozen Config dataclass whose field names are those of
-its transformers config class, so a reader can hold it next to a config.json; fields a
-config.json leaves out take that class's defaults, as transformers does. This module reads the
-file, picks the family from `model_type` and holds the checks every family's config shares.
+Each family (minibert/models/) has a frozen Config dataclass derived from `HFConfig` whose fields
+are the keys of its transformers config class, each with that class's default, so a reader can
+hold it next to a config.json; `from_dict` takes each field from the file, or the default where
+the file leaves it out, as transformers does. A family that extends another inherits its Config
+and declares only what differs (RoBERTa's pad_token_id, ELECTRA's embedding_size). The registry
+(minibert/models/__init__.py) picks the family from `model_type`.
 
 Every family's Config offers, besides its own fields, what the rest of minibert asks of a model:
     model_type, vocab_size, hidden_size, num_hidden_layers, num_labels, id2label, source
@@ -11,13 +13,13 @@ Every family's Config offers, besides its own fields, what the rest of minibert 
     max_tokens        the longest sequence the model takes, special tokens included
 """
 
+import dataclasses
 import json
 import math
-import reprlib
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from minibert.errors import ConfigError
+from minibert.errors import ConfigError, show
 
 MAX_SIZE = 2 ** 31 - 1  # sizes beyond this are not a model (and would overflow index arithmetic)
 
@@ -26,7 +28,7 @@ def check_sizes(config, *names, minimum=1):
     """Each named field is an integer in [minimum, MAX_SIZE]."""
     for name in names:
         value = getattr(config, name)
-        if not _is_int(value) or not minimum <= value <= MAX_SIZE:
+        if not is_int(value) or not minimum <= value <= MAX_SIZE:
             kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
             raise ConfigError(f"{config.source}: field {name!r} must be {kind} (at most {MAX_SIZE}), found {show(value)}")
 
@@ -39,7 +41,7 @@ def check_divisible(config, size: str, heads: str):
 
 def check_eps(config, name: str):
     value = getattr(config, name)
-    if not _is_positive_finite(value):
+    if not is_positive_finite(value):
         raise ConfigError(f"{config.source}: field {name!r} must be a positive finite number, found {show(value)}")
 
 
@@ -53,7 +55,7 @@ def check_choice(config, name: str, allowed: tuple, what: str = ""):
 
 def check_token_id(config, name: str):
     value = getattr(config, name)
-    if value is not None and (not _is_int(value) or not 0 <= value < config.vocab_size):
+    if value is not None and (not is_int(value) or not 0 <= value < config.vocab_size):
         raise ConfigError(f"{config.source}: field {name!r} must be an integer in [0, vocab_size), found {show(value)}")
 
 
@@ -62,11 +64,6 @@ def check_labels(config):
     if config.id2label and len(config.id2label) != config.num_labels:
         raise ConfigError(
             f"{config.source}: id2label has {len(config.id2label)} labels but num_labels is {config.num_labels}")
-
-
-def fields_with_defaults(raw: dict, defaults: dict) -> dict:
-    """The config.json values of the fields in `defaults`, the default where a field is left out."""
-    return {name: raw.get(name, default) for name, default in defaults.items()}
 
 
 def label_fields(raw: dict, source: str) -> dict:
@@ -80,47 +77,55 @@ def label_fields(raw: dict, source: str) -> dict:
     return {"num_labels": num_labels, "id2label": id2label, "source": source}
 
 
-def _is_int(value) -> bool:
+
+@dataclass(frozen=True)
+class HFConfig:
+    """The fields every family's config has; a family's Config adds its own, with their defaults."""
+    num_labels: int = 2
+    id2label: dict[int, str] = field(default_factory=dict)
+    source: str = "<config>"  # the file this was read from, for error messages
+    model_type: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "<config>"):
+        """A config.json's contents: every field the file has, the class's default for the others."""
+        own = {f.name for f in dataclasses.fields(HFConfig)}
+        values = {f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name in raw and f.name not in own}
+        values.update(cls.read_fields(raw, source))
+        if "model_type" in raw:
+            values["model_type"] = raw["model_type"]
+        return cls(**values, **label_fields(raw, source))
+
+    @classmethod
+    def value(cls, raw: dict, name: str):
+        """What from_dict takes for field `name`: the file's value, else the default."""
+        return raw[name] if name in raw else cls.__dataclass_fields__[name].default
+
+    @classmethod
+    def read_fields(cls, raw: dict, source: str) -> dict:
+        """The fields a family reads its own way (legacy keys, parsed strings, defaults that depend on
+        other fields): overrides what from_dict took. None by default."""
+        return {}
+
+    def __post_init__(self):
+        check_labels(self)
+        self.check()
+
+    def check(self):
+        """The family's checks of its fields, with errors that name the field and the file."""
+
+
+def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_positive_finite(value) -> bool:
+def is_positive_finite(value) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:
         return math.isfinite(float(value)) and value > 0
     except OverflowError:  # an int beyond float range
         return False
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 8, 4, 80, 80, 80
-
-
-def show(value) -> str:
-    """A repr of bounded length and depth, for values read from untrusted files (any JSON value)."""
-    try:
-        return _REPR.repr(value)
-    except ValueError:  # an int too long to turn into text (Python's int-to-str digit limit)
-        return f"<an integer of more than {getattr(sys, 'get_int_max_str_digits', lambda: 4300)()} digits>"
-
-
-def load_config(model_dir: str | Path):
-    """Read and validate `model_dir/config.json`: the Config of its model family."""
-    path = Path(model_dir) / "config.json"
-    return config_from_dict(read_json_object(path, ConfigError), source=str(path))
-
-
-def config_from_dict(raw: dict, source: str = "<config>"):
-    """A config.json's contents -> the Config of the family its model_type names (BERT when it names none)."""
-    from minibert.models import family_for_model_type  # the families import this module's checks
-
-    model_type = raw.get("model_type", "bert")
-    family = family_for_model_type(model_type, source)
-    for flag in ("is_decoder", "add_cross_attention"):
-        if raw.get(flag):
-            raise ConfigError(f"{source}: {flag} is true; minibert runs encoders only")
-    return family.config_from_dict(raw, source)
 
 
 def _read_id2label(raw: dict, source: str) -> dict[int, str]:

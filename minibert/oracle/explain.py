@@ -8,8 +8,8 @@ The attention weights are not kept by the forward pass (scoring never needs them
 here by an op set that is the reference ops with `attention` wrapped: before computing the attention,
 the wrapper recomputes the first token's row, softmax(q_0 k^T / sqrt(HD)) per head, from the very q and
 k the family handed to it. So it works for every family that attends through ops.attention, and the
-scoring path is untouched. DeBERTa-v2 scores its attention itself (c2c + c2p + p2c); its probabilities
-are recomputed from each layer's input by minibert.models.deberta_v2.attention_probabilities.
+scoring path is untouched. A family that scores its attention itself (DeBERTa-v2: c2c + c2p + p2c)
+gives its probabilities through its Family's attention_probabilities, recomputed from each layer's input.
 """
 
 import html
@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
-from minibert import ops as reference_ops
-from minibert.model import Batch, forward
-from minibert.models import deberta_v2, family_of
-from minibert.oracle import op_set
-from minibert.tokenize import check_pair
+from minibert.formats.tokenizer import check_pair
+from minibert.models import family_of, forward
+from minibert.models.batch import Batch
+from minibert.ops import NUMPY
 
 
 @dataclass(frozen=True)
@@ -55,17 +54,17 @@ def first_token_attention(q, k, num_heads, window=None):
     scores = np.einsum("nd,ntd->nt", q0, keys) * np.float32(HD ** -0.5)  # [NH, T]
     if window is not None:
         scores[:, np.arange(T) > window] = -np.inf                    # outside the first token's window
-    return reference_ops.softmax(scores)                              # [NH, T]
+    return NUMPY.softmax(scores)                                      # [NH, T]
 
 
-def recording_ops(rows: list, base=reference_ops):
+def recording_ops(rows: list, base=NUMPY):
     """`base` with attention wrapped to append each layer's first-token rows ([NH, T], one pair) to `rows`."""
     def attention(q, k, v, offsets, num_heads, window=None, first_only=False):
         # explain runs with return_stages, so every layer computes every query (first_only is False)
         rows.append(first_token_attention(q[offsets[0]:offsets[1]], k[offsets[0]:offsets[1]], num_heads, window))
         extra = {} if window is None else {"window": window}
         return base.attention(q, k, v, offsets, num_heads, first_only=first_only, **extra)
-    return op_set(base, attention=attention)
+    return base.replace(attention=attention)
 
 
 def explain(ce, query: str, passage: str) -> Explanation:
@@ -88,14 +87,15 @@ def explain(ce, query: str, passage: str) -> Explanation:
     batch = Batch.pack([(ids, type_ids)])
     logits, stages = forward(ce.params, ce.config, batch, recording_ops(rows), return_stages=True)
     layers = [name for name in stages if name.startswith("layer_")]
-    if ce.config.model_type == "deberta-v2":  # scores its own attention (c2c + c2p + p2c), not through ops.attention
+    family = family_of(ce.config)
+    if family.attention_probabilities is not None:  # scores its own attention, not through ops.attention
         inputs = [stages["embeddings"], *(stages[name] for name in layers[:-1])]   # each layer's input, [T, H]
-        rows = [deberta_v2.attention_probabilities(ce.params, ce.config, i, x, reference_ops)[:, 0]
+        rows = [family.attention_probabilities(ce.params, ce.config, i, x, NUMPY)[:, 0]
                 for i, x in enumerate(inputs)]                                   # [NH, T] each
     attention = np.stack(rows) if len(rows) == len(layers) and rows else None
     tokens = [ce.tokenizer.tokenizer.id_to_token(int(i)) or "?" for i in ids]
     labels = [ce.id2label[i] for i in range(ce.num_labels)]
-    return Explanation(str(ce.path), family_of(ce.config).name, query, passage, tokens, ids, type_ids, sides,
+    return Explanation(str(ce.path), family.name, query, passage, tokens, ids, type_ids, sides,
                        truncated, stages, attention, logits[0], labels)
 
 

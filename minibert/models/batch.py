@@ -1,8 +1,4 @@
-"""The forward pass of any family minibert reads, on a packed batch.
-
-Each family's forward pass is in its own file, top to bottom (minibert/models/bert.py,
-roberta.py, ...); this module holds what they share: the packed batch, the input checks, the
-choice of op set, and `forward` / `encoder`, which hand the batch to the config's family.
+"""The packed batch every family's forward pass takes, and the checks of its token ids.
 
 A batch is packed: the tokens of its pairs stand back to back in one [N] array, and pair b owns
 rows offsets[b]:offsets[b + 1]. Every dense layer runs on [N, H] at once, with no padding
@@ -10,14 +6,11 @@ tokens; only attention looks at one pair at a time. This is the same math as tra
 padded batch, where a padded key gets an attention weight of exactly zero.
 """
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from minibert import ops as reference_ops
 from minibert.errors import InputError
-from minibert.models import family_of
 
 
 @dataclass(frozen=True)
@@ -50,19 +43,6 @@ class Batch:
         return self.offsets[:-1]  # the row of each pair's first token ([CLS], <s>)
 
 
-def encoder(params, config, batch: Batch, ops=reference_ops, stages=None):
-    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
-    check_inputs(config, batch)
-    return family_of(config).encoder(params, config, batch, ops, stages)
-
-
-def forward(params, config, batch: Batch, ops=reference_ops, return_stages=False):
-    """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage
-    (`embeddings`, `layer_0`, ..., then the head's stages and `logits`)."""
-    check_inputs(config, batch)
-    return family_of(config).forward(params, config, batch, ops, return_stages)
-
-
 def check_inputs(c, batch: Batch):
     """Lengths and id ranges; NumPy would wrap a negative index silently."""
     lengths = batch.lengths
@@ -79,12 +59,13 @@ def check_inputs(c, batch: Batch):
             raise InputError(f"{name} {bad} is outside the model's range [0, {size})")
 
 
-def default_ops():
-    """The Numba kernels when numba is installed and MINIBERT_NO_NUMBA is not set, else NumPy."""
-    if os.environ.get("MINIBERT_NO_NUMBA", "") not in ("", "0"):
-        return reference_ops
-    try:
-        from minibert import kernels
-    except ImportError:
-        return reference_ops
-    return kernels
+def padding_idx_positions(input_ids, offsets, pad_token_id: int):
+    """The position ids of the RoBERTa family (transformers' create_position_ids_from_input_ids), pair
+    by pair on the packed batch: cumsum(ids != pad) * (ids != pad) + pad. Real tokens count from
+    pad + 1; a pad token inside a pair gets position pad and does not advance the count. Every other
+    family numbers 0, 1, 2, ... (Batch.positions). [N] -> [N] int64."""
+    real = (input_ids != pad_token_id).astype(np.int64)              # [N] 1 = counted
+    counted = np.cumsum(real)                                         # [N] over the whole batch
+    before = np.concatenate([[0], counted])[offsets[:-1]]             # [B] counted before each pair
+    within = counted - np.repeat(before, np.diff(offsets))            # [N] the count within its pair
+    return within * real + pad_token_id                               # [N]

@@ -24,8 +24,8 @@ import re
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from minibert.checkpoint import check_fetch_complete
 from minibert.errors import ConfigError, FetchError, MinibertError, ModelNotFoundError
+from minibert.formats.checkpoint import check_fetch_complete
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -177,7 +177,11 @@ def progress_bars(show: bool | None):
     if show is not False:
         yield
         return
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
 
     was_disabled = are_progress_bars_disabled()
     disable_progress_bars()

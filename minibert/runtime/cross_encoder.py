@@ -5,36 +5,42 @@ of import, with one deliberate difference: predict returns raw logits unless an 
 asked for (sentence-transformers applies a sigmoid by default to single-logit models).
 """
 
-
 import numpy as np
 
-from minibert import ops as reference_ops
-from minibert.batching import (DEFAULT_MAX_BATCH_TOKENS, check_batch_size, check_max_batch_tokens, check_threads,
-                               Progress, distinct, length_or_none, listed, run_forward, stream)
-from minibert.config import load_config
-from minibert.errors import ConfigError, ModelFormatError, NumericalError
-from minibert.hub import resolve_model_dir
-from minibert.model import default_ops, forward
-from minibert.ranking import as_list, check_rank_args, ranked
-from minibert.tokenize import check_pair, load_tokenizer
-from minibert.weights import load_params
+from minibert.errors import ConfigError, NumericalError
+from minibert.formats.hub import resolve_model_dir
+from minibert.formats.tokenizer import check_pair
+from minibert.models import forward
+from minibert.ops import reference
+from minibert.runtime.load import load
+from minibert.runtime.ranking import as_list, check_rank_args, ranked
+from minibert.runtime.runner import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    Progress,
+    Runner,
+    check_batch_size,
+    distinct,
+    length_or_none,
+    listed,
+    stream,
+)
 
 ACTIVATIONS = (None, "sigmoid", "softmax")
 
 
 class CrossEncoder:
-    """A BERT cross-encoder loaded from a HuggingFace model directory.
+    """A cross-encoder loaded from a HuggingFace model directory (any family minibert reads).
 
     Args:
         model_name_or_path: a directory with config.json, model.safetensors and
             tokenizer.json or vocab.txt (as saved by transformers' save_pretrained), or a Hub
-            id "owner/name", downloaded into the HuggingFace cache (minibert.hub.resolve_model_dir;
+            id "owner/name", downloaded into the HuggingFace cache (minibert.formats.hub.resolve_model_dir;
             revision, token, cache_folder and local_files_only as in sentence-transformers).
         max_length: tokens per pair, special tokens included; pairs are truncated
             longest-first. Default: tokenizer_config.json's model_max_length, capped by
             the model's max_position_embeddings.
-        ops: the op set, `minibert.ops` (NumPy) or `minibert.kernels` (Numba). Default: the
-            Numba kernels when numba is installed, unless MINIBERT_NO_NUMBA=1.
+        ops: the op set (minibert.ops.OpSet), or its name: "numpy" (the reference) or "numba" (the
+            kernels). Default: the Numba kernels when numba is installed, unless MINIBERT_NO_NUMBA=1.
         max_batch_tokens: at most this many tokens (all pairs of a batch together) go through
             one forward pass; with batch_size, it bounds memory whatever the number of pairs
             (one pass per thread is in memory at a time).
@@ -47,21 +53,15 @@ class CrossEncoder:
                  threads=None, *, revision=None, token=None, cache_folder=None, local_files_only=False):
         path = resolve_model_dir(model_name_or_path, revision=revision, token=token, cache_folder=cache_folder,
                                  local_files_only=local_files_only)
-        if not (path / "config.json").is_file():
-            raise ModelFormatError(f"{path}: no config.json in the model directory")
-        self.path = path
-        self.config = load_config(path)
-        self.tokenizer = load_tokenizer(path, self.config, max_length)
-        # type_vocab_size 0: the family has no token type embeddings (DistilBERT) and never reads the ids
-        if self.tokenizer.token_types and 0 < self.config.type_vocab_size < 2:
-            raise ConfigError(
-                f"{self.config.source}: type_vocab_size is {self.config.type_vocab_size}, but this model's tokenizer "
-                "gives the passage token type 1, so a cross-encoder needs at least 2 token types (query = 0, passage = 1)")
-        self.params = load_params(path, self.config)
-        self.ops = ops if ops is not None else default_ops()
-        check_max_batch_tokens(max_batch_tokens, self.max_length)
-        check_threads(threads)
-        self.max_batch_tokens, self.threads = max_batch_tokens, threads
+        model = load(path, head=True, max_length=max_length)
+        self.path, self.family, self.config, self.params, self.tokenizer = (
+            model.path, model.family, model.config, model.params, model.tokenizer)
+        self.runner = Runner(ops, threads, max_batch_tokens, self.max_length)
+
+    # How it runs (minibert/runtime/runner.py).
+    ops = property(lambda self: self.runner.ops)
+    threads = property(lambda self: self.runner.threads)
+    max_batch_tokens = property(lambda self: self.runner.max_batch_tokens)
 
     @property
     def max_length(self) -> int:
@@ -78,7 +78,7 @@ class CrossEncoder:
     def __repr__(self):
         return (f"CrossEncoder({str(self.path)!r}, layers={self.config.num_hidden_layers}, "
                 f"hidden={self.config.hidden_size}, num_labels={self.num_labels}, "
-                f"max_length={self.max_length}, ops={self.ops.__name__})")
+                f"max_length={self.max_length}, ops={self.ops.name})")
 
     def predict(self, sentences, batch_size=32, activation=None, show_progress_bar=False):
         """Scores for (query, passage) pairs, in input order.
@@ -122,9 +122,8 @@ class CrossEncoder:
         pairs, where = distinct(pairs)   # a repeated pair is scored once: duplicates get exactly the same score
 
         logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
-        for start, end, batch_logits in run_forward(pairs, self.tokenizer.encode_pairs, self._forward, batch_size,
-                                                    self.max_batch_tokens, self.threads, self.ops.limit_threads,
-                                                    progress, where):
+        for start, end, batch_logits in self.runner.run(pairs, self.tokenizer.encode_pairs, self._forward, batch_size,
+                                                        progress, where):
             logits[start:end] = batch_logits
         if not np.isfinite(logits).all():
             bad = first_index + np.flatnonzero(~np.isfinite(logits[where]).all(axis=1))
@@ -134,8 +133,8 @@ class CrossEncoder:
         scores = _activate(logits[where], activation)
         return scores[:, 0] if self.num_labels == 1 else scores
 
-    def _forward(self, batch):
-        return forward(self.params, self.config, batch, self.ops)
+    def _forward(self, batch, ops):
+        return forward(self.params, self.config, batch, ops)
 
     def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32, activation=None,
              show_progress_bar=False):
@@ -163,5 +162,5 @@ def _activate(logits, activation):
         e = np.exp(-np.abs(logits))
         return np.where(logits >= 0, 1 / (1 + e), e / (1 + e)).astype(np.float32)
     if activation == "softmax":
-        return reference_ops.softmax(logits)
+        return reference.softmax(logits)
     return logits

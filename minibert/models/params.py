@@ -1,21 +1,20 @@
-"""Checkpoint -> parameter tree.
+"""Checkpoint tensors -> parameter tree.
 
 The parameters are a small tree of frozen dataclasses holding float32 arrays. Each family's
 HuggingFace tensor names live in one table, its `skeleton` (the same tree with `Spec` leaves),
-in the family's own file (minibert/models/), and nowhere else; this module maps a checkpoint onto
-it. Linear weights keep PyTorch's [out, in] layout, so `ops.linear` computes x @ W.T + b exactly
+in the family's own file, and nowhere else; this module maps a checkpoint's tensors onto it.
+Linear weights keep PyTorch's [out, in] layout, so `ops.linear` computes x @ W.T + b exactly
 as nn.Linear does.
 """
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from minibert import checkpoint
 from minibert.errors import ModelFormatError
+from minibert.formats.tensors import owns_memory
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def norm_spec(name: str, width: int, bias: bool = True) -> LayerNorm:
     return LayerNorm(Spec(f"{name}.weight", (width,)), Spec(f"{name}.bias", (width,)) if bias else None)
 
 
-def _leaves(tree):
+def leaves(tree):
     """The leaves of a parameter tree, depth first."""
     if tree is None:
         return
@@ -67,15 +66,15 @@ def _leaves(tree):
         yield from tree.parts
     elif isinstance(tree, tuple):
         for item in tree:
-            yield from _leaves(item)
+            yield from leaves(item)
     elif dataclasses.is_dataclass(tree):
         for f in dataclasses.fields(tree):
-            yield from _leaves(getattr(tree, f.name))
+            yield from leaves(getattr(tree, f.name))
     else:
         yield tree
 
 
-def _map_leaves(fn, tree):
+def map_leaves(fn, tree):
     """The same tree with every leaf replaced by fn(leaf)."""
     if tree is None:
         return None
@@ -84,9 +83,9 @@ def _map_leaves(fn, tree):
     if isinstance(tree, Stack):
         return np.concatenate([fn(part) for part in tree.parts])
     if isinstance(tree, tuple):
-        return tuple(_map_leaves(fn, item) for item in tree)
+        return tuple(map_leaves(fn, item) for item in tree)
     if dataclasses.is_dataclass(tree):
-        return type(tree)(**{f.name: _map_leaves(fn, getattr(tree, f.name)) for f in dataclasses.fields(tree)})
+        return type(tree)(**{f.name: map_leaves(fn, getattr(tree, f.name)) for f in dataclasses.fields(tree)})
     return fn(tree)
 
 
@@ -109,28 +108,14 @@ def _canonical(key: str, encoder_prefix: str) -> str:
     return key
 
 
-# Finding and reading checkpoint files (safetensors, shards, pytorch_model.bin) is checkpoint.py's job.
-find_checkpoint = checkpoint.find_checkpoint
-read_safetensors = checkpoint.read_safetensors
+def params_from_tensors(tensors: dict[str, np.ndarray], family, config, source: str, head: bool = True):
+    """Map HuggingFace-named tensors onto the family's parameter tree; every problem is reported at once.
 
-
-def load_params(model_dir: str | Path, config, head: bool = True):
-    """Read the checkpoint in `model_dir` and check it against `config`, tensor by tensor.
-
-    head=False loads the encoder alone (embeddings and layers), for sentence embeddings: a
-    pooler or classifier in the checkpoint is then not used and not checked.
+    head=False maps the encoder alone (embeddings and layers), for sentence embeddings: a pooler or
+    classifier among the tensors is then not used and not checked.
     """
-    path = find_checkpoint(Path(model_dir))
-    return params_from_tensors(checkpoint.read_checkpoint(path), config, source=str(path), head=head)
-
-
-def params_from_tensors(tensors: dict[str, np.ndarray], config, source: str, head: bool = True):
-    """Map HuggingFace-named tensors onto the family's parameter tree; every problem is reported at once."""
-    from minibert.models import family_of
-
-    family = family_of(config)
     skeleton = family.skeleton(config, head)
-    expected = dict(_leaves(skeleton))  # HF name (no prefix) -> shape
+    expected = dict(leaves(skeleton))  # HF name (no prefix) -> shape
     # *ForSequenceClassification saves the encoder under the family's prefix ("bert."); a bare base
     # model saves none.
     prefix = family.prefix if any(k.startswith(family.prefix) for k in tensors) else ""
@@ -165,7 +150,7 @@ def params_from_tensors(tensors: dict[str, np.ndarray], config, source: str, hea
         raise ModelFormatError(
             f"{source}: checkpoint does not match {config.source}:\n  " + "\n  ".join(problems))
 
-    return _map_leaves(lambda spec: _as_float32(found[spec.name], spec.name, source), skeleton)
+    return map_leaves(lambda spec: _as_float32(found[spec.name], spec.name, source), skeleton)
 
 
 def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
@@ -175,7 +160,7 @@ def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
     if array.dtype.kind != "f":
         raise ModelFormatError(f"{source}: tensor {name} has dtype {array.dtype}; expected a floating-point tensor")
     if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable \
-            and checkpoint.owns_memory(array):
+            and owns_memory(array):
         out = array  # already a private float32 array (a converted bfloat16 tensor)
     else:
         out = np.array(array, dtype=np.float32, order="C")

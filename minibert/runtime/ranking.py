@@ -3,7 +3,7 @@
 import numpy as np
 
 from minibert.errors import ConfigError, InputError
-from minibert.tokenize import check_unicode
+from minibert.formats.tokenizer import check_unicode
 
 
 def as_list(items, what: str):

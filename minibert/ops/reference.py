@@ -1,28 +1,11 @@
 """The NumPy reference ops: each a few lines, float32 in and float32 out.
 
-`kernels.py` offers the same names and signatures, compiled with Numba; the model takes
-either module as its op set, and the tests run both and compare them. Matrix products
-stay with NumPy's BLAS in both.
+minibert/ops/kernels.py offers the same names and signatures, compiled with Numba; the op set
+record (minibert/ops/__init__.py) holds either, and the tests run both and compare them. Matrix
+products stay with NumPy's BLAS in both.
 """
 
-import contextlib
-
 import numpy as np
-
-
-@contextlib.contextmanager
-def limit_threads(n):
-    """Run the block with at most n BLAS threads (None: leave the settings as they are).
-
-    The scoring APIs run their streams of forward passes (batching.run_forward) with BLAS at one
-    thread; the Numba kernels are serial within a stream (see kernels.py)."""
-    if n is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
 
 
 def linear(x, weight, bias):
