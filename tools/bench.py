@@ -295,10 +295,11 @@ def blas_info():
 
 def profile(model_dir, threads, workload_name):
     """minibert's time per op on one workload, in this process: a table (seconds summed over streams)."""
+    import dataclasses
     import threading
-    import types
 
-    from minibert import CrossEncoder, kernels
+    from minibert import CrossEncoder
+    from minibert.ops import OpSet, numba_ops, reference
 
     pairs = workload(workload_name)
     seconds, lock = {}, threading.Lock()
@@ -313,14 +314,13 @@ def profile(model_dir, threads, workload_name):
                     seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
         return wrapper
 
-    ops = types.ModuleType("timed_kernels")
-    ops.__dict__.update(vars(kernels))
-    for name in kernels.__all__:
-        if name != "limit_threads":
-            setattr(ops, name, timed(name, getattr(kernels, name)))
+    from minibert.ops import kernels  # the Numba kernels' module: its compiled softmax, timed on its own
+
+    numba = numba_ops()
+    ops = numba.replace(**{f.name: timed(f.name, getattr(numba, f.name)) for f in dataclasses.fields(OpSet)[1:]})
     softmax = "attention's softmax (within attention)"
     timed_softmax = timed(softmax, kernels.scaled_softmax)
-    ops.attention = timed("attention", lambda *a, **k: kernels.ops.attention(*a, **k, weights=timed_softmax))
+    ops = ops.replace(attention=timed("attention", lambda *a, **k: reference.attention(*a, **k, weights=timed_softmax)))
     ce = CrossEncoder(model_dir, ops=ops, threads=threads)
     ce.tokenizer.encode_pairs = timed("tokenization", ce.tokenizer.encode_pairs)
     ce.predict(pairs, batch_size=BATCH_SIZE)  # warm-up

@@ -19,8 +19,8 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-from minibert import kernels, ops
 from minibert.models import Batch, forward
+from minibert.ops import NUMPY, numba_ops
 from minibert.runtime.load import load_config, load_params
 
 SHAPE = dict(vocab_size=1000, hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
@@ -80,8 +80,8 @@ def main() -> None:
 
     with threadpool_limits(limits=args.threads, user_api="blas"):
         t_torch, want = timed(run_torch)
-        t_numba, got_numba = timed(lambda: run_minibert(kernels))
-        t_numpy, got_numpy = timed(lambda: run_minibert(ops))
+        t_numba, got_numba = timed(lambda: run_minibert(numba_ops()))
+        t_numpy, got_numpy = timed(lambda: run_minibert(NUMPY))
     blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads")) for i in threadpool_info()
             if i.get("user_api") == "blas"]
     print(f"DeBERTa-v3 xsmall shape, {args.pairs} pairs of {lengths.min()}..{lengths.max()} tokens "
