@@ -1,7 +1,7 @@
 """Every checkpoint format transformers saves loads to the numbers transformers computes from it.
 
 - pytorch_model.bin (f32, f16, bf16, sharded, non-contiguous views): committed fixtures written by
-  tools/make_format_fixtures.py with transformers' logits for each file, so the torch-free reader is
+  tools/goldens/formats.py with transformers' logits for each file, so the torch-free reader is
   checked without torch; with torch installed, also live (transformers' logits and torch.load's
   tensors, bit for bit).
 - safetensors (f32, f16, bf16, sharded): built at test time by transformers' save_pretrained.

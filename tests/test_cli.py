@@ -44,7 +44,7 @@ PASSAGES = [
 ]
 
 
-# Real small models written by transformers (tools/make_goldens.py): read-only here.
+# Real small models written by transformers (tools/goldens/bert.py): read-only here.
 @pytest.fixture(scope="module")
 def model_l1():
     return GOLDENS / "tiny-l1"  # num_labels=1, uncased, ships tokenizer.json

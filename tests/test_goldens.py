@@ -1,4 +1,4 @@
-"""minibert against transformers, stage by stage, on the golden files of tools/make_goldens.py.
+"""minibert against transformers, stage by stage, on the golden files of tools/goldens/make.py.
 
 As llm.c's test_gpt2.c checks its forward pass against the state PyTorch wrote: each stage
 (embeddings, every encoder layer, the pooler, the logits) is compared on the valid (non-pad)
@@ -11,7 +11,7 @@ set, the stage, and where the worst element is (pair, token, dimension).
 - Everything runs for both op sets: the NumPy reference and the Numba kernels (skipped
   only when numba is not installed).
 
-Regenerate the fixtures with `python tools/make_goldens.py` (needs torch + transformers);
+Regenerate the fixtures with `python tools/goldens/make.py` (needs torch + transformers);
 `pytest -s` prints the measured max-diffs.
 """
 
@@ -50,7 +50,7 @@ class Golden:
     name: str
     path: Path
     meta: dict
-    arrays: dict  # name -> np.ndarray, packed over valid tokens (see tools/make_goldens.py)
+    arrays: dict  # name -> np.ndarray, packed over valid tokens (see tools/goldens/core.py)
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
