@@ -107,6 +107,17 @@ class HFConfig:
         other fields): overrides what from_dict took. None by default."""
         return {}
 
+    # What the rest of minibert asks of every family's config, for the families that keep HF's common
+    # names (hidden_size, num_attention_heads, max_position_embeddings); a family overrides what differs.
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest sequence the model takes, special tokens included."""
+        return self.max_position_embeddings
+
     def __post_init__(self):
         check_labels(self)
         self.check()

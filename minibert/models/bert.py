@@ -63,14 +63,6 @@ class BertConfig(HFConfig):
     position_embedding_type: str = "absolute"
     model_type: str = "bert"
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def max_tokens(self) -> int:
-        return self.max_position_embeddings
-
     def check(self):
         check_sizes(self, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                     "intermediate_size", "max_position_embeddings", "type_vocab_size")

@@ -89,14 +89,6 @@ class DebertaV2Config(HFConfig):
         return values
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def max_tokens(self) -> int:
-        return self.max_position_embeddings
-
-    @property
     def span(self) -> int:
         """S: the relative distances the embedding table holds on either side (att_span in transformers)."""
         return self.position_buckets if self.position_buckets > 0 else self.relative_range

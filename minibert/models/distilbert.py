@@ -77,20 +77,12 @@ class DistilBertConfig(HFConfig):
         return self.n_heads
 
     @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    @property
     def type_vocab_size(self) -> int:
         return 0  # no token type embeddings
 
     @property
     def layer_norm_eps(self) -> float:
         return LAYER_NORM_EPS
-
-    @property
-    def max_tokens(self) -> int:
-        return self.max_position_embeddings
 
     def check(self):
         check_sizes(self, "vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings")

@@ -95,14 +95,6 @@ class ModernBertConfig(HFConfig):
         return values
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @property
-    def max_tokens(self) -> int:
-        return self.max_position_embeddings
-
-    @property
     def sliding_window(self) -> int:
         """How far a sliding-window layer sees on each side: |i - j| <= local_attention // 2."""
         return self.local_attention // 2
