@@ -32,7 +32,7 @@ from minibert.formats.config import (
     check_sizes,
     check_token_id,
 )
-from minibert.models.family import Family
+from minibert.models.family import Family, with_stages
 from minibert.models.params import (
     LayerNorm,
     Linear,
@@ -220,10 +220,7 @@ def forward(params: BertParams, c: BertConfig, batch, ops, return_stages=False):
     first = encoder(params, c, batch, ops, stages, first_only=True)   # [B, H]: the head reads [CLS] only
     pooled = pooler(params.pooler, first, ops)                        # [B, H]
     logits = classifier(params.classifier, pooled, ops)               # [B, L]
-    if stages is not None:
-        stages[HEAD_STAGE], stages["logits"] = pooled, logits
-        return logits, stages
-    return logits
+    return with_stages(logits, stages, HEAD_STAGE, pooled)
 
 
 FAMILY = Family(

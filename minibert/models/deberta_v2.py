@@ -37,7 +37,7 @@ from minibert.formats.config import (
     check_sizes,
     check_token_id,
 )
-from minibert.models.family import Family
+from minibert.models.family import Family, with_stages
 from minibert.models.params import LayerNorm, Linear, Spec, linear_spec, norm_spec
 
 POSITION_TERMS = ("c2p", "p2c")   # the disentangled attention's position terms
@@ -455,10 +455,7 @@ def forward(params: DebertaV2Params, c: DebertaV2Config, batch, ops, return_stag
     first = encoder(params, c, batch, ops, stages, first_only=True)              # [B, H]: the pooler reads [CLS] only
     pooled = context_pooler(params.pooler, c, first, ops)                        # [B, H]
     logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, H] -> [B, L]
-    if stages is not None:
-        stages[HEAD_STAGE], stages["logits"] = pooled, logits
-        return logits, stages
-    return logits
+    return with_stages(logits, stages, HEAD_STAGE, pooled)
 
 
 FAMILY = Family(

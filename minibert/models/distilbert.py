@@ -27,7 +27,7 @@ from minibert.formats.config import (
     check_token_id,
 )
 from minibert.models import bert
-from minibert.models.family import Family
+from minibert.models.family import Family, with_stages
 from minibert.models.params import (
     LayerNorm,
     Linear,
@@ -185,10 +185,7 @@ def forward(params: DistilBertParams, c: DistilBertConfig, batch, ops, return_st
     # Where BERT has its pooler (dense + tanh), DistilBERT has pre_classifier + ReLU.
     pooled = ops.relu(ops.linear(first, params.pre_classifier.weight, params.pre_classifier.bias))  # [B, H]
     logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, L], raw logits
-    if stages is not None:
-        stages[HEAD_STAGE], stages["logits"] = pooled, logits
-        return logits, stages
-    return logits
+    return with_stages(logits, stages, HEAD_STAGE, pooled)
 
 
 FAMILY = Family(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from minibert.formats.config import check_sizes
 from minibert.models import bert
-from minibert.models.family import Family
+from minibert.models.family import Family, with_stages
 from minibert.models.params import Linear, Spec, linear_spec, norm_spec
 
 HEAD_STAGE = "pooled"  # ElectraClassificationHead's GELU(dense([CLS])), before out_proj
@@ -102,10 +102,7 @@ def forward(params: ElectraParams, c: ElectraConfig, batch, ops, return_stages=F
     stages = {} if return_stages else None
     first = encoder(params, c, batch, ops, stages, first_only=True)         # [B, H]: the head reads [CLS] only
     pooled, logits = classification_head(params.classifier, first, ops)    # [B, H], [B, L]
-    if stages is not None:
-        stages[HEAD_STAGE], stages["logits"] = pooled, logits
-        return logits, stages
-    return logits
+    return with_stages(logits, stages, HEAD_STAGE, pooled)
 
 
 FAMILY = Family(

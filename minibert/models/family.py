@@ -23,6 +23,15 @@ from typing import Callable
 FIRST, ALL = "first", "all"   # what a head reads: each pair's first token, or every token
 
 
+def with_stages(logits, stages: dict | None, head_stage: str, head):
+    """What a forward pass returns: the logits [B, L], or with stages (a dict the encoder filled) the logits
+    and the stages, the head's stage and the logits added last."""
+    if stages is None:
+        return logits
+    stages[head_stage], stages["logits"] = head, logits
+    return logits, stages
+
+
 def first_token_head(config) -> str:
     """The head of every family but ModernBERT with mean pooling: the first token alone."""
     return FIRST

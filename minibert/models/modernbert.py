@@ -38,7 +38,7 @@ from minibert.formats.config import (
     check_token_id,
     is_positive_finite,
 )
-from minibert.models.family import ALL, FIRST, Family
+from minibert.models.family import ALL, FIRST, Family, with_stages
 from minibert.models.params import LayerNorm, Linear, Spec, linear_spec, norm_spec
 
 # transformers' ACT2FN["gelu"] is the exact erf GELU; the tanh approximations are other names.
@@ -338,10 +338,7 @@ def forward(params: ModernBertParams, c: ModernBertConfig, batch, ops, return_st
         pooled_in = pool(c, encoder(params, c, batch, ops, stages), batch)    # [N, H] -> [B, H]
     pooled = head(params.head, c, pooled_in, ops)                       # [B, H]
     logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, L], raw logits
-    if stages is not None:
-        stages[HEAD_STAGE], stages["logits"] = pooled, logits
-        return logits, stages
-    return logits
+    return with_stages(logits, stages, HEAD_STAGE, pooled)
 
 
 FAMILY = Family(

@@ -31,7 +31,7 @@ import numpy as np
 from minibert.errors import ConfigError
 from minibert.models import bert
 from minibert.models.batch import padding_idx_positions
-from minibert.models.family import Family
+from minibert.models.family import Family, with_stages
 from minibert.models.params import Linear, linear_spec
 
 HEAD_STAGE = "head_dense"  # RobertaClassificationHead's hidden layer: tanh(dense(<s>))
@@ -127,10 +127,7 @@ def forward(params: RobertaParams, c: RobertaConfig, batch, ops, return_stages=F
     stages = {} if return_stages else None
     first = encoder(params, c, batch, ops, stages, first_only=True)        # [B, H]: the head reads <s> only
     hidden, logits = classification_head(params.classifier, first, ops)   # [B, H], [B, L]
-    if stages is not None:
-        stages[HEAD_STAGE], stages["logits"] = hidden, logits
-        return logits, stages
-    return logits
+    return with_stages(logits, stages, HEAD_STAGE, hidden)
 
 
 def _family(name: str, model_type: str, tokenizer_class: str) -> Family:
