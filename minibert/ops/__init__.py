@@ -54,10 +54,9 @@ NUMPY = _of("numpy", reference)
 
 
 def numba_ops() -> OpSet:
-    """The Numba kernels' op set; ImportError when numba is not installed."""
-    from minibert.ops import (
-        kernels,  # numba is an optional extra: imported when its op set is asked for
-    )
+    """The Numba kernels' op set; ImportError when numba is not installed. (numba is an optional extra:
+    the kernels are imported when their op set is asked for.)"""
+    from minibert.ops import kernels
 
     return _of("numba", kernels)
 

@@ -27,7 +27,11 @@ import numpy as np
 # in its own loops ran at a quarter of BLAS's rate here (no FMA-blocked kernel without hand
 # tiling), so attention is the reference's loop with this module's softmax between the products.
 import minibert.ops.reference as reference
-from minibert.ops.reference import ERF_P, ERF_Q, ERF_X_MAX, linear  # noqa: F401  (linear: the op set takes it from here)
+from minibert.ops.reference import ERF_P, ERF_Q, ERF_X_MAX
+
+# Ops whose NumPy version is already one vectorized pass, or runs once per batch: the reference's.
+# (The op set takes every op from this module by name.)
+from minibert.ops.reference import linear, relu, rotary_tables  # noqa: F401
 
 _SQRT_HALF = np.float32(math.sqrt(0.5))
 
@@ -114,14 +118,9 @@ def linear_gelu(x, weight, bias):
     return h
 
 
-# relu: NumPy's elementwise maximum is already one vectorized pass; a Numba loop would add nothing.
 # ---------------------------------------------------------------------------------------------
-# Rotary position embeddings and the gated feed-forward (ModernBERT). The tables are computed once
-# per batch and layer type, so the reference NumPy version is kept; the rotation and GeGLU are one pass each.
-from minibert.ops.reference import (
-    relu,  # noqa: E402, F401
-    rotary_tables,  # noqa: E402, F401
-)
+# Rotary position embeddings and the gated feed-forward (ModernBERT): the rotation and GeGLU are one
+# pass each. (The rotary tables are the reference's, imported at the top.)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
