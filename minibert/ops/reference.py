@@ -127,17 +127,24 @@ def relu(x):
 
 
 # ---------------------------------------------------------------------------------------------
-# Rotary position embeddings and the gated feed-forward (ModernBERT)
+# Rotary position embeddings and the gated feed-forward (ModernBERT, GTE)
 
 
-def rotary_tables(positions, head_dim, theta):
+def rotary_inv_freq(head_dim, theta, divisor=1.0):
+    """The rotary inverse frequencies, [HD / 2] float32: transformers' default RoPE, 1 / theta^(2i / HD) in
+    float32; then divided by `divisor` in float32, as NTK-scaled RoPE does (gte's NTKScalingRotaryEmbedding:
+    theta * factor, then / factor^(2 / HD)). A divisor of 1 changes nothing."""
+    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)  # [HD / 2]
+    return np.float32(1.0) / np.float32(theta) ** exponents / np.float32(divisor)    # [HD / 2]
+
+
+def rotary_tables(positions, head_dim, theta, divisor=1.0):
     """cos and sin of the rotary angles, [N, HD / 2] each, for the positions [N] of a packed batch.
 
-    transformers' default RoPE: inv_freq = 1 / theta^(2i / HD) in float32, angle = position * inv_freq
-    in float32. cos and sin are taken in float64 and rounded, so they are the float32 nearest to the
-    cosine of the float32 angle (torch's float32 cos is within an ulp of it)."""
-    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)  # [HD / 2]
-    inv_freq = np.float32(1.0) / np.float32(theta) ** exponents                      # [HD / 2]
+    angle = position * inv_freq (rotary_inv_freq) in float32. cos and sin are taken in float64 and
+    rounded, so they are the float32 nearest to the cosine of the float32 angle (torch's float32 cos
+    is within an ulp of it)."""
+    inv_freq = rotary_inv_freq(head_dim, theta, divisor)                              # [HD / 2]
     angles = positions.astype(np.float32)[:, None] * inv_freq[None, :]               # [N, HD / 2]
     return np.cos(angles, dtype=np.float64).astype(np.float32), np.sin(angles, dtype=np.float64).astype(np.float32)
 
