@@ -12,13 +12,13 @@ the ops (minibert/ops/). Adding a family is one file here and one line in FAMILI
 """
 
 from minibert.errors import ConfigError, show
-from minibert.models import bert, deberta_v2, distilbert, electra, modernbert, roberta
+from minibert.models import bert, deberta_v2, distilbert, electra, gte, modernbert, roberta
 from minibert.models.batch import Batch, check_inputs
 from minibert.models.family import Family
 from minibert.ops import NUMPY
 
 FAMILIES: tuple[Family, ...] = (bert.FAMILY, *roberta.FAMILIES, electra.FAMILY, distilbert.FAMILY,
-                                deberta_v2.FAMILY, modernbert.FAMILY)
+                                deberta_v2.FAMILY, modernbert.FAMILY, gte.FAMILY)
 
 
 def find_family(model_type) -> Family | None:
