@@ -8,6 +8,7 @@ custom code."""
 
 import dataclasses
 import importlib.util
+import itertools
 import json
 import shutil
 import sys
@@ -17,7 +18,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from minibert import ConfigError, CrossEncoder, InputError, ModelFormatError, SentenceEncoder
+from minibert import (
+    ConfigError,
+    CrossEncoder,
+    InputError,
+    ModelFormatError,
+    SentenceEncoder,
+)
 from minibert.models import Batch, config_from_dict, encoder, forward
 from minibert.models.params import leaves
 from minibert.ops import NUMPY
@@ -50,7 +57,7 @@ def golden(directory: Path) -> tuple[dict, Batch]:
     with np.load(directory / "golden.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     o = np.concatenate([[0], np.cumsum(arrays["lengths"])])
-    batch = Batch.pack([(arrays["input_ids"][a:b], arrays["token_type_ids"][a:b]) for a, b in zip(o[:-1], o[1:])])
+    batch = Batch.pack([(arrays["input_ids"][a:b], arrays["token_type_ids"][a:b]) for a, b in itertools.pairwise(o)])
     return arrays, batch
 
 

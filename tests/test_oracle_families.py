@@ -12,6 +12,7 @@ scratch environment) are written as a trace and compared instead.
 
 import contextlib
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -143,8 +144,7 @@ def test_the_references_own_trace_compares_clean(tmp_path, name):
     with np.load(GOLDENS / name / "golden.npz", allow_pickle=False) as npz:
         golden = {k: npz[k] for k in npz.files}
     offsets = np.concatenate([[0], np.cumsum(golden["lengths"])])
-    batch = Batch.pack([(golden["input_ids"][a:b], golden["token_type_ids"][a:b])
-                        for a, b in zip(offsets[:-1], offsets[1:])])
+    batch = Batch.pack([(golden["input_ids"][a:b], golden["token_type_ids"][a:b]) for a, b in itertools.pairwise(offsets)])
     theirs, ours = tmp_path / "theirs.safetensors", tmp_path / "ours.safetensors"
     write_trace(theirs, {stage: golden[stage] for stage in meta["stages"]}, batch, producer=meta["generator"],
                 token_types=False)

@@ -47,7 +47,14 @@ from minibert.formats.config import (
 )
 from minibert.models import bert
 from minibert.models.family import Family, with_stages
-from minibert.models.params import LayerNorm, Linear, Spec, linear_spec, norm_spec, stacked
+from minibert.models.params import (
+    LayerNorm,
+    Linear,
+    Spec,
+    linear_spec,
+    norm_spec,
+    stacked,
+)
 
 # The reference's ACT2FN["gelu"] is the exact erf GELU; the tanh approximations are other names.
 SUPPORTED_HIDDEN_ACTS = ("gelu",)
