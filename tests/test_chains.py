@@ -10,6 +10,8 @@ activation), then every module's output as a stage, then decisions.
 Needs torch, transformers and sentence-transformers (skipped without them).
 """
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -23,8 +25,12 @@ st = pytest.importorskip("sentence_transformers")
 
 from torch import nn  # noqa: E402
 
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
 from minibert import ConfigError, CrossEncoder, ModelFormatError, SentenceEncoder  # noqa: E402
-from minibert.models import FAMILIES, Batch, family_of, forward  # noqa: E402
+from minibert.cli import main  # noqa: E402
+from minibert.models import FAMILIES, family_of  # noqa: E402
+from minibert.oracle import trace_from_sentence_transformers  # noqa: E402
 from minibert.runtime.load import load_config  # noqa: E402
 from op_sets import OP_SETS  # noqa: E402
 
@@ -153,52 +159,36 @@ def test_ettin_chain_on_every_family(ettin, name, op_set):
     assert_close(ce.predict(pairs), st_predict(model_dir, pairs), f"{name} ettin [{op_set}]")
 
 
-def module_outputs(model_dir: Path, pairs) -> dict:
-    """Every module's output in sentence-transformers (forward hooks) and the encoder's hidden states,
-    for `pairs` in one padded batch: {stage: [B, X]} and the token stages packed [N, H]."""
-    model = st.CrossEncoder(str(model_dir), device="cpu")
-    model.eval()
-    outputs, hooks = {}, []
-    names = {module.__class__.__name__ + str(i): str(i) for i, module in enumerate(model)}
-    folders = {entry["name"]: entry["path"] for entry in json.loads((model_dir / "modules.json").read_text())}
-    for i, module in enumerate(model):
-        if i:
-            hooks.append(module.register_forward_hook(
-                lambda mod, inp, out, i=i: outputs.__setitem__(i, out)))
-    features = model.preprocess(pairs)
-    with torch.no_grad():
-        hidden = model[0].model(**{k: v for k, v in features.items() if k in ("input_ids", "attention_mask",
-                                                                                "token_type_ids")},
-                                output_hidden_states=True).hidden_states
-        model(features)
-    for hook in hooks:
-        hook.remove()
-    mask = features["attention_mask"].bool()
-    stages = {"embeddings": hidden[0][mask].numpy()}
-    stages.update({f"layer_{i}": h[mask].numpy() for i, h in enumerate(hidden[1:])})
-    for i, out in outputs.items():
-        key = "scores" if "scores" in out else "sentence_embedding"
-        stages[folders[str(i)] if key != "scores" else "logits"] = out[key].float().numpy()
-    del names
-    return stages, features
-
-
 @pytest.mark.parametrize("name", BACKBONES)
-def test_every_module_output_is_a_stage(ettin, name):
-    """minibert's stages (the encoder's, then 1_Pooling, 2_Dense, 3_LayerNorm, logits) against the
-    outputs of sentence-transformers' own modules on the same token ids."""
+def test_every_module_output_is_a_stage(ettin, tmp_path, name):
+    """sentence-transformers' own trace (the encoder's hidden states, every module's output, the scores) against
+    minibert's stages on its token ids: `minibert compare` finds every stage, 1_Pooling, 2_Dense, 3_LayerNorm and
+    logits included, within 1e-5."""
     model_dir, pairs = ettin(name), pairs_of(name)[:6]
-    want, features = module_outputs(model_dir, pairs)
-    ce = CrossEncoder(model_dir, ops="numpy")
-    mask = features["attention_mask"].bool()
-    ids = [row[m].numpy() for row, m in zip(features["input_ids"], mask)]
-    types = [row[m].numpy() for row, m in zip(features["token_type_ids"], mask)] if "token_type_ids" in features \
-        else [np.zeros_like(i) for i in ids]
-    assert [list(i) for i in ids] == [list(i) for i, _ in ce.tokenizer.encode_pairs(pairs)]   # the same tokens
-    _, stages = forward(ce.params, ce.config, Batch.pack(list(zip(ids, types))), return_stages=True)
-    assert list(stages)[-4:] == ["1_Pooling", "2_Dense", "3_LayerNorm", "logits"]
-    for stage, value in want.items():
-        assert_close(stages[stage], value, f"{name} {stage}")
+    trace = tmp_path / "theirs.safetensors"
+    trace_from_sentence_transformers(st.CrossEncoder(str(model_dir), device="cpu"), pairs, trace)
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"query": q, "passage": p}) + "\n" for q, p in pairs))
+    status, out = run_cli("compare", "--model", model_dir, trace, "--pairs", tmp_path / "pairs.jsonl", "--json",
+                          "--atol", ATOL, "--rtol", RTOL)
+    report = json.loads(out)
+    assert status == 0 and report["tokens_match"] is True, report
+    names = [s["name"] for s in report["stages"]]
+    assert names[-4:] == ["1_Pooling", "2_Dense", "3_LayerNorm", "logits"] and "embeddings" in names, names
+    print(f"{name}: worst stage max abs {max(s['max_abs'] for s in report['stages']):.2g}")
+    # the same trace with a planted difference in one module fails at that module
+    planted = load_file(str(trace))
+    planted["2_Dense"][0, 1] += 0.01
+    save_file(planted, str(tmp_path / "planted.safetensors"), metadata={"format": "minibert-trace/1",
+                                                                       "layout": "padded"})
+    status, out = run_cli("compare", "--model", model_dir, tmp_path / "planted.safetensors", "--json")
+    assert status == 1 and json.loads(out)["first_divergence"]["stage"] == "2_Dense"
+
+
+def run_cli(*argv) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        status = main([str(a) for a in argv])
+    return status, out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +305,31 @@ def test_a_sentence_encoder_with_dense_and_layer_norm(backbone, tmp_path):
     enc = SentenceEncoder(tmp_path / "st")
     assert enc.get_embedding_dimension() == 11
     assert_close(enc.encode(texts), want, "sentence encoder chain")
+
+
+def test_the_commands_the_server_and_the_batch_scorer_read_a_chain(ettin, tmp_path):
+    """score, rank, explain and trace on the command line, the server's backend and the Ray Data scorer: all
+    through CrossEncoder, so all give predict's numbers."""
+    model_dir, pairs = ettin(BERT), pairs_of(BERT)[:5]
+    want = CrossEncoder(model_dir).predict(pairs)
+    (tmp_path / "pairs.tsv").write_text("".join(f"{q}\t{p}\n" for q, p in pairs))
+    status, out = run_cli("score", "--model", model_dir, tmp_path / "pairs.tsv")
+    assert status == 0 and np.allclose([float(line) for line in out.split()], want, atol=1e-6)
+    query = pairs[0][0]
+    (tmp_path / "passages.txt").write_text("".join(p + "\n" for q, p in pairs if q == query))
+    status, out = run_cli("rank", "--model", model_dir, "-q", query, tmp_path / "passages.txt")
+    assert status == 0 and out.count("\n") == sum(q == query for q, _ in pairs)
+    status, out = run_cli("explain", "--model", model_dir, "-q", query, "-p", pairs[0][1])
+    assert status == 0 and "1_Pooling" in out and "3_LayerNorm" in out, out
+    status, _ = run_cli("trace", "--model", model_dir, tmp_path / "pairs.tsv", "--out", tmp_path / "ours.safetensors")
+    assert status == 0 and "2_Dense" in load_file(str(tmp_path / "ours.safetensors"))
+    from minibert.serve.backend import Backend
+    backend = Backend.load(model_dir)
+    assert backend.kind == "reranker" and np.allclose(backend.run(pairs)[:, 0], want, atol=1e-6)
+    from minibert.batch import CrossEncoderScorer
+    scored = CrossEncoderScorer(str(model_dir))({"query": np.array([q for q, _ in pairs], dtype=object),
+                                                  "passage": np.array([p for _, p in pairs], dtype=object)})
+    assert np.allclose(scored["score"], want, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
