@@ -22,7 +22,8 @@ transform it, and a CrossEncoder's last module (a Dense) writes the "scores".
 A directory without modules.json gets what sentence-transformers gives it: a SentenceEncoder mean
 pooling and no normalization; a CrossEncoder its *ForSequenceClassification head (read_pipeline returns
 None for it). As sentence-transformers does, a directory whose config_sentence_transformers.json does
-not say "CrossEncoder" is a SentenceTransformer. The math of the modules is in minibert/models/chain.py.
+not say "CrossEncoder" is a SentenceTransformer, and a CrossEncoder reads it as if it had no
+modules.json. The math of the modules is in minibert/models/chain.py.
 """
 
 from dataclasses import dataclass
@@ -163,9 +164,13 @@ def read_pipeline(model_dir: str | Path, *, cross_encoder: bool) -> Pipeline | N
                         source),), None, False, {}, None, None, None, source)
 
     model_type = read_model_type(model_dir)
-    wanted = CROSS_ENCODER if cross_encoder else SENTENCE_TRANSFORMER
-    if model_type != wanted:
-        raise ModelFormatError(_wrong_kind(model_dir, model_type))
+    if cross_encoder and model_type != CROSS_ENCODER:
+        # sentence-transformers' CrossEncoder leaves a SentenceTransformer's modules aside and reads the directory
+        # as a *ForSequenceClassification: its classifier, if the checkpoint has one (else a new random head,
+        # which minibert refuses)
+        return None
+    if not cross_encoder and model_type != SENTENCE_TRANSFORMER:
+        raise ModelFormatError(_wrong_kind(model_dir))
     entries = _read_modules(modules_path)
     kind, transformer = entries[0] if entries else (None, {})
     if kind != "Transformer":
@@ -220,14 +225,9 @@ def stored_activation(pipeline: Pipeline | None, config_json: Path, num_labels: 
     return "Sigmoid" if num_labels == 1 else "Identity"
 
 
-def _wrong_kind(model_dir: Path, model_type: str) -> str:
-    if model_type == CROSS_ENCODER:
-        return (f"{model_dir / 'config_sentence_transformers.json'}: model_type is 'CrossEncoder', not a sentence "
-                "encoder; load it with minibert.CrossEncoder (`minibert score`, `rank`)")
-    return (f"{model_dir}: a sentence-transformers SentenceTransformer (its config_sentence_transformers.json does not "
-            "say model_type \"CrossEncoder\"), a sentence encoder with no classifier to score pairs; load it with "
-            "minibert.SentenceEncoder (`minibert rank`, `embed`). (sentence-transformers' CrossEncoder would give "
-            "it a new, randomly initialized head)")
+def _wrong_kind(model_dir: Path) -> str:
+    return (f"{model_dir / 'config_sentence_transformers.json'}: model_type is 'CrossEncoder', not a sentence "
+            "encoder; load it with minibert.CrossEncoder (`minibert score`, `rank`)")
 
 
 def _read_modules(path: Path) -> list[tuple[str, dict]]:
