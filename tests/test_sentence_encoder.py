@@ -283,7 +283,11 @@ def test_concatenation_is_the_single_modes_side_by_side(tiny, tmp_path):
               for mode in ("cls", "max", "mean")}
     both = SentenceEncoder(make_sentence_dir(tiny, tmp_path / "both", pooling={
         "pooling_mode_mean_tokens": True, "pooling_mode_cls_token": True, "pooling_mode_max_tokens": True})).encode(TEXTS)
-    assert max_diff(both, np.concatenate([single["cls"], single["max"], single["mean"]], axis=1)) == 0
+    H = single["cls"].shape[1]
+    assert max_diff(both[:, H:], np.concatenate([single["max"], single["mean"]], axis=1)) == 0
+    # cls pooling alone computes the last layer at the first token only (the first-token shortcut): the same
+    # math, rounded otherwise in float32
+    assert max_diff(both[:, :H], single["cls"]) <= 2e-6
 
 
 def test_plain_directory_is_mean_pooling_like_sentence_transformers(tiny, tmp_path):
@@ -465,10 +469,16 @@ def _write(path: Path, value):
      ["1_Pooling/config.json", "'word_embedding_dimension'", "384", "hidden_size 32"]),
     (lambda d: _write(d / "modules.json", [TRANSFORMER, POOLING, {**NORMALIZE, "type": "sentence_transformers.models.Dense",
                                                                  "path": "2_Dense"}]),
-     ModelFormatError, ["modules.json", "Dense", "Transformer, Pooling and optionally Normalize"]),
+     ModelFormatError, ["2_Dense/config.json", "not found", "Dense"]),
+    (lambda d: _write(d / "modules.json", [TRANSFORMER, POOLING, {**NORMALIZE, "type": "sentence_transformers.models.Router",
+                                                                 "path": "2_Router"}]),
+     ModelFormatError, ["modules.json", "'2_Router' (Router)", "Transformer, Pooling, Dense"]),
     (lambda d: _write(d / "modules.json", [TRANSFORMER, {**POOLING, "type": "my_package.MyPooling"}]),
      ModelFormatError, ["modules.json", "my_package.MyPooling"]),
-    (lambda d: _write(d / "modules.json", [POOLING, TRANSFORMER]), ModelFormatError, ["modules.json", "in that order"]),
+    (lambda d: _write(d / "modules.json", [POOLING, TRANSFORMER]), ModelFormatError,
+     ["modules.json", "first module must be a sentence-transformers Transformer"]),
+    (lambda d: _write(d / "modules.json", [TRANSFORMER, NORMALIZE, POOLING]), ModelFormatError,
+     ["modules.json", "'2_Normalize'", "no Pooling comes before it"]),
     (lambda d: _write(d / "modules.json", [TRANSFORMER, {**POOLING, "path": "../elsewhere"}]), ModelFormatError,
      ["modules.json", "'../elsewhere'"]),
     (lambda d: _write(d / "modules.json", {"0": TRANSFORMER}), ModelFormatError, ["modules.json", "JSON list"]),
@@ -483,15 +493,16 @@ def _write(path: Path, value):
     (lambda d: _write(d / "sentence_bert_config.json", {"transformer_task": "sequence-classification"}),
      ModelFormatError, ["sentence_bert_config.json", "transformer_task"]),
     (lambda d: _write(d / "config_sentence_transformers.json", {"prompts": {"query": "query: "},
-                                                               "default_prompt_name": "query"}),
-     ConfigError, ["config_sentence_transformers.json", "'default_prompt_name'", "query: "]),
+                                                               "default_prompt_name": "passage"}),
+     ConfigError, ["config_sentence_transformers.json", "'default_prompt_name'", "'passage'", "'query'"]),
     (lambda d: _write(d / "config_sentence_transformers.json", {"truncate_dim": 0}), ConfigError,
      ["config_sentence_transformers.json", "'truncate_dim'"]),
     (lambda d: _write(d / "config_sentence_transformers.json", {"model_type": "CrossEncoder"}), ModelFormatError,
      ["config_sentence_transformers.json", "'CrossEncoder'"]),
     (lambda d: (d / "config.json").unlink(), ModelFormatError, ["no config.json"]),
 ], ids=["no-pooling-config", "pooling-config-not-json", "unknown-mode", "empty-mode-list", "unknown-legacy-key",
-        "legacy-not-bool", "dimension-mismatch", "dense-module", "custom-module", "wrong-order", "path-outside",
+        "legacy-not-bool", "dimension-mismatch", "dense-without-files", "router-module", "custom-module",
+        "wrong-order", "normalize-before-pooling", "path-outside",
         "modules-not-a-list", "normalize-token-embeddings", "max-seq-length-type", "do-lower-case-type",
         "processor-kwargs", "transformer-task", "default-prompt", "truncate-dim", "cross-encoder-type",
         "no-config-json"])
@@ -527,6 +538,22 @@ def test_empty_default_prompt_is_no_prompt(tiny, tmp_path):
     assert SentenceEncoder(model_dir).encode("a").shape == (32,)
 
 
+def test_prompts_are_put_before_each_text_as_sentence_transformers_does(tiny, tmp_path):
+    """The default prompt (config_sentence_transformers.json), a named one, an explicit one, or none."""
+    model_dir = make_sentence_dir(tiny, tmp_path / "model", pooling={},
+                                  model_config={"prompts": {"query": "query: ", "doc": "passage: "},
+                                                "default_prompt_name": "query"})
+    enc, plain = SentenceEncoder(model_dir), SentenceEncoder(make_sentence_dir(tiny, tmp_path / "plain", pooling={}))
+    np.testing.assert_array_equal(enc.encode(TEXTS), plain.encode(["query: " + t for t in TEXTS]))
+    np.testing.assert_array_equal(enc.encode(TEXTS, prompt_name="doc"), plain.encode(["passage: " + t for t in TEXTS]))
+    np.testing.assert_array_equal(enc.encode(TEXTS, prompt=""), plain.encode(TEXTS))
+    np.testing.assert_array_equal(np.stack(list(enc.encode_iter(TEXTS))), enc.encode(TEXTS))
+    with pytest.raises(ConfigError, match="'title' is not one of this model's prompts"):
+        enc.encode(TEXTS, prompt_name="title")
+    if _sentence_transformers() is not None:
+        assert max_diff(enc.encode(TEXTS), st_encode(model_dir, TEXTS)) <= MAX_ABS_DIFF
+
+
 def test_missing_directory(tmp_path):
     with pytest.raises(ModelFormatError, match="no such model directory"):
         SentenceEncoder(tmp_path / "nowhere")
@@ -536,7 +563,11 @@ def test_missing_directory(tmp_path):
 def test_is_sentence_encoder(tiny, tmp_path):
     assert is_sentence_encoder(make_sentence_dir(tiny, tmp_path / "st", pooling={}))
     assert not is_sentence_encoder(tiny)                                     # no modules.json
-    assert not is_sentence_encoder(make_sentence_dir(tiny, tmp_path / "no-pooling", modules=[TRANSFORMER]))
+    # A modules.json without a model_type is a SentenceTransformer, as sentence-transformers reads it (even
+    # without a Pooling module: SentenceEncoder then says its modules end with token embeddings)
+    assert is_sentence_encoder(make_sentence_dir(tiny, tmp_path / "no-pooling", modules=[TRANSFORMER]))
+    cross_encoder = make_sentence_dir(tiny, tmp_path / "ce", pooling={}, model_config={"model_type": "CrossEncoder"})
+    assert not is_sentence_encoder(cross_encoder)
     broken = make_sentence_dir(tiny, tmp_path / "broken", pooling={})
     _write(broken / "modules.json", "[{")
     with pytest.raises(ModelFormatError, match="modules.json"):

@@ -273,7 +273,8 @@ def choose_files(available, read_json, where: str) -> list[str]:
 
     config.json; the tokenizer (tokenizer.json, vocab.txt, tokenizer_config.json,
     special_tokens_map.json); sentence-transformers' modules.json, sentence_bert_config.json,
-    config_sentence_transformers.json and each module's config.json; the weights
+    config_sentence_transformers.json and each module's config.json and weights (model.safetensors,
+    else pytorch_model.bin: a Dense's or a LayerNorm's); the weights
     (model.safetensors, else its shards and index, else pytorch_model.bin, else its shards and
     index). `read_json(name)` gives the parsed content of one of them: it is called for
     modules.json and for the index of a sharded checkpoint. `where` names the source in messages.
@@ -288,9 +289,11 @@ def choose_files(available, read_json, where: str) -> list[str]:
     chosen += [name for name in SENTENCE_TRANSFORMERS_FILES if name in available]
     if "modules.json" in available:
         for path in _module_paths(read_json("modules.json"), where):
-            name = f"{path}/config.json"
-            if name in available and name not in chosen:
-                chosen.append(name)  # 1_Pooling has one; 2_Normalize has none
+            # 1_Pooling has a config.json; 2_Normalize often none; a Dense or LayerNorm its weights beside it.
+            own_weights = [f"{path}/{name}" for name, _ in WEIGHTS if f"{path}/{name}" in available][:1]
+            for name in [f"{path}/config.json", *own_weights]:
+                if name in available and name not in chosen:
+                    chosen.append(name)
     return chosen + _with_shards(weights, available, read_json, where)
 
 

@@ -12,7 +12,7 @@ the ops (minibert/ops/). Adding a family is one file here and one line in FAMILI
 """
 
 from minibert.errors import ConfigError, show
-from minibert.models import bert, deberta_v2, distilbert, electra, gte, modernbert, roberta
+from minibert.models import bert, chain, deberta_v2, distilbert, electra, gte, modernbert, roberta
 from minibert.models.batch import Batch, check_inputs
 from minibert.models.family import Family
 from minibert.ops import NUMPY
@@ -49,13 +49,20 @@ def config_from_dict(raw: dict, source: str = "<config>"):
 
 
 def encoder(params, config, batch: Batch, ops=NUMPY, stages=None):
-    """Token ids -> the last layer's hidden states, [N, H]. Fills `stages` if given."""
+    """Token ids -> the last layer's hidden states, [N, H] (of a chain: its encoder's). Fills `stages` if given."""
     check_inputs(config, batch)
-    return family_of(config).encoder(params, config, batch, ops, stages)
+    encoder_params = params.encoder if isinstance(params, chain.Chain) else params
+    return family_of(config).encoder(encoder_params, config, batch, ops, stages)
 
 
 def forward(params, config, batch: Batch, ops=NUMPY, return_stages=False):
     """Logits [B, L] for a packed batch; with return_stages, also every intermediate stage
-    (`embeddings`, `layer_0`, ..., then the head's stage and `logits`)."""
+    (`embeddings`, `layer_0`, ..., then the head's stages and `logits`). The head is the family's own
+    (its *ForSequenceClassification) or, for params that are a chain.Chain, sentence-transformers'
+    modules after the family's encoder (whose last output is the logits of a cross-encoder and the
+    embedding of a sentence encoder)."""
     check_inputs(config, batch)
-    return family_of(config).forward(params, config, batch, ops, return_stages)
+    family = family_of(config)
+    if isinstance(params, chain.Chain):
+        return chain.forward(family, params, config, batch, ops, return_stages)
+    return family.forward(params, config, batch, ops, return_stages)

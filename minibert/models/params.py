@@ -138,18 +138,31 @@ def params_from_tensors(tensors: dict[str, np.ndarray], family, config, source: 
             f"cross-encoder. A cross-encoder checkpoint is a {family.name} *ForSequenceClassification, with a "
             f"{family.classifier.rstrip('.')!r} head")
 
+    shown = {name: name if name.startswith(family.top_level) else prefix + name for name in expected}
+    return _mapped(skeleton, expected, found, unexpected, shown, source, f"checkpoint does not match {config.source}")
+
+
+def tree_from_tensors(tensors: dict[str, np.ndarray], skeleton, source: str):
+    """Map tensors onto a parameter tree whose names they must have exactly (a sentence-transformers module's
+    weights); every problem is reported at once."""
+    expected = dict(leaves(skeleton))
+    found = {name: array for name, array in tensors.items() if name in expected}
+    unexpected = [name for name in tensors if name not in expected]
+    return _mapped(skeleton, expected, found, unexpected, {name: name for name in expected}, source,
+                   "the weights do not match the module's config")
+
+
+def _mapped(skeleton, expected: dict, found: dict, unexpected: list, shown: dict, source: str, what: str):
+    """The skeleton with every leaf replaced by its float32 tensor, once every name and shape is checked."""
     problems = []
     for name, shape in expected.items():
-        shown = name if name.startswith(family.top_level) else prefix + name
         if name not in found:
-            problems.append(f"missing tensor {shown}, expected shape {list(shape)}")
+            problems.append(f"missing tensor {shown[name]}, expected shape {list(shape)}")
         elif tuple(found[name].shape) != shape:
-            problems.append(f"tensor {shown}: expected shape {list(shape)}, found {list(found[name].shape)}")
+            problems.append(f"tensor {shown[name]}: expected shape {list(shape)}, found {list(found[name].shape)}")
     problems += [f"unexpected tensor {key}" for key in unexpected]
     if problems:
-        raise ModelFormatError(
-            f"{source}: checkpoint does not match {config.source}:\n  " + "\n  ".join(problems))
-
+        raise ModelFormatError(f"{source}: {what}:\n  " + "\n  ".join(problems))
     return map_leaves(lambda spec: _as_float32(found[spec.name], spec.name, source), skeleton)
 
 

@@ -6,7 +6,7 @@ backend whose tokenizer differs can still check its math, and says which stage p
 and what the usual cause of that pattern is.
 
     trace.py      the trace format (minibert-trace/1): reading and writing
-    capture.py    traces made by minibert itself, and captured from transformers
+    capture.py    traces made by minibert itself, and captured from transformers or sentence-transformers
     measure.py    one stage against its reference: tolerance, max diffs, cosine
     diagnose.py   the signatures of bugs real backends have had
     compare.py    every stage in forward order, the first divergence; the token ids
@@ -14,7 +14,7 @@ and what the usual cause of that pattern is.
     explain.py    one pair's journey through the model, for a learner (`minibert explain`)
 """
 
-from minibert.oracle.capture import trace_from_transformers, trace_with_minibert
+from minibert.oracle.capture import trace_from_sentence_transformers, trace_from_transformers, trace_with_minibert
 from minibert.oracle.compare import (
            Divergence,
            Report,
@@ -27,5 +27,6 @@ from minibert.oracle.report import format_report
 from minibert.oracle.trace import FORMAT, Trace, read_trace, write_trace
 
 __all__ = ["FORMAT", "Trace", "read_trace", "write_trace", "trace_with_minibert", "trace_from_transformers",
+           "trace_from_sentence_transformers",
            "compare", "reference_stages", "check_tokens", "reference_types", "Report", "Divergence", "StageResult", "format_report",
            "DEFAULT_ATOL", "DEFAULT_RTOL"]

@@ -2,7 +2,12 @@
 
 It mirrors sentence-transformers' CrossEncoder (predict, rank) so that switching is a change
 of import, with one deliberate difference: predict returns raw logits unless an activation is
-asked for (sentence-transformers applies a sigmoid by default to single-logit models).
+asked for (sentence-transformers applies the model's stored activation by default, a sigmoid for
+single-logit models that store none: `activation="stored"` does the same).
+
+A cross-encoder is a family's *ForSequenceClassification (config.json, the checkpoint, the tokenizer),
+or sentence-transformers' module chain (modules.json: a family's encoder, then Pooling, Dense, LayerNorm,
+... whose last Dense writes the scores), read by minibert/runtime/load.py.
 """
 
 import numpy as np
@@ -10,8 +15,9 @@ import numpy as np
 from minibert.errors import ConfigError, NumericalError
 from minibert.formats.hub import resolve_model_dir
 from minibert.formats.tokenizer import check_pair
-from minibert.models import forward
-from minibert.ops import reference
+from minibert.formats.sentence_transformers import stored_activation
+from minibert.models import chain, forward
+from minibert.ops import NUMPY, reference
 from minibert.runtime.load import load
 from minibert.runtime.ranking import as_list, check_rank_args, ranked
 from minibert.runtime.runner import (
@@ -25,7 +31,7 @@ from minibert.runtime.runner import (
     stream,
 )
 
-ACTIVATIONS = (None, "sigmoid", "softmax")
+ACTIVATIONS = (None, "sigmoid", "softmax", "stored")
 
 
 class CrossEncoder:
@@ -33,8 +39,8 @@ class CrossEncoder:
 
     Args:
         model_name_or_path: a directory with config.json, model.safetensors and
-            tokenizer.json or vocab.txt (as saved by transformers' save_pretrained), or a Hub
-            id "owner/name", downloaded into the HuggingFace cache (minibert.formats.hub.resolve_model_dir;
+            tokenizer.json or vocab.txt (as saved by transformers' save_pretrained), or as
+            sentence-transformers' CrossEncoder.save writes it (modules.json), or a Hub id "owner/name", downloaded into the HuggingFace cache (minibert.formats.hub.resolve_model_dir;
             revision, token, cache_folder and local_files_only as in sentence-transformers).
         max_length: tokens per pair, special tokens included; pairs are truncated
             longest-first. Default: tokenizer_config.json's model_max_length, capped by
@@ -53,9 +59,11 @@ class CrossEncoder:
                  threads=None, *, revision=None, token=None, cache_folder=None, local_files_only=False):
         path = resolve_model_dir(model_name_or_path, revision=revision, token=token, cache_folder=cache_folder,
                                  local_files_only=local_files_only)
-        model = load(path, head=True, max_length=max_length)
+        model = load(path, cross_encoder=True, max_length=max_length)
         self.path, self.family, self.config, self.params, self.tokenizer = (
             model.path, model.family, model.config, model.params, model.tokenizer)
+        self.pipeline, self.num_labels = model.pipeline, model.width   # pipeline: None for the family's head
+        self.stored_activation = stored_activation(self.pipeline, self.path / "config.json", self.num_labels)
         self.runner = Runner(ops, threads, max_batch_tokens, self.max_length)
 
     # How it runs (minibert/runtime/runner.py).
@@ -68,32 +76,35 @@ class CrossEncoder:
         return self.tokenizer.max_length
 
     @property
-    def num_labels(self) -> int:
-        return self.config.num_labels
-
-    @property
     def id2label(self) -> dict[int, str]:
-        return dict(self.config.id2label) or {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        own = dict(self.config.id2label) if self.pipeline is None else {}   # a module chain's scores have no names
+        return own or {i: f"LABEL_{i}" for i in range(self.num_labels)}
 
     def __repr__(self):
         return (f"CrossEncoder({str(self.path)!r}, layers={self.config.num_hidden_layers}, "
                 f"hidden={self.config.hidden_size}, num_labels={self.num_labels}, "
                 f"max_length={self.max_length}, ops={self.ops.name})")
 
-    def predict(self, sentences, batch_size=32, activation=None, show_progress_bar=False):
+    def predict(self, sentences, batch_size=32, activation=None, show_progress_bar=False, *, prompt_name=None,
+                prompt=None):
         """Scores for (query, passage) pairs, in input order.
 
         Returns float32 [n] when num_labels == 1, else [n, num_labels]: raw logits by default,
-        or with activation="sigmoid" / "softmax". A single pair (q, p) gives a single score.
+        or with activation="sigmoid" / "softmax", or "stored" (the activation sentence-transformers
+        applies by default: `stored_activation`). A single pair (q, p) gives a single score.
+        prompt / prompt_name: text put before each query, as sentence-transformers does: an explicit
+        prompt, else one of the model's prompts by name, else its default prompt (if it has one).
         """
         self._check_predict_args(batch_size, activation)
+        prefix = self._prompt(prompt_name, prompt)
         single = isinstance(sentences, (tuple, list)) and len(sentences) == 2 and isinstance(sentences[0], str)
         pairs = [sentences] if single else as_list(sentences, "a list of (query, passage) pairs")
         with Progress(show_progress_bar, "scoring", "pairs", len(pairs)) as progress:
-            scores = self._scores(pairs, 0, batch_size, activation, progress)
+            scores = self._scores(pairs, 0, batch_size, activation, prefix, progress)
         return scores[0] if single else scores
 
-    def predict_iter(self, sentences, batch_size=32, activation=None, show_progress_bar=False):
+    def predict_iter(self, sentences, batch_size=32, activation=None, show_progress_bar=False, *, prompt_name=None,
+                     prompt=None):
         """predict for an iterable of pairs of any length: yields each pair's score, in input order.
 
         Reads the pairs a window at a time (1024 pairs, or fewer holding 16M characters) and scores
@@ -104,10 +115,18 @@ class CrossEncoder:
         counts the pairs scored (of len(sentences) when it has a length).
         """
         self._check_predict_args(batch_size, activation)
+        prefix = self._prompt(prompt_name, prompt)
         progress = Progress(show_progress_bar, "scoring", "pairs", length_or_none(sentences)) if show_progress_bar else None
         return stream(sentences, _pair_chars,
-                      lambda window, first, bar: self._scores(window, first, batch_size, activation, bar),
+                      lambda window, first, bar: self._scores(window, first, batch_size, activation, prefix, bar),
                       "(query, passage) pairs", progress)
+
+    def _prompt(self, prompt_name, prompt) -> str:
+        if self.pipeline is None:   # a *ForSequenceClassification directory has no prompts of its own
+            if prompt_name is not None:
+                raise ConfigError(f"prompt_name {prompt_name!r}: this model has no prompts (no modules.json)")
+            return prompt or ""
+        return self.pipeline.prompt(prompt_name, prompt)
 
     def _check_predict_args(self, batch_size, activation):
         check_batch_size(batch_size)
@@ -116,9 +135,12 @@ class CrossEncoder:
         if activation == "softmax" and self.num_labels == 1:
             raise ConfigError("softmax over a single logit is always 1.0; use the sigmoid activation for a single-logit model")
 
-    def _scores(self, pairs: list, first_index: int, batch_size: int, activation, progress=None):
-        """Scores of a list of pairs: [n] or [n, L] float32. first_index: the index of pairs[0], for messages."""
+    def _scores(self, pairs: list, first_index: int, batch_size: int, activation, prefix: str = "", progress=None):
+        """Scores of a list of pairs: [n] or [n, L] float32. first_index: the index of pairs[0], for messages;
+        prefix: the prompt, put before each query."""
         pairs = [check_pair(pair, first_index + i) for i, pair in enumerate(pairs)]  # every pair, before any work
+        if prefix:
+            pairs = [(prefix + query, passage) for query, passage in pairs]
         pairs, where = distinct(pairs)   # a repeated pair is scored once: duplicates get exactly the same score
 
         logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
@@ -130,14 +152,14 @@ class CrossEncoder:
             raise NumericalError(f"non-finite scores (NaN or infinity) for pairs {listed(bad)}: the model's "
                                  "weights or the input overflow float32")
 
-        scores = _activate(logits[where], activation)
+        scores = _activate(logits[where], self.stored_activation if activation == "stored" else activation)
         return scores[:, 0] if self.num_labels == 1 else scores
 
     def _forward(self, batch, ops):
         return forward(self.params, self.config, batch, ops)
 
     def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32, activation=None,
-             show_progress_bar=False):
+             show_progress_bar=False, *, prompt_name=None, prompt=None):
         """Passages sorted by score, best first (ties by corpus_id): [{"corpus_id", "score"[, "text"]}]."""
         if self.num_labels != 1:
             raise ConfigError(
@@ -147,7 +169,7 @@ class CrossEncoder:
         for index, document in enumerate(documents):
             check_pair((query, document), index)
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation=activation,
-                              show_progress_bar=show_progress_bar)
+                              show_progress_bar=show_progress_bar, prompt_name=prompt_name, prompt=prompt)
         return ranked(scores, documents, top_k, return_documents)
 
 
@@ -157,10 +179,10 @@ def _pair_chars(pair) -> int:
 
 
 def _activate(logits, activation):
-    if activation == "sigmoid":
-        # exp of a non-positive number only, so it cannot overflow
-        e = np.exp(-np.abs(logits))
-        return np.where(logits >= 0, 1 / (1 + e), e / (1 + e)).astype(np.float32)
+    """None: the logits; "sigmoid", "softmax" (across labels); or a torch.nn activation's class name
+    (a stored one: "Sigmoid", "Identity", "Tanh", ...)."""
     if activation == "softmax":
         return reference.softmax(logits)
-    return logits
+    if activation is None:
+        return logits
+    return chain.activation("Sigmoid" if activation == "sigmoid" else activation, logits, NUMPY)

@@ -1,8 +1,10 @@
 """A model directory, read once: its family, config, parameters and tokenizer.
 
+    modules.json         -> sentence-transformers' modules, if the directory has them (formats/sentence_transformers.py)
     config.json          -> the family (the registry, by model_type) and its Config
     tokenizer files      -> the tokenizer class AutoTokenizer would pick, truncating to max_length
-    the checkpoint       -> the family's parameter tree, checked tensor by tensor
+    the checkpoint       -> the family's parameter tree, checked tensor by tensor; with modules, the encoder
+                            alone and each module's own weights (a models.chain.Chain)
 
 CrossEncoder and SentenceEncoder both load through `load`; a name that is a Hub id is resolved to
 a directory before (minibert/formats/hub.py).
@@ -12,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minibert.errors import ConfigError, ModelFormatError
+from minibert.formats import sentence_transformers as st
 from minibert.formats.checkpoint import find_checkpoint, read_checkpoint
 from minibert.formats.config import read_json_object
 from minibert.formats.tokenizer import PairTokenizer, lowercase_first, read_tokenizer
-from minibert.models import config_from_dict, family_of
+from minibert.models import chain, config_from_dict, family_of
 from minibert.models.family import Family
-from minibert.models.params import params_from_tensors
+from minibert.models.params import params_from_tensors, tree_from_tensors
 
 
 @dataclass(frozen=True)
@@ -25,37 +28,57 @@ class Loaded:
     path: Path                 # the model directory
     family: Family
     config: object             # the family's Config
-    params: object             # the family's parameter tree (no head with head=False)
+    params: object             # the family's parameter tree, with its head; or a chain.Chain
     tokenizer: PairTokenizer
+    pipeline: st.Pipeline | None   # sentence-transformers' modules; None: the family's own head
+    width: int                 # what it gives per input: scores per pair (a cross-encoder), the embedding width
 
 
-def load(model_dir, *, head: bool = True, max_length: int | None = None, max_seq_length: int | None = None,
-         lowercase: bool = False) -> Loaded:
-    """Read `model_dir`: config, tokenizer and checkpoint.
+def load(model_dir, *, cross_encoder: bool, max_length: int | None = None) -> Loaded:
+    """Read `model_dir` as a cross-encoder (pairs in, scores out) or a sentence encoder (texts in, embeddings
+    out): its sentence-transformers modules if it has them, then config, tokenizer and checkpoints.
 
-    head: True for a cross-encoder (the classification head is loaded, and required); False for the
-    encoder alone (a sentence encoder: a head in the checkpoint is not used and not checked).
-    max_length: tokens per input, special tokens included (None: the tokenizer's model_max_length);
-    max_seq_length: a default for it from sentence_bert_config.json, capped by the model's positions.
-    lowercase: lowercase texts before the tokenizer's own normalization (sentence_bert_config.json).
+    A cross-encoder without modules.json (or whose only module is a sequence-classification Transformer) is
+    its family's *ForSequenceClassification, head included; a sentence encoder without modules.json mean-pools
+    its encoder. max_length: tokens per input, special tokens included (default: sentence_bert_config.json's
+    max_seq_length capped by the positions, else the tokenizer's model_max_length).
     """
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ModelFormatError(f"{model_dir}: no config.json in the model directory")
-    config = load_config(model_dir)
-    if max_length is None and max_seq_length is not None:
+    pipeline = st.read_pipeline(model_dir, cross_encoder=cross_encoder)
+    own_head = pipeline is None or pipeline.task == st.SEQUENCE_CLASSIFICATION
+    encoder_dir = model_dir if pipeline is None else pipeline.encoder_dir
+    if not (encoder_dir / "config.json").is_file():
+        raise ModelFormatError(f"{encoder_dir}: no config.json in the model directory")
+    config = load_config(encoder_dir)
+    if max_length is None and pipeline is not None and pipeline.max_seq_length is not None:
         # Capped by the position table. (sentence-transformers does not cap an explicit max_seq_length:
         # a longer text then fails inside the embedding lookup.)
-        max_length = min(max_seq_length, config.max_tokens)
-    tokenizer = load_tokenizer(model_dir, config, max_length)
+        max_length = min(pipeline.max_seq_length, config.max_tokens)
+    tokenizer = load_tokenizer(encoder_dir, config, max_length)
     # type_vocab_size 0: the family has no token type embeddings (DistilBERT) and never reads the ids
-    if head and tokenizer.token_types and 0 < config.type_vocab_size < 2:
+    if cross_encoder and tokenizer.token_types and 0 < config.type_vocab_size < 2:
         raise ConfigError(
             f"{config.source}: type_vocab_size is {config.type_vocab_size}, but this model's tokenizer gives the "
             "passage token type 1, so a cross-encoder needs at least 2 token types (query = 0, passage = 1)")
-    if lowercase:
+    if pipeline is not None and pipeline.do_lower_case:
         lowercase_first(tokenizer.tokenizer)
-    return Loaded(model_dir, family_of(config), config, load_params(model_dir, config, head), tokenizer)
+    encoder = load_params(encoder_dir, config, head=own_head)
+    if own_head:
+        return Loaded(model_dir, family_of(config), config, encoder, tokenizer, pipeline, config.num_labels)
+    modules, width = [], config.hidden_size
+    for module in pipeline.modules:
+        modules.append((module, load_module(module, width)))
+        width = chain.output_width(module, width)
+    return Loaded(model_dir, family_of(config), config, chain.Chain(encoder, tuple(modules)), tokenizer, pipeline,
+                  width)
+
+
+def load_module(module, width: int):
+    """The weights of one sentence-transformers module whose input is `width` wide (None: it has none)."""
+    skeleton = chain.skeleton(module, width)
+    if skeleton is None:
+        return None
+    return tree_from_tensors(read_checkpoint(module.weights), skeleton, str(module.weights))
 
 
 def load_config(model_dir):
@@ -71,6 +94,7 @@ def load_tokenizer(model_dir, config, max_length: int | None = None) -> PairToke
 
 
 def load_params(model_dir, config, head: bool = True):
-    """Read the checkpoint in `model_dir` and check it against `config`, tensor by tensor (head: as for load)."""
+    """Read the checkpoint in `model_dir` and check it against `config`, tensor by tensor. head=False reads the
+    encoder alone (a pooler or classifier in the checkpoint is then not used and not checked)."""
     path = find_checkpoint(Path(model_dir))
     return params_from_tensors(read_checkpoint(path), family_of(config), config, source=str(path), head=head)

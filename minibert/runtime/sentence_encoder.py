@@ -3,12 +3,13 @@
 A sentence encoder is the other half of retrieval: it embeds queries and passages one text at a
 time, so passages can be embedded once and compared with a query by cosine similarity (a
 cross-encoder then reranks the best few). It runs the same encoder as the cross-encoder, of any
-family, then replaces the head (pooler, classifier) with sentence-transformers' pooling
-(minibert/models/pooling.py), as the directory's files say (minibert/formats/sentence_transformers.py):
+family, then replaces the head (pooler, classifier) with sentence-transformers' modules, as the
+directory's files say (minibert/formats/sentence_transformers.py, minibert/models/chain.py):
 
     text --tokenize--> [CLS] text [SEP]                 input_ids [T], all token type 0 (RoBERTa: <s> text </s>)
     encoder            the last layer's hidden states   [T, H]
-    pooling            cls / max / mean / ...            [H] per mode, concatenated: [D] = [P * H]
+    Pooling            cls / max / mean / ...            [H] per mode, concatenated: [P * H]
+    Dense, LayerNorm   if listed                         [D]
     Normalize          x / max(||x||, 1e-12), if listed  [D]
 """
 
@@ -16,10 +17,9 @@ import numpy as np
 
 from minibert.errors import ConfigError, NumericalError
 from minibert.formats.hub import resolve_model_dir
-from minibert.formats.sentence_transformers import read_pipeline
 from minibert.formats.tokenizer import check_text
-from minibert.models import encoder
-from minibert.models.pooling import cos_sim, l2_normalize, pool
+from minibert.models import forward
+from minibert.models.pooling import cos_sim, l2_normalize
 from minibert.runtime.load import load
 from minibert.runtime.ranking import as_list, check_rank_args, ranked
 from minibert.runtime.runner import (
@@ -56,15 +56,10 @@ class SentenceEncoder:
                  threads=None, *, revision=None, token=None, cache_folder=None, local_files_only=False):
         path = resolve_model_dir(model_name_or_path, revision=revision, token=token, cache_folder=cache_folder,
                                  local_files_only=local_files_only)
-        self.path = path
-        self.pipeline = read_pipeline(path)
-        model = load(self.pipeline.encoder_dir, head=False, max_length=max_length,
-                     max_seq_length=self.pipeline.max_seq_length, lowercase=self.pipeline.do_lower_case)
-        self.family, self.config, self.params, self.tokenizer = model.family, model.config, model.params, model.tokenizer
-        declared = self.pipeline.pooling_dimension
-        if declared is not None and declared != self.config.hidden_size:
-            raise ConfigError(f"{self.pipeline.source}: field 'word_embedding_dimension' is {declared}, but "
-                              f"{self.config.source} has hidden_size {self.config.hidden_size}")
+        model = load(path, cross_encoder=False, max_length=max_length)
+        self.path, self.family, self.config, self.params, self.tokenizer = (
+            model.path, model.family, model.config, model.params, model.tokenizer)
+        self.pipeline, self.dimension = model.pipeline, model.width   # the modules' output width, before truncate_dim
         self.runner = Runner(ops, threads, max_batch_tokens, self.max_seq_length)
 
     # How it runs (minibert/runtime/runner.py).
@@ -79,8 +74,7 @@ class SentenceEncoder:
 
     def get_embedding_dimension(self) -> int:
         """D, the length of one embedding (after truncate_dim)."""
-        dimension = len(self.pipeline.pooling_modes) * self.config.hidden_size
-        return min(dimension, self.pipeline.truncate_dim or dimension)
+        return min(self.dimension, self.pipeline.truncate_dim or self.dimension)
 
     def __repr__(self):
         p = self.pipeline
@@ -89,21 +83,26 @@ class SentenceEncoder:
                 f"dimension={self.get_embedding_dimension()}, max_seq_length={self.max_seq_length}, "
                 f"ops={self.ops.name})")
 
-    def encode(self, texts, batch_size=32, normalize=False, show_progress_bar=False):
+    def encode(self, texts, batch_size=32, normalize=False, show_progress_bar=False, *, prompt_name=None,
+               prompt=None):
         """Embeddings of texts, in input order: float32 [n, D]; a single str gives [D].
 
         The pipeline's Normalize module (when modules.json lists one) always applies;
         normalize=True normalizes once more, at the end, as sentence-transformers'
-        normalize_embeddings does (after truncate_dim).
+        normalize_embeddings does (after truncate_dim). prompt / prompt_name: text put before each text,
+        as sentence-transformers does: an explicit prompt, else one of the model's prompts by name, else
+        its default prompt (config_sentence_transformers.json), if it has one.
         """
         self._check_encode_args(batch_size, normalize)
+        prefix = self.pipeline.prompt(prompt_name, prompt)
         single = isinstance(texts, str)
         texts = [texts] if single else as_list(texts, "a str or a list of str")
         with Progress(show_progress_bar, "embedding", "texts", len(texts)) as progress:
-            embeddings = self._embeddings(texts, 0, batch_size, normalize, progress)
+            embeddings = self._embeddings(texts, 0, batch_size, normalize, prefix, progress)
         return embeddings[0] if single else embeddings
 
-    def encode_iter(self, texts, batch_size=32, normalize=False, show_progress_bar=False):
+    def encode_iter(self, texts, batch_size=32, normalize=False, show_progress_bar=False, *, prompt_name=None,
+                    prompt=None):
         """encode for an iterable of texts of any length: yields each text's embedding, float32 [D], in order.
 
         Reads the texts a window at a time (1024 texts, or fewer holding 16M characters) and
@@ -111,21 +110,24 @@ class SentenceEncoder:
         show_progress_bar counts the texts embedded (of len(texts) when it has a length).
         """
         self._check_encode_args(batch_size, normalize)
+        prefix = self.pipeline.prompt(prompt_name, prompt)
         progress = Progress(show_progress_bar, "embedding", "texts", length_or_none(texts)) if show_progress_bar else None
         return stream(texts, lambda text: len(text) if isinstance(text, str) else 0,
-                      lambda window, first, bar: self._embeddings(window, first, batch_size, normalize, bar), "str",
-                      progress)
+                      lambda window, first, bar: self._embeddings(window, first, batch_size, normalize, prefix, bar),
+                      "str", progress)
 
     def _check_encode_args(self, batch_size, normalize):
         check_batch_size(batch_size)
         if not isinstance(normalize, bool):
             raise ConfigError(f"normalize must be True or False, found {normalize!r}")
 
-    def _embeddings(self, texts: list, first_index: int, batch_size: int, normalize: bool, progress=None):
-        """Embeddings [n, D] of a list of texts; first_index: the index of texts[0], for messages."""
-        texts = [check_text(text, first_index + i) for i, text in enumerate(texts)]  # every text, before any work
+    def _embeddings(self, texts: list, first_index: int, batch_size: int, normalize: bool, prefix: str = "",
+                    progress=None):
+        """Embeddings [n, D] of a list of texts; first_index: the index of texts[0], for messages; prefix: the
+        prompt, put before each text."""
+        texts = [prefix + check_text(text, first_index + i) for i, text in enumerate(texts)]   # every text, first
         texts, where = distinct(texts)   # a repeated text is embedded once: duplicates get exactly the same embedding
-        embeddings = self._embed(texts, batch_size, progress, where)[where]   # [n, P * H]
+        embeddings = self._embed(texts, batch_size, progress, where)[where]   # [n, dimension]
         # The order of sentence-transformers' encode: modules (Normalize among them), truncate, normalize.
         embeddings = embeddings[:, :self.get_embedding_dimension()]                      # [n, D]
         if normalize:
@@ -143,7 +145,8 @@ class SentenceEncoder:
     def rank(self, query, documents, top_k=None, return_documents=False, batch_size=32, show_progress_bar=False):
         """Documents by cosine similarity to the query, best first (ties by corpus_id).
 
-        The same output as CrossEncoder.rank: [{"corpus_id", "score"[, "text"]}].
+        The same output as CrossEncoder.rank: [{"corpus_id", "score"[, "text"]}]. The query and the
+        documents get the model's default prompt, if it has one (encode's).
         """
         documents = check_rank_args(query, documents, top_k)
         for index, document in enumerate(documents):
@@ -160,14 +163,11 @@ class SentenceEncoder:
         return ranked(scores, documents, top_k, return_documents)
 
     def _embed(self, texts: list[str], batch_size: int, progress=None, where=None):
-        """Distinct, checked texts -> pooled (and, if listed, normalized) embeddings [n, P * H]."""
-        p = self.pipeline
-        out = np.empty((len(texts), len(p.pooling_modes) * self.config.hidden_size), dtype=np.float32)
+        """Distinct, checked texts -> the modules' embeddings [n, dimension] (the encoder, Pooling, ...)."""
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
 
         def embed(batch, ops):
-            hidden = encoder(self.params, self.config, batch, ops)                      # [N, H]
-            pooled = pool(hidden, batch, p.pooling_modes)                               # [B, P * H]
-            return l2_normalize(pooled) if p.normalize else pooled
+            return forward(self.params, self.config, batch, ops)                        # [B, dimension]
 
         for start, end, embedded in self.runner.run(texts, self.tokenizer.encode_texts, embed, batch_size,
                                                     progress, where):

@@ -49,9 +49,9 @@ __all__ = ["create_app", "serve"]
 def create_app(model, *, model_id: str | None = None, max_client_batch_size: int = 32,
                max_batch_tokens: int = 16384, max_batch_requests: int = 32, max_concurrent_requests: int = 512,
                payload_limit: int = 2_000_000, threads: int | None = None) -> Starlette:
-    """The ASGI app serving `model`: a model directory (a sentence-transformers directory with a
-    Pooling module gives a sentence encoder, any other a cross-encoder) or a loaded CrossEncoder /
-    SentenceEncoder.
+    """The ASGI app serving `model`: a model directory (a sentence-transformers SentenceTransformer gives
+    a sentence encoder, any other a cross-encoder, sentence-transformers' CrossEncoder chains included) or a
+    loaded CrossEncoder / SentenceEncoder.
 
     model_id: the name /info reports (default: the directory's name). The limits are TEI's
     options of the same names: texts per request, tokens and inputs per forward pass (32 inputs:
