@@ -282,9 +282,13 @@ def test_missing_model_directory_is_bad_usage(tmp_path, capsys, monkeypatch):
     status, out, err = run(["rank", "-m", missing, "-q", QUERY], capsys, monkeypatch, b"a passage\n")
     assert (status, out) == (EXIT_USAGE, "")  # as a missing input FILE is
     assert_one_error_line(err, str(missing), "no such model directory")
-    status, out, err = run(["score", "-m", "weights/typo"], capsys, monkeypatch, b"q\tp\n")  # offline: the cache only
+    status, out, err = run(["score", "-m", "nobody/typo"], capsys, monkeypatch, b"q\tp\n")  # offline: the cache only
     assert (status, out) == (EXIT_USAGE, "")
-    assert_one_error_line(err, "no such model directory weights/typo", "not in the HuggingFace cache")
+    assert_one_error_line(err, "no such model directory nobody/typo", "not in the HuggingFace cache")
+    status, out, err = run(["score", "-m", "weights/typo"], capsys, monkeypatch, b"q\tp\n")  # weights/ is a folder here
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, "no such model directory weights/typo")
+    assert "Hub" not in err.replace("a Hub id", "")
 
 
 def test_model_path_to_a_file_says_a_directory_is_wanted(model_l1, capsys, monkeypatch):

@@ -37,8 +37,8 @@ from minibert.formats.hub import (
     IntegrityError,
     choose_files,
     hub_errors,
+    hub_output,
     is_repo_id,
-    progress_bars,
     safe_name,
 )
 from minibert.version import __version__
@@ -103,8 +103,9 @@ def fetch_from_hub(repo_id: str, *, revision: str, dest: Path, force: bool = Fal
     if settings.offline:
         raise FetchError(f"HF_HUB_OFFLINE is set, and `minibert fetch` downloads from the Hub; unset it, or use "
                          f"the model from the HuggingFace cache by its id ({repo_id})")
-    with hub_errors(repo_id, revision, settings), progress_bars(show_progress):
-        info = hf.HfApi(**settings.http).model_info(repo_id, revision=revision, files_metadata=True)
+    with hub_errors(repo_id, revision, settings), hub_output(show_progress):
+        info = hf.HfApi(**settings.http).model_info(repo_id, revision=revision, files_metadata=True,
+                                                    timeout=settings.timeout)
         commit = info.sha
         where = f"{repo_id} at {revision} (commit {commit[:12]})"
         listing = {sibling.rfilename: sibling for sibling in info.siblings or ()}
