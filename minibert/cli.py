@@ -1,4 +1,5 @@
-"""The `minibert` command: `minibert rank`, `score`, `embed`, `fetch`, `trace`, `compare` and `explain`.
+"""The `minibert` command: `minibert rank`, `score`, `embed`, `fetch`, `trace`, `compare`, `explain`, `batch`
+and `serve`.
 
 Parsing and I/O only; every number comes from CrossEncoder or SentenceEncoder. Input is UTF-8, one record per
 line ('\\n' or '\\r\\n'; a final newline does not start another record). Output is UTF-8.
@@ -13,9 +14,10 @@ all of its input first. A bad line (not UTF-8, no tab, bad JSON) stops the comma
 after the output of the lines before it; with --skip-bad it is reported on stderr and skipped.
 
 Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`, and
-when --skip-bad skipped lines), 2 bad usage or input (options, a --model that names no model,
-malformed or non-UTF-8 lines, unreadable FILE, InputError, ConfigError, ModelNotFoundError, a bad
-trace file), 1 any other failure (ModelFormatError, other MinibertError, OSError) and, for
+when --skip-bad skipped lines), 2 bad usage or input (options, a --model that holds no model the
+command can use: ModelNotFoundError, NotACrossEncoderError; malformed or non-UTF-8 lines,
+unreadable FILE, InputError, ConfigError, a bad trace file), 1 any other failure
+(ModelFormatError, other MinibertError, OSError) and, for
 `compare`, stages or tokens that diverge, 130 interrupted. Errors are
 one line on stderr: `minibert: error: ...`; with --skip-bad, each skipped line is one
 `minibert: skipped FILE, line N: ...` line.
@@ -38,6 +40,7 @@ from minibert.errors import (
     InputError,
     MinibertError,
     ModelNotFoundError,
+    NotACrossEncoderError,
     TruncationWarning,
 )
 from minibert.formats.fetch import fetch
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except (InputError, ConfigError, ModelNotFoundError) as exc:
+    except (InputError, ConfigError, ModelNotFoundError, NotACrossEncoderError) as exc:
         return _report(exc, EXIT_USAGE)
     except (MinibertError, OSError) as exc:
         return _report(exc, EXIT_FAILURE)
@@ -89,9 +92,11 @@ def run_rank(args: argparse.Namespace, out) -> None:
     line_index = [number - 1 for number, _ in numbered]
     passages = [text for _, text in numbered]
     # A sentence encoder scores by cosine similarity, a cross-encoder by its logit; the output is alike.
-    kind = SentenceEncoder if is_sentence_encoder(model_dir) else CrossEncoder
-    model = kind(model_dir, max_length=args.max_length, threads=args.threads)
-    if kind is CrossEncoder and model.num_labels != 1:
+    if is_sentence_encoder(model_dir):
+        model = SentenceEncoder(model_dir, max_length=args.max_length, threads=args.threads)
+    else:
+        model = load_cross_encoder(args, model_dir, max_length=args.max_length, threads=args.threads)
+    if isinstance(model, CrossEncoder) and model.num_labels != 1:
         raise ConfigError(f"{args.model} has {model.num_labels} labels ({', '.join(model.id2label.values())}), "
                           "and rank needs a single relevance score; `minibert score` prints every label's score")
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True,
@@ -142,13 +147,9 @@ def run_embed(args: argparse.Namespace, out) -> None:
 
 def run_score(args: argparse.Namespace, out) -> None:
     """Score each `query<TAB>passage` (or JSON object) line of FILE; one line of scores per pair."""
-    model_dir = model_directory(args)
-    if is_sentence_encoder(model_dir):
-        raise ConfigError(f"{args.model} is a sentence encoder (its modules.json lists a Pooling module), with no "
-                          "classifier to score pairs; `minibert rank` (cosine similarity) and `minibert embed` "
-                          "work with it")
+    model_dir = cross_encoder_dir(args)
     with Records(args.file, args.skip_bad, "pairs") as records:
-        model = CrossEncoder(model_dir, max_length=args.max_length, threads=args.threads)
+        model = load_cross_encoder(args, model_dir, max_length=args.max_length, threads=args.threads)
         pairs = KnownLength(records.parsed(parse_pair), records.count)
         for scores in model.predict_iter(pairs, batch_size=args.batch_size, activation=args.activation,
                                          show_progress_bar=show_progress(args)):
@@ -165,16 +166,18 @@ def run_fetch(args: argparse.Namespace, out) -> None:
 
 def run_trace(args: argparse.Namespace, out) -> None:
     """Write minibert's own trace (minibert-trace/1, every stage) of the pairs of FILE to --out."""
+    model_dir = cross_encoder_dir(args)
     with Records(args.file) as records:
         pairs = list(records.parsed(parse_pair))
         records.finish()
-    oracle.trace_with_minibert(CrossEncoder(args.model, max_length=args.max_length), pairs, args.out, args.layout)
+    model = load_cross_encoder(args, model_dir, max_length=args.max_length)
+    oracle.trace_with_minibert(model, pairs, args.out, args.layout)
 
 
 def run_compare(args: argparse.Namespace, out) -> int:
     """Recompute every stage of THEIRS with minibert on its own ids; 0 when all agree, 1 when not."""
     trace = oracle.read_trace(args.theirs)
-    model = CrossEncoder(args.model, max_length=args.max_length)
+    model = load_cross_encoder(args, cross_encoder_dir(args), max_length=args.max_length)
     match, where = None, None
     if args.pairs is not None:
         with Records(args.pairs) as records:
@@ -190,7 +193,7 @@ def run_compare(args: argparse.Namespace, out) -> int:
 
 def run_explain(args: argparse.Namespace, out) -> None:
     """One pair's journey through the model, as text (and as a self-contained HTML page with --html)."""
-    model = CrossEncoder(args.model, max_length=args.max_length)
+    model = load_cross_encoder(args, cross_encoder_dir(args), max_length=args.max_length)
     found = explain.explain(model, args.query, args.passage)
     out.write(explain.format_text(found))
     if args.html:
@@ -199,7 +202,7 @@ def run_explain(args: argparse.Namespace, out) -> None:
 
 def run_batch(args: argparse.Namespace, out) -> None:
     """Score parquet or JSON lines files into a folder of parquet files (minibert.batch.run)."""
-    score_files(args.model, args.input, args.output, ray_address=args.ray, actors=args.actors,
+    score_files(str(cross_encoder_dir(args)), args.input, args.output, ray_address=args.ray, actors=args.actors,
                 actor_cpus=args.actor_cpus, query_column=args.query_column, passage_column=args.passage_column,
                 output_column=args.output_column, threads=args.threads, activation=args.activation,
                 skip_bad=args.skip_bad, batch_size=args.batch_size, max_length=args.max_length)
@@ -223,9 +226,31 @@ def model_directory(args: argparse.Namespace):
     return resolve_model_dir(args.model, revision=args.revision, show_progress=show_progress(args))
 
 
+def cross_encoder_dir(args: argparse.Namespace):
+    """--model as a directory (model_directory) that must hold a cross-encoder: a sentence encoder is
+    refused (exit status 2) with the commands that work with it."""
+    model_dir = model_directory(args)
+    if is_sentence_encoder(model_dir):
+        raise NotACrossEncoderError(
+            f"{args.model} is a sentence encoder (its modules.json lists a Pooling module), not a cross-encoder: "
+            f"it has no classification head to score pairs with, which `minibert {args.command}` needs; "
+            "`minibert rank` (cosine similarity) and `minibert embed` work with it")
+    return model_dir
+
+
+def load_cross_encoder(args: argparse.Namespace, model_dir, **options) -> CrossEncoder:
+    """CrossEncoder(model_dir, **options); a model with no classification head is refused (exit status 2)
+    with the command that works with it."""
+    try:
+        return CrossEncoder(model_dir, **options)
+    except NotACrossEncoderError as exc:
+        raise NotACrossEncoderError(f"{exc}. `minibert {args.command}` needs a cross-encoder; `minibert embed` "
+                                    "works with this model") from None
+
+
 def show_progress(args: argparse.Namespace) -> bool:
-    """--progress / --no-progress, else whether stderr is a terminal."""
-    if args.progress is not None:
+    """--progress / --no-progress (where the command has it), else whether stderr is a terminal."""
+    if getattr(args, "progress", None) is not None:
         return args.progress
     return sys.stderr is not None and sys.stderr.isatty()
 

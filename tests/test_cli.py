@@ -310,6 +310,73 @@ def test_score_on_a_sentence_encoder_says_what_works(sentence_model, capsys, mon
     assert_one_error_line(err, "is a sentence encoder", "`minibert rank` (cosine similarity)", "`minibert embed`")
 
 
+# One cause, one exit status: a --model that holds no model to load is bad usage (2), whatever the reason.
+@pytest.mark.parametrize("case", ["missing", "empty folder", "no config.json", "hub id offline",
+                                  "hub id, hub unreachable"])
+def test_no_model_here_exits_2_in_one_line(case, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+    import huggingface_hub.utils._http as hf_http
+
+    model, fragment = tmp_path / "model", "no such model directory"
+    if case == "empty folder":
+        model.mkdir()
+        fragment = "is not a model directory: it holds no config.json"
+    elif case == "no config.json":
+        shutil.copytree(tiny_model_dir(), model)
+        (model / "config.json").unlink()
+        fragment = "is not a model directory: it holds no config.json"
+    elif case == "hub id offline":
+        model, fragment = "nobody/nothing", "not in the HuggingFace cache"
+    elif case == "hub id, hub unreachable":
+        monkeypatch.setattr(hf_http.time, "sleep", lambda seconds: None)   # huggingface_hub's retries, if any
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        model, fragment = "nobody/nothing", "is unreachable"    # HF_ENDPOINT: conftest's closed port
+    status, out, err = run(["score", "-m", model], capsys, monkeypatch, b"q\tp\n")
+    assert (status, out) == (EXIT_USAGE, ""), err
+    assert_one_error_line(err, fragment)
+
+
+@pytest.fixture(scope="module")
+def encoders(tiny_model_dir, tmp_path_factory):
+    """{"sentence encoder": all-MiniLM-L6-v2's layout (a bare BertModel + modules.json), "bare encoder": no
+    modules.json}: neither has a classification head."""
+    root = tmp_path_factory.mktemp("encoders")
+    bare = shutil.copytree(tiny_model_dir(seed=7), root / "bare")
+    tensors = {k[len("bert."):]: v for k, v in load_file(str(bare / "model.safetensors")).items()
+               if k.startswith("bert.")}     # a BertModel saves no prefix and no classifier
+    save_file(tensors, str(bare / "model.safetensors"))
+    sentence = shutil.copytree(bare, root / "sentence")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    (sentence / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (sentence / "1_Pooling").mkdir()
+    (sentence / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    return {"sentence encoder": sentence, "bare encoder": bare}
+
+
+@pytest.mark.parametrize("command", ["score", "explain", "trace", "compare", "rank"])
+@pytest.mark.parametrize("kind", ["sentence encoder", "bare encoder"])
+def test_a_model_that_is_no_cross_encoder_exits_2_and_says_what_works(kind, command, encoders, model_l1, tmp_path,
+                                                                      capsys, monkeypatch):
+    if kind == "sentence encoder" and command == "rank":
+        pytest.skip("rank ranks with a sentence encoder (cosine similarity)")
+    ours = tmp_path / "ours.safetensors"
+    assert run(["trace", "-m", model_l1, "--out", ours], capsys, monkeypatch, b"q\tp\n")[0] == EXIT_OK
+    model = encoders[kind]
+    argv = {"score": ["score", "-m", model],
+            "explain": ["explain", "-m", model, "-q", "q", "-p", "p"],
+            "trace": ["trace", "-m", model, "--out", tmp_path / "t.safetensors"],
+            "compare": ["compare", "-m", model, ours],
+            "rank": ["rank", "-m", model, "-q", "q"]}[command]
+    status, out, err = run(argv, capsys, monkeypatch, b"q\tp\n")
+    assert (status, out) == (EXIT_USAGE, ""), err
+    assert_one_error_line(err, "not a cross-encoder", "`minibert embed`")
+    if kind == "sentence encoder":
+        assert "`minibert rank`" in err
+    assert not (tmp_path / "t.safetensors").exists()
+
+
 def test_broken_checkpoint_error_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
     broken = shutil.copytree(tiny_model_dir(num_labels=1), tmp_path / "broken")
     tensors = load_file(str(broken / "model.safetensors"))
