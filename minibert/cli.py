@@ -628,11 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score every row of --input (parquet or JSON lines: a file, a folder or a glob) and write "
                     "parquet files with the input's columns plus the score to the folder --output, which "
                     "appears only once complete. With --ray the rows are scored by an actor pool on Ray "
-                    "(minibert.batch.CrossEncoderScorer; needs the 'ray' extra); without, in this process.")
+                    "(minibert.batch.CrossEncoderScorer); without, in this process (needs pyarrow: "
+                    "pip install pyarrow). The 'ray' extra (pip install 'minibert-ce[ray]') brings both.")
     _add_model_option(batch)
     batch.add_argument("--input", "-i", required=True, metavar="PATH", help="parquet or JSON lines file, folder or glob")
     batch.add_argument("--output", "-o", required=True, metavar="DIR", help="a new or empty folder")
-    batch.add_argument("--ray", metavar="ADDRESS", help="'local' (start a Ray here), 'auto' or a cluster's address")
+    batch.add_argument("--ray", metavar="ADDRESS",
+                       help="'local' (start a Ray here), 'auto' or a cluster's address (needs the 'ray' extra)")
     batch.add_argument("--actors", type=positive_int, metavar="N", help="actors on Ray (default: one per core)")
     batch.add_argument("--actor-cpus", type=float, metavar="C",
                        help="CPUs each actor reserves (default: --threads on a cluster, 0.5 with --ray local)")

@@ -26,7 +26,7 @@ import pytest
 
 from minibert import CrossEncoder, InputError, SentenceEncoder
 from minibert.batch import ACTOR_RESTARTS, TASK_RETRIES, CrossEncoderScorer, SentenceEmbedder
-from minibert.cli import EXIT_USAGE, main
+from minibert.cli import EXIT_FAILURE, EXIT_USAGE, main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_L1 = REPO / "tests" / "fixtures" / "goldens" / "tiny-l1"   # 1 label
@@ -269,6 +269,28 @@ def test_batch_errors_before_any_scoring_name_the_file_or_column(tmp_path, capsy
     assert stderr.startswith("minibert: error: ") and expected in stderr, stderr
     assert "Ray" not in stderr and "ray" not in sys.modules
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+@pytest.mark.parametrize("missing, argv", [("pyarrow", []), ("pyarrow", ["--ray", "local"]),
+                                           ("ray", ["--ray", "local"])],
+                         ids=["pyarrow in-process", "pyarrow on ray", "ray"])
+def test_batch_without_its_extra_says_what_to_install_in_one_line(missing, argv, tmp_path, capsys, monkeypatch):
+    """`pip install -e '.[fast]'` has neither pyarrow nor ray: one line that says what to install, as serve does."""
+    monkeypatch.setitem(sys.modules, missing, None)   # `import pyarrow` raises ModuleNotFoundError
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"query": "q", "passage": "p"}\n')
+    status, stderr = run_main(["batch", "-m", TINY_L1, "--input", inputs, "--output", tmp_path / "out", *argv],
+                              capsys)
+    assert status == EXIT_FAILURE, stderr
+    assert stderr.startswith("minibert: error: ") and stderr.count("\n") == 1, stderr
+    assert f"needs {missing}" in stderr and "pip install 'minibert-ce[ray]'" in stderr, stderr
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_batch_help_says_which_extra_each_path_needs(capsys):
+    assert main(["batch", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "in this process (needs pyarrow" in text and "'ray' extra" in text
 
 
 # ---------------------------------------------------------------------------------------------
