@@ -99,6 +99,7 @@ def run_rank(args: argparse.Namespace, out) -> None:
     if isinstance(model, CrossEncoder) and model.num_labels != 1:
         raise ConfigError(f"{args.model} has {model.num_labels} labels ({', '.join(model.id2label.values())}), "
                           "and rank needs a single relevance score; `minibert score` prints every label's score")
+    warn_if_pairs(records.source, passages)
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True,
                       batch_size=args.batch_size, show_progress_bar=show_progress(args))
     if args.json:
@@ -108,6 +109,24 @@ def run_rank(args: argparse.Namespace, out) -> None:
     else:
         for rank, hit in enumerate(hits, start=1):
             write_line(out, f'{rank}\t{format_score(hit["score"])}\t{line_index[hit["corpus_id"]]}\t{hit["text"]}')
+
+
+def warn_if_pairs(source: str, lines: list[str]) -> None:
+    """rank ranks whole lines: when most lines hold a tab or a JSON object (a file of pairs), say so on stderr."""
+    pairs = sum(1 for line in lines if "\t" in line or _is_json_object(line))
+    if pairs * 2 > len(lines):
+        print(f"minibert: warning: {pairs} of {len(lines)} lines of {source} look like pairs (query<TAB>passage or "
+              "a JSON object); rank ranks each whole line as a passage against --query, and `minibert score` "
+              "scores pairs", file=sys.stderr, flush=True)
+
+
+def _is_json_object(line: str) -> bool:
+    if not line.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def run_embed(args: argparse.Namespace, out) -> None:

@@ -201,6 +201,30 @@ def test_empty_input_prints_no_scores(model_l1, argv, expected, capsys, monkeypa
     assert (status, out, err) == (EXIT_OK, expected, "")
 
 
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl"])
+def test_rank_on_a_file_of_pairs_says_so_and_points_at_score(fmt, model_l1, tmp_path, capsys, monkeypatch):
+    if fmt == "tsv":
+        lines = [f"{QUERY}\t{passage}" for passage in PASSAGES]
+    else:
+        lines = [json.dumps({"query": QUERY, "passage": passage}) for passage in PASSAGES]
+    lines[0] = "a passage without a tab or braces"   # most lines, not all
+    pairs = write_lines(tmp_path / f"pairs.{fmt}", lines)
+
+    status, out, err = run(["rank", "-m", model_l1, "-q", QUERY, pairs], capsys, monkeypatch)
+
+    assert status == EXIT_OK and len(parse_tsv(out)) == len(lines)   # still ranked: they may be passages after all
+    assert err.count("\n") == 1 and err.startswith("minibert: warning: "), err
+    for fragment in (f"5 of 6 lines of {pairs}", "`minibert score`"):
+        assert fragment in err, err
+
+
+def test_rank_says_nothing_when_a_few_passages_hold_a_tab(model_l1, tmp_path, capsys, monkeypatch):
+    lines = PASSAGES[:3] + [f"{p}\twith a tab" for p in PASSAGES[3:5]] + ['{"query": "q", "passage": "p"}']
+    status, out, err = run(["rank", "-m", model_l1, "-q", QUERY, write_lines(tmp_path / "p.txt", lines)],
+                           capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "") and len(parse_tsv(out)) == len(lines)
+
+
 def test_rank_needs_a_single_label_model(model_l3, tmp_path, capsys, monkeypatch):
     status, out, err = run(["rank", "-m", model_l3, "-q", QUERY, write_lines(tmp_path / "p.txt", PASSAGES)],
                            capsys, monkeypatch)
@@ -927,7 +951,8 @@ def test_a_terminal_on_stdin_gets_one_hint_line(model_l1, capsys, monkeypatch):
 @pytest.mark.parametrize("command", ["rank", "score", "embed"])
 def test_progress_bar_on_request_and_never_on_a_pipe(command, model_l1, sentence_model, tmp_path, capsys,
                                                      monkeypatch):
-    model, lines = (sentence_model, ["a", "b", "a"]) if command == "embed" else (model_l1, ["q\tp"] * 3)
+    model = sentence_model if command == "embed" else model_l1
+    lines = ["q\tp"] * 3 if command == "score" else ["a", "b", "a"]
     argv = [command, "-m", model, write_lines(tmp_path / "in.txt", lines)] + (["-q", QUERY] if command == "rank" else [])
     status, out, err = run(argv + ["--progress"], capsys, monkeypatch)
     bar = err.rstrip("\n").rpartition("\r")[2]
