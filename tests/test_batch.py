@@ -7,7 +7,6 @@ before any scoring. One local Ray serves the module (started on the loopback add
 dashboard, no usage report); after it stops, no process it started may be left.
 """
 
-import importlib.util
 import json
 import os
 import pickle
@@ -27,6 +26,7 @@ import pytest
 from minibert import CrossEncoder, InputError, SentenceEncoder
 from minibert.batch import ACTOR_RESTARTS, TASK_RETRIES, CrossEncoderScorer, SentenceEmbedder
 from minibert.cli import EXIT_FAILURE, EXIT_USAGE, main
+from minibert.formats.fetch import make_demo_cross_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_L1 = REPO / "tests" / "fixtures" / "goldens" / "tiny-l1"   # 1 label
@@ -402,18 +402,12 @@ def test_a_bad_row_on_ray_stops_the_run_with_its_columns_and_values(ray_address,
     assert not (tmp_path / "out").exists()
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench", REPO / "tools" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_a_killed_actor_is_restarted_and_no_row_is_lost_or_duplicated(ray_address, tmp_path):
     """SIGKILL one scoring actor after the first scored batch: Ray restarts it and retries its batches."""
     import ray.data
-    # The MiniLM-L6 cross-encoder of tools/bench.py: slow enough per batch that the actors are busy when hit.
-    model = _load_bench().make_model(MINILM, tmp_path / "minilm-ce")
+    # The demonstration MiniLM-L6 cross-encoder (tools/bench.py's): slow enough per batch that the actors are
+    # busy when hit.
+    model = make_demo_cross_encoder(MINILM, tmp_path / "minilm-ce")
     rows = make_rows(480, seed=7)
     dataset = ray.data.from_items(rows, override_num_blocks=12)
     scored = map_batches(dataset, model, batch_size=20, batch_format="pyarrow")

@@ -395,7 +395,8 @@ def test_a_model_that_is_no_cross_encoder_exits_2_and_says_what_works(kind, comm
             "rank": ["rank", "-m", model, "-q", "q"]}[command]
     status, out, err = run(argv, capsys, monkeypatch, b"q\tp\n")
     assert (status, out) == (EXIT_USAGE, ""), err
-    assert_one_error_line(err, "not a cross-encoder", "`minibert embed`")
+    assert_one_error_line(err, "not a cross-encoder", "`minibert embed`",
+                          "`minibert fetch all-MiniLM-L6-v2 --demo-cross-encoder` builds a demonstration")
     if kind == "sentence encoder":
         assert "`minibert rank`" in err
     assert not (tmp_path / "t.safetensors").exists()
