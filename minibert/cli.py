@@ -47,6 +47,7 @@ from minibert.formats.fetch import DEMO_NAME, PYPI_MODEL, demo_note, fetch, make
 from minibert.formats.hub import resolve_model_dir
 from minibert.formats.sentence_transformers import is_sentence_encoder
 from minibert.formats.tokenizer import check_unicode
+from minibert.models import FAMILIES
 from minibert.oracle import explain
 from minibert.runtime.cross_encoder import CrossEncoder
 from minibert.runtime.sentence_encoder import SentenceEncoder
@@ -592,8 +593,11 @@ def tolerance(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    families = ", ".join(family.name for family in FAMILIES)
     parser = _Parser(prog="minibert",
-                     description="Rank and score text pairs with a BERT cross-encoder (NumPy, no PyTorch).")
+                     description=f"Rerank passages and score (query, passage) pairs with a cross-encoder ({families}), "
+                                 "or rank and embed with a sentence encoder; check another backend's numbers "
+                                 "against minibert's, stage by stage. NumPy, no PyTorch.")
     parser.add_argument("--version", action="version", version=f"minibert {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

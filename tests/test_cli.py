@@ -448,6 +448,16 @@ def test_bad_usage_exits_2_with_one_line(argv, fragment, capsys, monkeypatch):
     assert_one_error_line(err, fragment)
 
 
+def test_help_says_what_minibert_does_for_every_family(capsys, monkeypatch):
+    from minibert.models import FAMILIES
+
+    status, out, err = run(["--help"], capsys, monkeypatch)
+    text = " ".join(out.split())
+    assert (status, err) == (EXIT_OK, "")
+    assert "a BERT cross-encoder" not in text and "sentence encoder" in text
+    assert all(family.name in text for family in FAMILIES), text
+
+
 def test_version(capsys, monkeypatch):
     status, out, err = run(["--version"], capsys, monkeypatch)
     assert (status, err) == (EXIT_OK, "")
