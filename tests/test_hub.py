@@ -6,6 +6,7 @@ a model that sentence-transformers already put there is used with no second copy
 serves offline, and a local directory always wins. Never the real Hub (tests/conftest.py).
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from hub_server import (  # noqa: F401
     MODEL_REPO,
     NEEDED,
+    HubServer,
     folder,
     hf_cache_env,
     hub,
@@ -36,6 +38,7 @@ from minibert.formats.hub import (
 PAIRS = [("what is the capital of france", "paris is the capital of france"),
          ("what is the capital of france", "the cat sat on the mat")]
 TOKEN = "hf_test_secret_0123456789"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def bodies(hub) -> list[str]:
@@ -141,8 +144,9 @@ def test_an_unreachable_hub_without_the_model_in_the_cache(hub, monkeypatch):
 
     monkeypatch.setattr(hf_http.time, "sleep", lambda seconds: None)  # huggingface_hub's retries, without the waits
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    with pytest.raises(HubUnreachableError, match=r"could not reach the HuggingFace Hub at http://127.0.0.1:9 "
-                                                  rf"for {MODEL_REPO}, and it is not in the cache"):
+    with pytest.raises(HubUnreachableError, match=r"the HuggingFace Hub at http://127.0.0.1:9 is unreachable "
+                                                  rf"\(connection refused\) for the Hub id {MODEL_REPO}, which the "
+                                                  "HuggingFace cache"):
         CrossEncoder(MODEL_REPO)
 
 
@@ -179,9 +183,9 @@ def test_a_file_is_refused_with_the_directory_that_holds_it(tiny_model_dir):
 
 
 def test_a_missing_repository_names_the_path_and_the_endpoint(hub):
-    with pytest.raises(RepoNotFoundError, match=rf"no such model directory weights/typo, and no repository "
-                                                rf"weights/typo on {hub.url}; if it is private, set HF_TOKEN"):
-        CrossEncoder("weights/typo")
+    with pytest.raises(RepoNotFoundError, match=rf"no such model directory nobody/typo, and no repository "
+                                                rf"nobody/typo on {hub.url}; if it is private, set HF_TOKEN"):
+        CrossEncoder("nobody/typo")
     assert issubclass(RepoNotFoundError, ModelNotFoundError)
 
 
@@ -230,3 +234,89 @@ def test_cli_hub_failures_are_one_line(hub, model_files, model, status, fragment
     out, err = capsys.readouterr()
     assert (got, out) == (status, "")
     assert err.startswith("minibert: error: ") and err.count("\n") == 1 and fragment in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# A name that is not a Hub id never goes to the Hub; a Hub that cannot be reached fails fast
+
+
+@pytest.mark.parametrize("name", ["tiny-l1", "weights/all-MiniLM-L6", "./someone/model", "../someone/model",
+                                  "~/someone/model", "/nowhere/someone/model"])
+def test_a_name_that_is_not_a_hub_id_is_a_local_path_and_fails_at_once(hub, model_repo, name, tmp_path,
+                                                                       monkeypatch):
+    """No owner/name shape, a path's start (./ ../ / ~), or a first part that is a folder here: a path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights" / "all-MiniLM-L6-v2").mkdir(parents=True)   # `weights` is a local folder
+    (tmp_path / "weights" / "all-MiniLM-L6-v2" / "config.json").write_text("{}")
+    hub.add_repo("weights/all-MiniLM-L6", hub.repos[MODEL_REPO].commits[hub.repos[MODEL_REPO].main])
+    hub.add_repo("tiny-l1", hub.repos[MODEL_REPO].commits[hub.repos[MODEL_REPO].main])
+
+    with pytest.raises(ModelNotFoundError, match="no such model directory") as caught:
+        CrossEncoder(name)
+
+    assert hub.requests() == [], "a local path was looked up on the Hub"
+    assert "Hub" not in str(caught.value).replace("a Hub id", "")
+    if name == "weights/all-MiniLM-L6":
+        assert "weights/all-MiniLM-L6-v2?" in str(caught.value)   # the folder that is there
+
+
+def test_a_folder_without_config_json_is_no_model_and_names_the_models_inside(tmp_path):
+    (tmp_path / "weights" / "all-MiniLM-L6-v2").mkdir(parents=True)
+    (tmp_path / "weights" / "all-MiniLM-L6-v2" / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFoundError, match=r"weights is not a model directory: it holds no config.json; "
+                                                 r"the model directories in it: all-MiniLM-L6-v2"):
+        CrossEncoder(tmp_path / "weights")
+
+
+def test_an_unreachable_hub_is_asked_once_without_retries(monkeypatch, tmp_path):
+    """huggingface_hub's HEAD with 5 retries and waits of 1+2+4+8+8 s (23.5 s in all) is not used."""
+    import huggingface_hub.constants
+    import huggingface_hub.utils._http as hf_http
+
+    waits = []
+    monkeypatch.setattr(hf_http.time, "sleep", waits.append)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))   # HF_ENDPOINT: conftest's closed port
+    with pytest.raises(HubUnreachableError, match=r"the HuggingFace Hub at http://127.0.0.1:9 is unreachable "
+                                                  r"\(.*\).*HF_HUB_OFFLINE=1") as caught:
+        CrossEncoder(MODEL_REPO)
+    assert waits == [], "huggingface_hub retried"
+    assert str(tmp_path / "hf-home" / "hub") in str(caught.value)
+    assert isinstance(caught.value, ModelNotFoundError)   # the command line: exit status 2, as for any missing model
+
+
+def unreachable_run(endpoint: str, hf_home: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """`minibert rank --model someone/tiny-cross-encoder` as a new process against `endpoint` -> (process, seconds)."""
+    import time
+
+    passages = tmp_path / "passages.txt"
+    passages.write_text("a passage\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), HF_HUB_OFFLINE="0", no_proxy="127.0.0.1,localhost",
+               PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "minibert", "rank", "--model", MODEL_REPO, "-q", "x", str(passages)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    return done, time.monotonic() - started
+
+
+# Generous bounds (process start included) on a busy machine; before, the same runs took 23.5 s (a closed port:
+# huggingface_hub's five retries) and minutes (a Hub that accepts and never answers: 10 s, then 60 s per retry).
+@pytest.mark.parametrize("kind, bound", [("closed port", 15.0), ("never answers", 20.0)])
+def test_cli_unreachable_hub_fails_within_seconds_in_one_line(kind, bound, tmp_path):
+    if kind == "closed port":
+        done, seconds = unreachable_run("http://127.0.0.1:9", tmp_path / "hf-home", tmp_path)
+        asked = None
+    else:
+        with HubServer() as silent:
+            silent.faults.hang = 600.0   # accepts the connection, reads the request, never answers
+            done, seconds = unreachable_run(silent.url, tmp_path / "hf-home", tmp_path)
+            asked = len(silent.requests("/resolve/"))
+    assert (done.returncode, done.stdout) == (EXIT_USAGE, ""), done.stderr
+    assert done.stderr.startswith("minibert: error: ") and done.stderr.count("\n") == 1, done.stderr
+    for fragment in ("is unreachable", "HF_HUB_OFFLINE=1", str(tmp_path / "hf-home" / "hub")):
+        assert fragment in done.stderr, done.stderr
+    assert "Retry" not in done.stderr
+    assert asked in (None, 1), f"the Hub was asked {asked} times"
+    assert seconds < bound, f"{kind}: {seconds:.1f} s"

@@ -18,7 +18,8 @@ Workloads, each 4 queries x 100 passages of CPython's pydoc_data.topics (real En
 - long: passages cut from the topics' text so that each pair is 200-499 tokens (mean ~350).
 Both are scored by a MiniLM-L6 cross-encoder: the real all-MiniLM-L6-v2 encoder (weights/, from
 `python tools/get_minilm.py`) with a seeded classifier head, written as a HuggingFace
-directory with NumPy only (weights/bench-minilm-cross-encoder/). fp32 everywhere.
+directory with NumPy only (weights/bench-minilm-cross-encoder/) by the function behind `minibert
+fetch all-MiniLM-L6-v2 --demo-cross-encoder` (minibert.formats.fetch.make_demo_cross_encoder). fp32 everywhere.
 
 Method: every measurement is a fresh process. Rounds alternate the runners (A B C A B C ...),
 so that a slow moment of the machine hits all of them alike; the table gives the median.
@@ -42,7 +43,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -106,31 +106,16 @@ def workload(name="short"):
 
 
 def make_model(src=MINILM, dst=MODEL, seed=SEED):
-    """all-MiniLM-L6-v2's encoder + a seeded 1-logit classifier, as BertForSequenceClassification."""
+    """all-MiniLM-L6-v2's encoder + a seeded 1-logit classifier, as BertForSequenceClassification: the
+    demonstration cross-encoder of `minibert fetch all-MiniLM-L6-v2 --demo-cross-encoder` (its scores mean
+    nothing; its shape and work are ms-marco-MiniLM-L-6-v2's, which is what a benchmark needs)."""
     if (dst / "model.safetensors").is_file():
         return dst
     if not (src / "model.safetensors").is_file():
         sys.exit(f"bench: {src} is missing; run `python tools/get_minilm.py` first")
-    from safetensors.numpy import load_file, save_file
+    from minibert.formats.fetch import make_demo_cross_encoder
 
-    tensors = {f"bert.{k}": v for k, v in load_file(str(src / "model.safetensors")).items()
-               if not k.endswith("position_ids")}
-    rng = np.random.default_rng(seed)
-    hidden = tensors["bert.pooler.dense.weight"].shape[0]
-    tensors["classifier.weight"] = rng.normal(0, 0.5, (1, hidden)).astype(np.float32)
-    tensors["classifier.bias"] = np.array([0.1], np.float32)
-    config = json.loads((src / "config.json").read_text())
-    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "LABEL_0"},
-                  label2id={"LABEL_0": 0})
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(src / name, tmp / name)
-    tmp.rename(dst)
-    return dst
+    return make_demo_cross_encoder(src, dst, seed=seed)
 
 
 def export_onnx(model_dir):

