@@ -1,4 +1,5 @@
-"""The model families minibert runs, and the registry from config.json's `model_type` to a family.
+"""The model families minibert runs, and the registry from config.json's `model_type` (or, where it names
+none, its auto_map["AutoConfig"]) to a family.
 
 One file per family, each the whole forward pass of its *ForSequenceClassification, top to
 bottom, with its Config and its table of HuggingFace tensor names, ending with its `Family`
@@ -12,18 +13,22 @@ the ops (minibert/ops/). Adding a family is one file here and one line in FAMILI
 """
 
 from minibert.errors import ConfigError, show
-from minibert.models import bert, chain, deberta_v2, distilbert, electra, gte, modernbert, roberta
+from minibert.models import bert, chain, deberta_v2, distilbert, electra, gte, jina, modernbert, roberta
 from minibert.models.batch import Batch, check_inputs
 from minibert.models.family import Family
 from minibert.ops import NUMPY
 
 FAMILIES: tuple[Family, ...] = (bert.FAMILY, *roberta.FAMILIES, electra.FAMILY, distilbert.FAMILY,
-                                deberta_v2.FAMILY, modernbert.FAMILY, gte.FAMILY)
+                                deberta_v2.FAMILY, modernbert.FAMILY, gte.FAMILY, jina.FAMILY)
 
 
-def find_family(model_type) -> Family | None:
-    """The family that reads this model_type, or None."""
-    return next((family for family in FAMILIES if model_type in family.model_types), None)
+def find_family(model_type, auto_config=None) -> Family | None:
+    """The family that reads this model_type; when there is none (None or ""), the family that reads this
+    auto_map["AutoConfig"] class (Family.auto_configs). None if no family does."""
+    if model_type:
+        return next((family for family in FAMILIES if model_type in family.model_types), None)
+    return next((family for family in FAMILIES if auto_config is not None and auto_config in family.auto_configs),
+                None)
 
 
 def family_for_model_type(model_type, source: str = "<config>") -> Family:
@@ -35,13 +40,25 @@ def family_for_model_type(model_type, source: str = "<config>") -> Family:
 
 
 def family_of(config) -> Family:
-    """The family a Config belongs to."""
+    """The family a Config belongs to: its model_type's; a Config without one (read by its auto_map), its class's."""
+    if not config.model_type:
+        family = next((f for f in FAMILIES if f.auto_configs and type(config) is f.config), None)
+        if family is not None:
+            return family
     return family_for_model_type(config.model_type, config.source)
 
 
+def auto_config(raw: dict):
+    """config.json's auto_map["AutoConfig"]: the config class a trust_remote_code model's own code defines."""
+    auto_map = raw.get("auto_map")
+    return auto_map.get("AutoConfig") if isinstance(auto_map, dict) else None
+
+
 def config_from_dict(raw: dict, source: str = "<config>"):
-    """A config.json's contents -> the Config of the family its model_type names (BERT when it names none)."""
-    family = family_for_model_type(raw.get("model_type", "bert"), source)
+    """A config.json's contents -> the Config of the family its model_type names; without a model_type, of the
+    family that reads its auto_map["AutoConfig"] class, else BERT's (every config.json without one)."""
+    family = find_family(None, auto_config(raw)) if "model_type" not in raw else None
+    family = family or family_for_model_type(raw.get("model_type", "bert"), source)
     for flag in ("is_decoder", "add_cross_attention"):
         if raw.get(flag):
             raise ConfigError(f"{source}: {flag} is true; minibert runs encoders only")

@@ -9,6 +9,8 @@ _keys_to_ignore_on_load_unexpected), a Family holds:
 
     the model           config (its Config class), skeleton (the HuggingFace tensor-name table),
                         encoder and forward
+    its config.json     the model_type values it reads or, for a trust_remote_code model whose config.json
+                        names none, the custom config classes (auto_map["AutoConfig"]) it reads
     the checkpoint      where *ForSequenceClassification puts the encoder and the head
     the tokenizer       the class AutoTokenizer picks when tokenizer_config.json names none
     the head            which tokens it reads, the name of its stage, and the transformers module
@@ -78,3 +80,10 @@ class Family:
     # one pair, for a family that scores its attention itself (DeBERTa's c2c + c2p + p2c). None: the
     # family attends through ops.attention, whose queries and keys explain records.
     attention_probabilities: Callable | None = None
+    # For a family that transformers has no model_type for (its code ships in the model repository, run with
+    # trust_remote_code): the classes config.json's auto_map["AutoConfig"] names, exactly as written there
+    # ("configuration_xlm_roberta.XLMRobertaFlashConfig", or with the "<repo>--" prefix transformers adds when it
+    # saves a model whose code came from another repository). The registry consults them only when config.json
+    # has no model_type; such a config.json with an auto_map no family lists is read as BERT's, as every config.json
+    # without a model_type is. The family's Config then has model_type "" and is known by its class (family_of).
+    auto_configs: tuple[str, ...] = ()
