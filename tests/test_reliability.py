@@ -172,11 +172,12 @@ def test_non_finite_embedding_raises_naming_the_texts(tiny_model_dir):
     enc = SentenceEncoder(tiny_model_dir(), ops=ops)
     texts = ["cat", "dog", "cat"]
     assert np.isfinite(enc.encode(texts)).all()
-    layer = enc.params.layers[-1]
     import dataclasses
+    encoder = enc.params.encoder   # a sentence encoder's params: its encoder, then sentence-transformers' modules
+    layer = encoder.layers[-1]
     huge = dataclasses.replace(layer.ffn_norm, weight=layer.ffn_norm.weight * np.float32(1e38),
                                bias=layer.ffn_norm.bias * np.float32(1e38))
-    enc.params = dataclasses.replace(enc.params, layers=enc.params.layers[:-1] + (
-        dataclasses.replace(layer, ffn_norm=huge),))
+    encoder = dataclasses.replace(encoder, layers=encoder.layers[:-1] + (dataclasses.replace(layer, ffn_norm=huge),))
+    enc.params = dataclasses.replace(enc.params, encoder=encoder)
     with pytest.raises(NumericalError, match=r"for texts 0, 1, 2:"):
         enc.encode(texts, normalize=True)

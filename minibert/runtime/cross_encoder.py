@@ -13,17 +13,15 @@ or sentence-transformers' module chain (modules.json: a family's encoder, then P
 import numpy as np
 
 from minibert.errors import ConfigError, NumericalError
-from minibert.formats.hub import resolve_model_dir
 from minibert.formats.tokenizer import check_pair
 from minibert.formats.sentence_transformers import stored_activation
 from minibert.models import chain, forward
 from minibert.ops import NUMPY, reference
-from minibert.runtime.load import load
+from minibert.runtime.load import LoadedModel
 from minibert.runtime.ranking import as_list, check_rank_args, ranked
 from minibert.runtime.runner import (
     DEFAULT_MAX_BATCH_TOKENS,
     Progress,
-    Runner,
     check_batch_size,
     distinct,
     length_or_none,
@@ -34,7 +32,7 @@ from minibert.runtime.runner import (
 ACTIVATIONS = (None, "sigmoid", "softmax", "stored")
 
 
-class CrossEncoder:
+class CrossEncoder(LoadedModel):
     """A cross-encoder loaded from a HuggingFace model directory (any family minibert reads).
 
     Args:
@@ -57,19 +55,11 @@ class CrossEncoder:
 
     def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
                  threads=None, *, revision=None, token=None, cache_folder=None, local_files_only=False):
-        path = resolve_model_dir(model_name_or_path, revision=revision, token=token, cache_folder=cache_folder,
-                                 local_files_only=local_files_only)
-        model = load(path, cross_encoder=True, max_length=max_length)
-        self.path, self.family, self.config, self.params, self.tokenizer = (
-            model.path, model.family, model.config, model.params, model.tokenizer)
-        self.pipeline, self.num_labels = model.pipeline, model.width   # pipeline: None for the family's head
+        super().__init__(model_name_or_path, cross_encoder=True, max_length=max_length, ops=ops,
+                         max_batch_tokens=max_batch_tokens, threads=threads, revision=revision, token=token,
+                         cache_folder=cache_folder, local_files_only=local_files_only)
+        self.num_labels = self.width   # pipeline: None for the family's own head, else its module chain
         self.stored_activation = stored_activation(self.pipeline, self.path / "config.json", self.num_labels)
-        self.runner = Runner(ops, threads, max_batch_tokens, self.max_length)
-
-    # How it runs (minibert/runtime/runner.py).
-    ops = property(lambda self: self.runner.ops)
-    threads = property(lambda self: self.runner.threads)
-    max_batch_tokens = property(lambda self: self.runner.max_batch_tokens)
 
     @property
     def max_length(self) -> int:

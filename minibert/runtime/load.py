@@ -6,8 +6,8 @@
     the checkpoint       -> the family's parameter tree, checked tensor by tensor; with modules, the encoder
                             alone and each module's own weights (a models.chain.Chain)
 
-CrossEncoder and SentenceEncoder both load through `load`; a name that is a Hub id is resolved to
-a directory before (minibert/formats/hub.py).
+CrossEncoder and SentenceEncoder are both a LoadedModel: a name that is a Hub id resolved to a directory
+(minibert/formats/hub.py), read by `load`, and a Runner for its forward passes.
 """
 
 from dataclasses import dataclass
@@ -17,10 +17,12 @@ from minibert.errors import ConfigError, ModelFormatError
 from minibert.formats import sentence_transformers as st
 from minibert.formats.checkpoint import find_checkpoint, read_checkpoint
 from minibert.formats.config import read_json_object
+from minibert.formats.hub import resolve_model_dir
 from minibert.formats.tokenizer import PairTokenizer, lowercase_first, read_tokenizer
 from minibert.models import chain, config_from_dict, family_of
 from minibert.models.family import Family
 from minibert.models.params import params_from_tensors, tree_from_tensors
+from minibert.runtime.runner import Runner
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,25 @@ class Loaded:
     tokenizer: PairTokenizer
     pipeline: st.Pipeline | None   # sentence-transformers' modules; None: the family's own head
     width: int                 # what it gives per input: scores per pair (a cross-encoder), the embedding width
+
+
+class LoadedModel:
+    """What CrossEncoder and SentenceEncoder share: a model directory (or a Hub id's snapshot) read once, and
+    the Runner that runs its forward passes (minibert/runtime/runner.py: the op set, cores, batch budget)."""
+
+    def __init__(self, model_name_or_path, *, cross_encoder: bool, max_length, ops, max_batch_tokens, threads,
+                 revision, token, cache_folder, local_files_only):
+        path = resolve_model_dir(model_name_or_path, revision=revision, token=token, cache_folder=cache_folder,
+                                 local_files_only=local_files_only)
+        model = load(path, cross_encoder=cross_encoder, max_length=max_length)
+        self.path, self.family, self.config, self.params, self.tokenizer, self.pipeline = (
+            model.path, model.family, model.config, model.params, model.tokenizer, model.pipeline)
+        self.width = model.width
+        self.runner = Runner(ops, threads, max_batch_tokens, self.tokenizer.max_length)
+
+    ops = property(lambda self: self.runner.ops)
+    threads = property(lambda self: self.runner.threads)
+    max_batch_tokens = property(lambda self: self.runner.max_batch_tokens)
 
 
 def load(model_dir, *, cross_encoder: bool, max_length: int | None = None) -> Loaded:

@@ -16,16 +16,14 @@ directory's files say (minibert/formats/sentence_transformers.py, minibert/model
 import numpy as np
 
 from minibert.errors import ConfigError, NumericalError
-from minibert.formats.hub import resolve_model_dir
 from minibert.formats.tokenizer import check_text
 from minibert.models import forward
 from minibert.models.pooling import cos_sim, l2_normalize
-from minibert.runtime.load import load
+from minibert.runtime.load import LoadedModel
 from minibert.runtime.ranking import as_list, check_rank_args, ranked
 from minibert.runtime.runner import (
     DEFAULT_MAX_BATCH_TOKENS,
     Progress,
-    Runner,
     check_batch_size,
     distinct,
     length_or_none,
@@ -34,7 +32,7 @@ from minibert.runtime.runner import (
 )
 
 
-class SentenceEncoder:
+class SentenceEncoder(LoadedModel):
     """A sentence encoder loaded from a sentence-transformers (or plain HuggingFace) directory.
 
     Args:
@@ -54,18 +52,10 @@ class SentenceEncoder:
 
     def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
                  threads=None, *, revision=None, token=None, cache_folder=None, local_files_only=False):
-        path = resolve_model_dir(model_name_or_path, revision=revision, token=token, cache_folder=cache_folder,
-                                 local_files_only=local_files_only)
-        model = load(path, cross_encoder=False, max_length=max_length)
-        self.path, self.family, self.config, self.params, self.tokenizer = (
-            model.path, model.family, model.config, model.params, model.tokenizer)
-        self.pipeline, self.dimension = model.pipeline, model.width   # the modules' output width, before truncate_dim
-        self.runner = Runner(ops, threads, max_batch_tokens, self.max_seq_length)
-
-    # How it runs (minibert/runtime/runner.py).
-    ops = property(lambda self: self.runner.ops)
-    threads = property(lambda self: self.runner.threads)
-    max_batch_tokens = property(lambda self: self.runner.max_batch_tokens)
+        super().__init__(model_name_or_path, cross_encoder=False, max_length=max_length, ops=ops,
+                         max_batch_tokens=max_batch_tokens, threads=threads, revision=revision, token=token,
+                         cache_folder=cache_folder, local_files_only=local_files_only)
+        self.dimension = self.width   # the modules' output width, before truncate_dim
 
     @property
     def max_seq_length(self) -> int:
