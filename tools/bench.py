@@ -20,6 +20,12 @@ Both are scored by a MiniLM-L6 cross-encoder: the real all-MiniLM-L6-v2 encoder 
 `python tools/get_minilm.py`) with a seeded classifier head, written as a HuggingFace
 directory with NumPy only (weights/bench-minilm-cross-encoder/) by the function behind `minibert
 fetch all-MiniLM-L6-v2 --demo-cross-encoder` (minibert.formats.fetch.make_demo_cross_encoder). fp32 everywhere.
+With --reranker ettin-68m, by an Ettin reranker's module chain instead: random weights at
+cross-encoder/ettin-reranker-68m-v1's shape (ModernBERT, 19 layers, H 512, 8 heads, I 768; Pooling(cls) ->
+Dense(no bias, GELU) -> LayerNorm -> Dense), saved by sentence-transformers itself
+(weights/bench-ettin-68m-chain/, needs torch and sentence-transformers to build), tokenized with
+all-MiniLM-L6-v2's WordPiece (the real Ettin tokenizer is on the Hub, not reachable here: pair lengths
+differ a little from the real model's, the work per token is the real model's).
 
 Method: every measurement is a fresh process. Rounds alternate the runners (A B C A B C ...),
 so that a slow moment of the machine hits all of them alike; the table gives the median.
@@ -54,6 +60,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 MINILM = REPO / "weights" / "all-MiniLM-L6-v2"
 MODEL = REPO / "weights" / "bench-minilm-cross-encoder"
+ETTIN = REPO / "weights" / "bench-ettin-68m-chain"
+# cross-encoder/ettin-reranker-68m-v1's encoder (jhu-clsp/ettin-encoder-68m): ModernBERT's config at that size.
+ETTIN_68M = dict(vocab_size=50368, hidden_size=512, intermediate_size=768, num_hidden_layers=19, num_attention_heads=8,
+                 max_position_embeddings=7999, global_attn_every_n_layers=3, local_attention=128,
+                 global_rope_theta=160000.0, local_rope_theta=160000.0)
 RUNNERS = ("minibert", "minibert-numpy", "sentence-transformers", "onnxruntime")
 QUERIES = ("how do I catch an exception", "what does the with statement do",
            "how are integers divided", "what is a generator function")
@@ -118,6 +129,42 @@ def make_model(src=MINILM, dst=MODEL, seed=SEED):
     return make_demo_cross_encoder(src, dst, seed=seed)
 
 
+def make_ettin_chain(dst=ETTIN, seed=SEED):
+    """Random weights at ettin-reranker-68m's shape, as sentence-transformers 6 saves the Ettin rerankers: a
+    ModernBertModel (task feature-extraction), then Pooling(cls), Dense(H -> H, no bias, GELU), LayerNorm,
+    Dense(H -> 1). The weights are ModernBERT's own initialization (speed does not depend on their values)."""
+    if (dst / "modules.json").is_file():
+        return dst
+    if not (MINILM / "tokenizer.json").is_file():
+        sys.exit(f"bench: {MINILM} is missing; run `python tools/get_minilm.py` first (its tokenizer is used)")
+    import shutil
+
+    import torch
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import LayerNorm, Pooling
+    from transformers import ModernBertConfig, ModernBertModel
+
+    torch.manual_seed(seed)
+    backbone = dst.with_name(dst.name + ".backbone")
+    shutil.rmtree(backbone, ignore_errors=True)
+    ModernBertModel(ModernBertConfig(pad_token_id=0, cls_token_id=101, sep_token_id=102, **ETTIN_68M)).save_pretrained(
+        backbone)
+    for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(MINILM / name, backbone / name)
+    tokenizer_config = json.loads((MINILM / "tokenizer_config.json").read_text())
+    # ModernBERT reads no token type ids; its tokenizer gives none
+    tokenizer_config.update(model_max_length=512, model_input_names=["input_ids", "attention_mask"])
+    (backbone / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    H = ETTIN_68M["hidden_size"]
+    modules = [Transformer(str(backbone), transformer_task="feature-extraction"), Pooling(H, pooling_mode="cls"),
+               Dense(H, H, bias=False, activation_function=torch.nn.GELU()), LayerNorm(H),
+               Dense(H, 1, activation_function=torch.nn.Identity(), module_output_name="scores")]
+    CrossEncoder(modules=modules, device="cpu", activation_fn=torch.nn.Sigmoid()).save(str(dst))
+    shutil.rmtree(backbone)
+    return dst
+
+
 def export_onnx(model_dir):
     """The model as ONNX, exported once by torch (TorchScript exporter) and cached beside it."""
     path = model_dir / "model.onnx"
@@ -125,6 +172,9 @@ def export_onnx(model_dir):
         return path
     import torch
     from transformers import BertForSequenceClassification
+
+    if (model_dir / "modules.json").is_file():
+        return _export_chain(model_dir, path)
 
     model = BertForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
     ids = torch.ones(2, 16, dtype=torch.long)
@@ -138,11 +188,43 @@ def export_onnx(model_dir):
     return path
 
 
+def _export_chain(model_dir, path):
+    """An Ettin-style chain as one graph: its encoder, then cls, Dense, GELU, LayerNorm, Dense, in torch (the
+    chain's own modules' weights), exported by the TorchScript exporter."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    st = CrossEncoder(str(model_dir), device="cpu")
+    st.eval()
+    encoder, _, dense1, norm, dense2 = list(st)
+
+    class Chain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.dense1, self.act = encoder.model, dense1.linear, dense1.activation_function
+            self.norm, self.dense2 = norm.norm, dense2.linear
+
+        def forward(self, input_ids, attention_mask):
+            x = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+            return self.dense2(self.norm(self.act(self.dense1(x))))
+
+    ids = torch.ones(2, 16, dtype=torch.long)
+    axes = {0: "batch", 1: "tokens"}
+    torch.onnx.export(Chain().eval(), (ids, torch.ones_like(ids)), str(path) + ".tmp",
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    os.replace(str(path) + ".tmp", path)
+    return path
+
+
 def useful_flops(lengths, config):
-    """FLOPs of the work a padding-free forward pass must do (matrix products only)."""
+    """FLOPs of the work a padding-free forward pass must do (matrix products only; ModernBERT's sliding-window
+    layers counted as global ones, which they are on pairs within the window)."""
     H, I, L = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    ffn = 3 * H * I if config.get("model_type") == "modernbert" else 2 * H * I   # GeGLU: Wi is H -> 2I
     lengths = np.asarray(lengths, dtype=np.float64)
-    dense = 2 * lengths.sum() * (4 * H * H + 2 * H * I)   # q, k, v, out; ffn in, ffn out
+    dense = 2 * lengths.sum() * (4 * H * H + ffn)         # q, k, v, out; ffn in, ffn out
     attention = 4 * (lengths ** 2).sum() * H              # q k^T and p v, all heads
     return L * (dense + attention)
 
@@ -186,7 +268,8 @@ def load_runner(name, model_dir, threads):
                 for r, i in enumerate(rows):
                     n = len(encoded[i][0])
                     ids[r, :n], types[r, :n], mask[r, :n] = encoded[i][0], encoded[i][1], 1
-                out = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+                feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+                out = session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0]
                 scores[rows] = out[:, 0]
             return scores
         return score
@@ -374,6 +457,9 @@ def main():
     parser.add_argument("--workload", choices=(*WORKLOADS, "both"), default="short")
     parser.add_argument("--profile", action="store_true", help="minibert's time per op instead of the comparison")
     parser.add_argument("--markdown", help="also write the table(s) to this Markdown file")
+    parser.add_argument("--reranker", choices=("minilm", "ettin-68m"), default="minilm",
+                        help="the model: the MiniLM-L6 cross-encoder, or an Ettin module chain at ettin-reranker-68m's "
+                             "shape (random weights)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", default=str(MODEL), help=argparse.SUPPRESS)
     parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
@@ -381,7 +467,7 @@ def main():
     if args.child:
         return child(args)
 
-    model_dir = make_model()
+    model_dir = make_ettin_chain() if args.reranker == "ettin-68m" else make_model()
     names = WORKLOADS if args.workload == "both" else (args.workload,)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
                f"Python {platform.python_version()}, numpy {np.__version__}, BLAS: {blas_info()}, "
