@@ -245,9 +245,8 @@ def run_batch(args: argparse.Namespace, out) -> None:
 def run_serve(args: argparse.Namespace, out) -> None:
     """Serve the model over HTTP (minibert.serve: TEI's and Cohere's rerank APIs) until SIGTERM or Ctrl-C."""
     try:
-        from minibert.serve import (
-            serve,  # starlette, uvicorn: the `serve` extra, loaded only for this command
-        )
+        # starlette, uvicorn: the `serve` extra, loaded only for this command
+        from minibert.serve import serve
     except ImportError as exc:
         raise MinibertError(str(exc)) from None
     note_if_demo(args.model)
