@@ -39,9 +39,11 @@ from parity.harness import (
 
 def check_logits(ce: CrossEncoder, live: Live, what: str) -> None:
     """CrossEncoder.predict on PAIRS (text in, logits out) against transformers: each logit within
-    tolerance; against float64 transformers, minibert's float32 about as close as transformers' own
-    float32; then each query's ranking, near ties left out."""
+    tolerance (first, transformers' own float32 within it of float64: else a failure would measure
+    transformers' rounding, not minibert); against float64, minibert's float32 about as close as
+    transformers' own; then each query's ranking, near ties left out."""
     ref = live.reference
+    assert_close(ref.logits[ref.probe], ref.exact, f"{what} transformers' float32 logits vs float64")
     got = ce.predict(PAIRS, batch_size=BATCH).reshape(ref.logits.shape)
     assert_close(got, ref.logits, f"{what} logits", where=lambda i: f"pair {i[0]} label {i[1]}")
     ours = float(np.abs(got[ref.probe] - ref.exact).max())
@@ -71,7 +73,7 @@ def check_stages(ce: CrossEncoder, live: Live, what: str) -> None:
 class ParityBattery:
     """Every family's live parity checks against transformers; a subclass names the family's `spec`."""
     spec = None
-    pytestmark = [pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")]  # some pairs are cut on purpose
+    pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")  # some pairs are cut on purpose
 
     def pytest_generate_tests(self, metafunc):
         if "variant" in metafunc.fixturenames:
@@ -113,7 +115,8 @@ class ParityBattery:
         assert min(map(len, LONG_PAIRS[2])) > LONG_MAX_LENGTH * 101, "the long-text path is not reached"
         want = live.tokenizer([q for q, _ in LONG_PAIRS], [p for _, p in LONG_PAIRS], truncation="longest_first",
                               max_length=LONG_MAX_LENGTH)
-        encoded = CrossEncoder(live.directory, max_length=LONG_MAX_LENGTH, ops="numpy").tokenizer.encode_pairs(LONG_PAIRS)
+        tokenizer = CrossEncoder(live.directory, max_length=LONG_MAX_LENGTH, ops="numpy").tokenizer
+        encoded = tokenizer.encode_pairs(LONG_PAIRS)
         assert_same_ids(encoded, want["input_ids"], core.type_ids(want), LONG_PAIRS, f"{live.what} long texts")
 
     @pytest.mark.parametrize("op_set", OP_SETS)
@@ -143,13 +146,15 @@ class ParityBattery:
 
     @pytest.mark.parametrize("op_set", OP_SETS)
     def test_sentence_encoder(self, live, op_set):
-        """SentenceEncoder on the bare encoder against sentence-transformers (mean pooling)."""
+        """SentenceEncoder on the bare encoder against sentence-transformers (mean pooling; real weights: as
+        their modules.json says)."""
         got = SentenceEncoder(live.bare_directory, ops=op_set).encode(SENTENCES)
         assert_close(got, live.sentence_embeddings, f"{live.what} SentenceEncoder [{op_set}]",
                      where=lambda i: f"text {i[0]} dim {i[1]}")
 
     def test_bare_checkpoint_is_not_a_cross_encoder(self, live):
-        with pytest.raises(ModelFormatError, match=f"bare {re.escape(self.spec.family.name)} encoder.*not a cross-encoder"):
+        family = re.escape(self.spec.family.name)
+        with pytest.raises(ModelFormatError, match=f"bare {family} encoder.*not a cross-encoder"):
             CrossEncoder(live.bare_directory)
 
     def test_refused_option(self, small, refusal, tmp_path):

@@ -11,7 +11,15 @@ from safetensors.torch import load_file, save_file
 
 from minibert import CrossEncoder
 from parity.battery import ParityBattery
-from parity.harness import PAIRS, Refused, Spec, Variant, assert_close, load_classifier, run
+from parity.harness import (
+    PAIRS,
+    Refused,
+    Spec,
+    Variant,
+    assert_close,
+    load_classifier,
+    run,
+)
 
 SIN_TABLE = "distilbert.embeddings.position_embeddings.weight"
 
@@ -20,12 +28,12 @@ SPEC = Spec(
     variants=(
         Variant("gelu", seed=4001, tokenizer="distilbert-gelu", max_length=128, token_types=False,
                 tokenizer_config={"model_max_length": 128},
-                config=dict(dim=40, n_heads=5, hidden_dim=61, n_layers=3, max_position_embeddings=128,
-                            activation="gelu", num_labels=1)),
+                config={"dim": 40, "n_heads": 5, "hidden_dim": 61, "n_layers": 3, "max_position_embeddings": 128,
+                        "activation": "gelu", "num_labels": 1}),
         # The sinusoidal table stays as transformers built it (deterministic already); all else is re-drawn.
         Variant("relu-sin", seed=4002, tokenizer="distilbert-relu-sin", max_length=128,
-                config=dict(dim=36, n_heads=4, hidden_dim=50, n_layers=2, max_position_embeddings=128,
-                            activation="relu", sinusoidal_pos_embds=True, num_labels=1),
+                config={"dim": 36, "n_heads": 4, "hidden_dim": 50, "n_layers": 2, "max_position_embeddings": 128,
+                        "activation": "relu", "sinusoidal_pos_embds": True, "num_labels": 1},
                 scales={SIN_TABLE: None}),
     ),
     refused=(
