@@ -3,4 +3,5 @@
     harness.py         texts, specs, building, transformers' reference, comparisons: written once
     battery.py         the checks every family runs (ParityBattery)
     test_<family>.py   a family's Spec, its `class Test<Family>(ParityBattery)`, and its own checks
+    test_registry.py   every family of minibert.models.FAMILIES has a spec
 """
