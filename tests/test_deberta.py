@@ -1,6 +1,6 @@
 """DeBERTa-v2 / v3 without torch: config parsing and its errors, the tensor table's errors, the
 tokenizer's errors, and that the goldens do test the disentangled attention (a change to the
-relative embeddings fails them). The numbers themselves: tests/test_goldens.py and test_parity_deberta.py."""
+relative embeddings fails them). The numbers themselves: tests/test_goldens.py and tests/parity/test_deberta_v2.py."""
 
 import dataclasses
 import json

@@ -1,7 +1,7 @@
 """ModernBERT without torch: its config (both styles, and every option it does not implement named),
 its checkpoint layout (a missing, unexpected or headless checkpoint named), and the rules a golden
 could hide (the window, the stage list). The numbers themselves are in test_goldens.py and
-test_parity_modernbert.py."""
+parity/test_modernbert.py."""
 
 import dataclasses
 import json
