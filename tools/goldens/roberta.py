@@ -83,7 +83,7 @@ PAIRS_LONG = [
 
 @dataclass(frozen=True, kw_only=True)
 class RobertaFixture(core.Fixture):
-    model_type: str                        # "roberta" or "xlm-roberta" (CamemBERT's model is XLM-R's)
+    model_type: str                        # "roberta", "xlm-roberta" or "camembert" (its model is XLM-R's)
     tokenizer: str                         # "bpe" (RobertaTokenizer), "unigram" (XLMRobertaTokenizer) or "camembert"
     add_prefix_space: bool | None = None   # None: the class's default, left out of tokenizer_config.json
     files: str = "tokenizer.json"          # or "vocab.json+merges.txt"
@@ -122,7 +122,7 @@ class Roberta(core.Family):
             pairs=PAIRS_BPE, tokenizer_case_lengths=(None, 6, 20),
         ),
         RobertaFixture(
-            name="camembert-tok", seed=SEED + 5, model_type="xlm-roberta", tokenizer="camembert",
+            name="camembert-tok", seed=SEED + 5, model_type="camembert", tokenizer="camembert",
             add_prefix_space=False, weights=False,
             config=dict(hidden_size=32, num_attention_heads=2, intermediate_size=37, num_hidden_layers=1,
                         max_position_embeddings=514, type_vocab_size=1, num_labels=1),
