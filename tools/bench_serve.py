@@ -206,8 +206,8 @@ def main():
     token_sum = passes["minibert_batch_tokens"][1]
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1000
     print()
-    print(f"| clients | served pairs/s | offline pairs/s | served / offline | p50 ms | p90 ms | p99 ms "
-          f"| passes | pairs / pass (mean, median <=, max <=) | requests / pass (mean, median <=, max <=) |")
+    print("| clients | served pairs/s | offline pairs/s | served / offline | p50 ms | p90 ms | p99 ms "
+          "| passes | pairs / pass (mean, median <=, max <=) | requests / pass (mean, median <=, max <=) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.clients} | {served_rate:.1f} | {offline_rate:.1f} | {served_rate / offline_rate:.2f} "
           f"| {p50:.0f} | {p90:.0f} | {p99:.0f} | {n_passes:.0f} "
