@@ -20,6 +20,10 @@ How a decoder differs from the encoders, and where:
   language model reads a few rows of lm_head there (the logits of "yes" and "no", say): `token_logits`.
   Either way the last layer is computed for that one token only.
 
+Not yet in the registry (FAMILIES): a CrossEncoder cannot load a Qwen3 reranker until its input (the chat
+template, rendered as sentence-transformers renders a pair) and sentence-transformers' LogitScore module are
+read too. Until then `forward` and `token_logits` are called directly on token ids (tests/test_qwen3.py).
+
 Stages (return_stages), as transformers' output_hidden_states gives them: `embeddings`, `layer_0` ...
 `layer_{L-1}` (the last after the final norm, as transformers' hidden_states[-1]), then `last_token`
 (the head's input) and `logits`.
