@@ -116,20 +116,25 @@ def test_softmax_fully_masked_rows_are_uniform_not_nan():
     assert np.all(got[0, ..., 3:] == 0)
 
 
-def _attention_float64(q, k, v, offsets, num_heads, window=None):
-    """The definition, in float64, one pair and head at a time, the window as a mask."""
-    N, H = q.shape
-    HD = H // num_heads
-    out = np.zeros((N, H))
+def _attention_float64(q, k, v, offsets, num_heads, window=None, kv_heads=None, causal=False):
+    """The definition, in float64, one pair and head at a time, the window and causality as masks; query head
+    h reads key/value head h // (num_heads / kv_heads)."""
+    kv_heads = kv_heads or num_heads
+    HD = k.shape[1] // kv_heads
+    out = np.zeros((len(q), num_heads * HD))
     for start, end in zip(offsets[:-1], offsets[1:]):
         T = end - start
+        distance = np.arange(T)[:, None] - np.arange(T)[None, :]   # i - j
         for h in range(num_heads):
-            cols = slice(h * HD, (h + 1) * HD)
-            scores = q[start:end, cols].astype(np.float64) @ k[start:end, cols].astype(np.float64).T / math.sqrt(HD)
+            cols, kv = slice(h * HD, (h + 1) * HD), h // (num_heads // kv_heads)
+            kv_cols = slice(kv * HD, (kv + 1) * HD)
+            scores = q[start:end, cols].astype(np.float64) @ k[start:end, kv_cols].astype(np.float64).T / math.sqrt(HD)
             if window is not None:
-                scores[np.abs(np.arange(T)[:, None] - np.arange(T)[None, :]) > window] = -np.inf
+                scores[np.abs(distance) > window] = -np.inf
+            if causal:
+                scores[distance < 0] = -np.inf
             weights = np.exp(scores - scores.max(axis=1, keepdims=True))
-            out[start:end, cols] = (weights / weights.sum(axis=1, keepdims=True)) @ v[start:end, cols]
+            out[start:end, cols] = (weights / weights.sum(axis=1, keepdims=True)) @ v[start:end, kv_cols]
     return out
 
 
@@ -234,3 +239,24 @@ def test_attention_first_only_is_the_full_attention_at_the_first_tokens(window):
     first = ops.attention(q[offsets[:-1]], k, v, offsets, num_heads, window=window, first_only=True)
     assert first.shape == (len(lengths), H)
     np.testing.assert_allclose(first, full[offsets[:-1]], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("window", [None, 0, 4])
+@pytest.mark.parametrize("block_elements", [ops.ATTENTION_BLOCK_ELEMENTS, 1000])
+@pytest.mark.parametrize("kv_heads", [1, 2, 6])
+def test_causal_grouped_query_attention_is_the_definition(monkeypatch, window, block_elements, kv_heads):
+    """A decoder's attention: 6 query heads sharing kv_heads key/value heads (head size 8, so the width of q
+    is not the width of k), token i seeing j <= i (and i - j <= window); in blocks, and at the last token alone
+    (last_only) the same as the full attention's last rows."""
+    monkeypatch.setattr(ops, "ATTENTION_BLOCK_ELEMENTS", block_elements)
+    rng = np.random.default_rng(5)
+    offsets = np.array([0, 1, 6, 90, 300])
+    q = rng.standard_normal((offsets[-1], 6 * 8)).astype(np.float32)
+    k, v = (rng.standard_normal((offsets[-1], kv_heads * 8)).astype(np.float32) for _ in range(2))
+    got = ops.attention(q, k, v, offsets, 6, window=window, kv_heads=kv_heads, causal=True)
+    want = _attention_float64(q, k, v, offsets, 6, window, kv_heads, causal=True)
+    assert got.shape == q.shape and got.dtype == np.float32
+    assert np.abs(got - want).max() <= 1e-6 + 1e-5 * np.abs(want).max()
+    last = offsets[1:] - 1
+    at_last = ops.attention(q[last], k, v, offsets, 6, window=window, kv_heads=kv_heads, causal=True, last_only=True)
+    np.testing.assert_allclose(at_last, got[last], atol=1e-6, rtol=1e-6)

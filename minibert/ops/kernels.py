@@ -221,5 +221,7 @@ def softmax(x):
     return scaled_softmax(np.array(x, dtype=np.float32), 1.0)   # a copy, then in place
 
 
-def attention(q, k, v, offsets, num_heads, window=None, first_only=False):
-    return reference.attention(q, k, v, offsets, num_heads, window, first_only, weights=scaled_softmax)
+def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, causal=False,
+              last_only=False):
+    return reference.attention(q, k, v, offsets, num_heads, window, first_only, weights=scaled_softmax,
+                               kv_heads=kv_heads, causal=causal, last_only=last_only)

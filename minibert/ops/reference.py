@@ -60,25 +60,36 @@ def scaled_softmax(scores, scale):
 ATTENTION_BLOCK_ELEMENTS = 1 << 24
 
 
-def attention(q, k, v, offsets, num_heads, window=None, first_only=False, weights=scaled_softmax):
+def attention(q, k, v, offsets, num_heads, window=None, first_only=False, weights=scaled_softmax, *,
+              kv_heads=None, causal=False, last_only=False):
     """Scaled dot-product self-attention, within each pair of a packed batch.
 
-    q, k, v: [N, H]; pair b owns rows offsets[b]:offsets[b + 1]. Returns the context, [N, H].
+    q: [N, NH * HD]; k, v: [N, NKV * HD]; pair b owns rows offsets[b]:offsets[b + 1]. Returns the
+    context, [N, NH * HD]. NKV = kv_heads (default: num_heads); with fewer key/value heads than query
+    heads (grouped-query attention), query heads g * G .. g * G + G - 1 share key/value head g
+    (G = NH / NKV), as transformers' repeat_kv repeats them; here the G query heads are one product.
     window: None for global attention; w for a sliding window, where token i attends only the keys j
     with |i - j| <= w (ModernBERT's local layers): the scores are then computed for that band only.
-    first_only: q is [B, H], the query of each pair's first token alone; returns its context, [B, H].
+    causal: token i attends only the keys j <= i (a decoder); the keys after a block of queries are
+    never computed.
+    first_only / last_only: q is [B, NH * HD], the query of each pair's first / last token alone;
+    returns its context, [B, NH * HD].
     weights: (scores, scale) -> softmax(scores * scale); kernels.py passes its compiled one.
     """
-    N, H = k.shape
-    HD = H // num_heads
-    k, v = (t.reshape(N, num_heads, HD).transpose(1, 0, 2) for t in (k, v))  # [NH, N, HD] views
-    q = q.reshape(len(q), num_heads, HD).transpose(1, 0, 2)                   # [NH, N or B, HD] view
+    N = k.shape[0]
+    NKV = kv_heads or num_heads
+    G, HD = num_heads // NKV, k.shape[1] // NKV
+    k, v = (t.reshape(N, NKV, HD).transpose(1, 0, 2) for t in (k, v))      # [NKV, N, HD] views
+    q = q.reshape(len(q), num_heads, HD).transpose(1, 0, 2)                 # [NH, N or B, HD] view
     context = np.empty_like(q)
     scale = np.float32(HD ** -0.5)
+    one_query = first_only or last_only
     for b, (start, end) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
         T = end - start                                    # keys of the pair
-        queries = 1 if first_only else T                   # its queries: positions 0 .. queries - 1
-        rows = b if first_only else start                  # where they are in q and context
+        first = T - 1 if last_only else 0                  # the pair's queries: positions first .. last - 1
+        last = first + 1 if one_query else T
+        rows = b - first if one_query else start           # q's row of position i is rows + i
+        queries = last - first
         if window is None:
             block = max(1, min(queries, ATTENTION_BLOCK_ELEMENTS // (num_heads * T)))
         else:
@@ -87,15 +98,26 @@ def attention(q, k, v, offsets, num_heads, window=None, first_only=False, weight
             block = min(queries, max(64, 2 * window + 1))
             while block > 1 and num_heads * block * min(T, block + 2 * window) > ATTENTION_BLOCK_ELEMENTS:
                 block //= 2
-        for q0 in range(0, queries, block):
-            q1 = min(queries, q0 + block)
-            k0, k1 = (0, T) if window is None else (max(0, q0 - window), min(T, q1 + window))
-            scores = q[:, rows + q0:rows + q1] @ k[:, start + k0:start + k1].transpose(0, 2, 1)  # [NH, Tq, Tk]
-            if window is not None:
-                distance = np.abs(np.arange(q0, q1)[:, None] - np.arange(k0, k1)[None, :])    # [Tq, Tk]
-                scores[:, distance > window] = -np.inf                                        # weight exactly 0
-            np.matmul(weights(scores, scale), v[:, start + k0:start + k1], out=context[:, rows + q0:rows + q1])
-    return context.transpose(1, 0, 2).reshape(-1, H)  # [NH, N or B, HD] -> [N or B, H]
+        for q0 in range(first, last, block):
+            q1 = min(last, q0 + block)
+            k0 = 0 if window is None else max(0, q0 - window)
+            k1 = q1 if causal else T if window is None else min(T, q1 + window)
+            Tq, Tk = q1 - q0, k1 - k0
+            grouped = q[:, rows + q0:rows + q1].reshape(NKV, G * Tq, HD)                   # [NKV, G Tq, HD]
+            scores = grouped @ k[:, start + k0:start + k1].transpose(0, 2, 1)              # [NKV, G Tq, Tk]
+            if causal or window is not None:
+                i, j = np.arange(q0, q1)[:, None], np.arange(k0, k1)[None, :]               # [Tq, 1], [1, Tk]
+                masked = (j > i) if causal else np.abs(i - j) > window                      # [Tq, Tk]
+                if causal and window is not None:
+                    masked |= i - j > window
+                if masked.any():
+                    scores.reshape(NKV, G, Tq, Tk)[:, :, masked] = -np.inf                  # weight exactly 0
+            probs, values = weights(scores, scale), v[:, start + k0:start + k1]             # [NKV, G Tq, Tk]
+            if G == 1:  # written in place
+                np.matmul(probs, values, out=context[:, rows + q0:rows + q1])
+            else:
+                context[:, rows + q0:rows + q1] = (probs @ values).reshape(num_heads, Tq, HD)
+    return context.transpose(1, 0, 2).reshape(len(context[0]), -1)  # [NH, N or B, HD] -> [N or B, NH * HD]
 
 
 # erf for NumPy, which has none: erf(x) ~= x P(x^2) / Q(x^2) for |x| <= 3.95, and +-1 beyond
