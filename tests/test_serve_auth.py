@@ -11,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from test_serve import GOLDENS, Server, ThreadServer, sentence
+from test_serve import GOLDENS, MINILM, Server, ThreadServer, sentence
 from tokenizers import Tokenizer
 
+from minibert import SentenceEncoder
 from minibert.cli import main
 from minibert.models import Batch, forward
 from minibert.serve import create_app
@@ -186,9 +187,9 @@ def test_key_file_errors_name_the_file(tmp_path, capsys):
 # TEI's truncation_direction "left"
 
 
-def library_tokenizer(max_length=None, direction="right") -> Tokenizer:
-    """The tokenizers library's own tokenizer for tiny-l1's tokenizer.json (its baked-in padding off)."""
-    tokenizer = Tokenizer.from_file(str(TINY / "tokenizer.json"))
+def library_tokenizer(max_length=None, direction="right", model=TINY) -> Tokenizer:
+    """The tokenizers library's own tokenizer for the model's tokenizer.json (its baked-in padding off)."""
+    tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
     tokenizer.no_padding()
     if max_length is None:
         tokenizer.no_truncation()
@@ -250,6 +251,17 @@ def test_a_pass_mixing_directions_gives_each_input_its_own_scores(ce):
     alone = [backend.run([x])[0, 0] for x in mixed]
     assert np.abs(got - alone).max() <= 1e-5
     assert abs(got[0] - got[1]) > 1e-3
+
+
+def test_left_truncation_of_a_text_to_embed():
+    encoder = SentenceEncoder(MINILM, max_length=16)
+    backend = Backend(encoder)
+    text = "it starts here " + "filler words " * 10 + "and it ends there"
+    ids = backend.left_model.tokenizer.encode_texts([text])[0][0]
+    assert ids.tolist() == library_tokenizer(encoder.max_seq_length, "left", MINILM).encode(text).ids
+    left, right = backend.run([Left(text), text])
+    assert np.abs(right - encoder.encode([text], normalize=False)[0]).max() <= 1e-5
+    assert np.abs(left - right).max() > 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
