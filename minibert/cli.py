@@ -20,7 +20,7 @@ unreadable FILE, InputError, ConfigError, a bad trace file), 1 any other failure
 (ModelFormatError, other MinibertError, OSError) and, for
 `compare`, stages or tokens that diverge, 130 interrupted. Errors are
 one line on stderr: `minibert: error: ...`; with --skip-bad, each skipped line is one
-`minibert: skipped FILE, line N: ...` line.
+`minibert: skipped FILE, line N: ...` line. A usage error never shows a key (see `redact`).
 """
 
 import argparse
@@ -61,9 +61,13 @@ TRY_DEMO = ("; to try `minibert {command}` with no Hub, `minibert fetch " + PYPI
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv[1:]) and return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse has already printed the help, the version or the error
+    except UsageError as exc:
+        print(f"minibert: error: {redact(str(exc), argv)}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # argparse has already printed the help or the version
         return exc.code
     try:
         with warnings.catch_warnings():
@@ -247,12 +251,15 @@ def run_serve(args: argparse.Namespace, out) -> None:
     try:
         # starlette, uvicorn: the `serve` extra, loaded only for this command
         from minibert.serve import serve
+        from minibert.serve.auth import resolve_api_key
     except ImportError as exc:
         raise MinibertError(str(exc)) from None
+    api_key, key_source = resolve_api_key(args.api_key, args.api_key_file)
     note_if_demo(args.model)
     serve(args.model, host=args.host, port=args.port, threads=args.threads, model_id=args.model_id,
           max_client_batch_size=args.max_client_batch_size, max_batch_tokens=args.max_batch_tokens,
-          max_batch_requests=args.max_batch_requests, max_concurrent_requests=args.max_concurrent_requests)
+          max_batch_requests=args.max_batch_requests, max_concurrent_requests=args.max_concurrent_requests,
+          api_key=api_key, key_source=key_source, cors_allow_origins=args.cors_allow_origin)
 
 
 def model_directory(args: argparse.Namespace):
@@ -564,11 +571,41 @@ def _report(exc: BaseException, status: int) -> int:
 # Options
 
 
+class UsageError(Exception):
+    """A command line argparse refuses; main prints it as one line (redacted) with exit status 2."""
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, like the rest of minibert's errors."""
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"minibert: error: {message} (see '{self.prog} --help')\n")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+_SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def redact(message: str, argv: list[str]) -> str:
+    """message with every secret of the command line replaced by ***: the value of an option whose name
+    holds key, token, secret or password (but not a -file option, whose value is a path) or abbreviates
+    --api-key (argparse echoes an ambiguous abbreviation with its value), the value of any unknown
+    option argparse lists (it may be a misspelt --api-key), and MINIBERT_API_KEY's value."""
+    secrets = [os.environ.get("MINIBERT_API_KEY", "")]
+    for i, arg in enumerate(argv):
+        name, equals, value = arg.partition("=")
+        lowered = name.lower()
+        if name.startswith("--") and not name.endswith("-file") and (
+                any(w in lowered for w in _SECRET_WORDS) or (len(name) > 2 and "--api-key".startswith(lowered))):
+            secrets.append(value if equals else argv[i + 1] if i + 1 < len(argv) else "")
+    if message.startswith("unrecognized arguments: "):   # an unknown option's value may be a misspelt key's
+        extras = message[len("unrecognized arguments: "):].split(" (see '")[0].split(" ")
+        for option, following in zip(extras, [*extras[1:], ""]):
+            name, equals, value = option.partition("=")
+            if name.startswith("-"):
+                secrets.append(value if equals else "" if following.startswith("-") else following)
+    for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
 
 
 def positive_int(text: str) -> int:
@@ -703,9 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve", help="serve a reranker over HTTP (TEI's and Cohere's APIs)",
-        description="Serve the model over HTTP: TEI's POST /rerank, /predict, /embed, GET /info, /health, "
-                    "Cohere's (and Jina's) POST /v1/rerank, /v2/rerank, and GET /metrics. Concurrent requests "
-                    "share forward passes. Needs the serve extra (pip install 'minibert-ce[serve]'). Stops on "
+        description="Serve the model over HTTP: TEI's POST /rerank, /predict, /embed, /tokenize, /decode, GET "
+                    "/info, /health, Cohere's (and Jina's) POST /v1/rerank, /v2/rerank, and GET /metrics. Concurrent "
+                    "requests share forward passes. With an API key, every route but /health needs it. Needs the serve extra (pip install 'minibert-ce[serve]'). Stops on "
                     "SIGTERM or Ctrl-C after answering the requests in flight.")
     _add_model_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -717,6 +754,16 @@ def build_parser() -> argparse.ArgumentParser:
                                   ("--max-concurrent-requests", 512, "requests waiting or being scored; more get 429")):
         serve.add_argument(option, type=positive_int, default=default, metavar="N", help=f"{what} (default: {default})")
     serve.add_argument("--model-id", metavar="NAME", help="the model name /info reports (default: the folder's name)")
+    key = serve.add_mutually_exclusive_group()
+    key.add_argument("--api-key-file", metavar="PATH",
+                     help="require `Authorization: Bearer KEY` on every route but /health, KEY being this file's "
+                          "text (surrounding whitespace removed); a file keeps the key out of the process list")
+    key.add_argument("--api-key", metavar="KEY",
+                     help="the same with KEY given here (visible in the process list; default: the "
+                          "MINIBERT_API_KEY environment variable, none when unset)")
+    serve.add_argument("--cors-allow-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let web pages from ORIGIN (https://app.example.com, or *) call the server; "
+                            "repeat for several (default: none, CORS off)")
     serve.set_defaults(run=run_serve)
     return parser
 

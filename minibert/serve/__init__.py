@@ -7,10 +7,11 @@
 Needs the `serve` extra (starlette, uvicorn, prometheus_client); `import minibert` never imports
 this package. Layout: schemas.py (every request and response shape), routes.py (the routes,
 errors, log line, metrics), queue.py (the batching queue), backend.py (the model, through the
-public CrossEncoder / SentenceEncoder API).
+public CrossEncoder / SentenceEncoder API), auth.py (the API key and CORS).
 """
 
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
@@ -27,10 +28,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from minibert.runtime.cross_encoder import CrossEncoder
 from minibert.runtime.sentence_encoder import SentenceEncoder
+from minibert.serve.auth import RequireKey, check_api_key, check_origins
 from minibert.serve.backend import Backend
 from minibert.serve.routes import (
     ClientGone,
@@ -48,7 +51,8 @@ __all__ = ["create_app", "serve"]
 
 def create_app(model, *, model_id: str | None = None, max_client_batch_size: int = 32,
                max_batch_tokens: int = 16384, max_batch_requests: int = 32, max_concurrent_requests: int = 512,
-               payload_limit: int = 2_000_000, threads: int | None = None) -> Starlette:
+               payload_limit: int = 2_000_000, threads: int | None = None, api_key: str | None = None,
+               cors_allow_origins=()) -> Starlette:
     """The ASGI app serving `model`: a model directory (a sentence-transformers SentenceTransformer gives
     a sentence encoder, any other a cross-encoder, sentence-transformers' CrossEncoder chains included) or a
     loaded CrossEncoder / SentenceEncoder.
@@ -58,12 +62,18 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
     offline predict's batch; TEI's has no default), requests waiting or
     being scored (more get a 429), bytes per request body (more get a 413). threads: the cores a
     model loaded here scores on (CrossEncoder's threads).
+    api_key: every route but GET /health then needs `Authorization: Bearer <api_key>` (else 401).
+    cors_allow_origins: the browser origins ("https://app.example.com", or "*") allowed to call the
+    server from a page (CORS); none by default.
     """
     for name, value in (("max_client_batch_size", max_client_batch_size), ("max_batch_tokens", max_batch_tokens),
                         ("max_batch_requests", max_batch_requests),
                         ("max_concurrent_requests", max_concurrent_requests), ("payload_limit", payload_limit)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, found {value!r}")
+    if api_key is not None:
+        check_api_key(api_key)
+    origins = check_origins(cors_allow_origins)
     if isinstance(model, (CrossEncoder, SentenceEncoder)):
         backend = Backend(model, model_id)
     else:
@@ -90,13 +100,22 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
     app = Starlette(routes=[Route(path, endpoint, methods=methods) for path, endpoint, methods in routes],
                     exception_handlers={cls: error_response for cls in (HTTPError, ClientGone, HTTPException, Exception)},
                     lifespan=lifespan)
+    # Outermost last: the log line sees every request; CORS answers preflights before the key is asked for
+    # and puts its headers on 401s too.
+    if api_key is not None:
+        app.add_middleware(RequireKey, api_key=api_key)
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(LogRequests, service=service, routes={path for path, _, _ in routes})
     app.state.service = service
     return app
 
 
-def serve(model, host: str = "127.0.0.1", port: int = 8080, **options) -> None:
+def serve(model, host: str = "127.0.0.1", port: int = 8080, key_source: str = "", **options) -> None:
     """Load the model, listen on host:port (0: any free port) and serve until SIGTERM or Ctrl-C.
+
+    options: create_app's. key_source: where the api_key came from, for the log (never the key).
 
     Logs a line when listening, one per request, and one when stopped. On SIGTERM / SIGINT it
     stops accepting connections, answers the requests in flight, then returns (uvicorn then
@@ -114,6 +133,10 @@ def serve(model, host: str = "127.0.0.1", port: int = 8080, **options) -> None:
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     log.info("listening on http://%s:%d (model %s: %s, max input length %d tokens)", shown,
              sock.getsockname()[1], b.model_id, b.kind, b.max_input_length)
+    if options.get("api_key") is not None:
+        log.info("an API key is required on every route but /health (from %s)", key_source or "create_app")
+    elif not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+        log.info("no API key: anyone who can reach this address can use the server (see --api-key-file)")
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):

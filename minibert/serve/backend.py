@@ -1,23 +1,44 @@
 """The one place where the server touches the model: the public CrossEncoder / SentenceEncoder API.
 
-A Backend answers four questions for the routes and the queue: what kind of model this is
+A Backend answers these questions for the routes and the queue: what kind of model this is
 (reranker, classifier, embedding), how many tokens an input costs (and whether it would be
-truncated), the raw numbers of a list of inputs (logits [n, L] or embeddings [n, D]), and what
-/info says. Besides the public API it uses only the model's `tokenizer` (a PairTokenizer:
-encode_pairs / encode_texts, max_length, and the tokenizers.Tokenizer it wraps, copied without
-truncation to count an input's full length).
+truncated), the raw numbers of a list of inputs (logits [n, L] or embeddings [n, D]), what
+/info says, and TEI's /tokenize and /decode. Besides the public API it uses only the model's
+`tokenizer` (a PairTokenizer: encode_pairs / encode_texts, max_length, and the tokenizers.Tokenizer
+it wraps, copied without truncation to count an input's full length and for /tokenize, and copied
+with left truncation for TEI's `truncation_direction: "left"`).
+
+Left truncation, as TEI does it (core/src/tokenization.rs: the tokenizers library's longest_first
+truncation with direction Left): the budget is shared between the two sides exactly as for right
+truncation (the longer side loses tokens first), but each side loses its *first* tokens and keeps
+its last ones, the query too when it is the longer side. An input to score that way is wrapped in
+`Left`; the model then scores it with a shallow copy of itself whose tokenizer truncates on the left.
 """
 
+import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from minibert.formats.sentence_transformers import is_sentence_encoder
+from minibert.formats.tokenizer import PairTokenizer
 from minibert.runtime.cross_encoder import CrossEncoder
 from minibert.runtime.sentence_encoder import SentenceEncoder
 
 RERANKER, CLASSIFIER, EMBEDDING = "reranker", "classifier", "embedding"
+
+
+@dataclass(frozen=True)
+class Left:
+    """An input (a (query, passage) pair or a text) to be truncated on the left, as TEI's "left"."""
+    item: object
+
+
+def _unwrap(item):
+    return item.item if isinstance(item, Left) else item
 
 
 class Backend:
@@ -32,6 +53,7 @@ class Backend:
         self.max_input_length = model.max_seq_length if self.embedding else model.max_length
         self.max_batch_tokens = model.max_batch_tokens
         self._counter = None
+        self._left = None   # the model with a left-truncating tokenizer, made when first needed
 
     @classmethod
     def load(cls, path, model_id=None, max_batch_tokens=16384, threads=None) -> "Backend":
@@ -46,8 +68,10 @@ class Backend:
     def lengths(self, inputs: list, check_truncation: bool) -> tuple[list[int], list[bool] | None]:
         """(tokens of each input as it is scored, whether each one is truncated or None if not asked).
 
-        inputs: (query, passage) pairs for a cross-encoder, texts for a sentence encoder.
+        inputs: (query, passage) pairs for a cross-encoder, texts for a sentence encoder, each maybe
+        wrapped in Left (the count is the same: truncation keeps as many tokens on either side).
         """
+        inputs = [_unwrap(x) for x in inputs]
         tokenizer = self.model.tokenizer
         encoded = tokenizer.encode_texts(inputs) if self.embedding else tokenizer.encode_pairs(inputs)
         lengths = [len(ids) for ids, _ in encoded]
@@ -58,22 +82,70 @@ class Backend:
                          for n, x in zip(lengths, inputs)]
 
     def _full_length(self, item) -> int:
-        if self._counter is None:
-            from tokenizers import Tokenizer
-
-            self._counter = Tokenizer.from_str(self.model.tokenizer.tokenizer.to_str())
-            self._counter.no_truncation()
-            self._counter.no_padding()
         sides = (item,) if self.embedding else tuple(item)
-        return len(self._counter.encode(*sides, add_special_tokens=True).ids)
+        return len(self.counter.encode(*sides, add_special_tokens=True).ids)
+
+    @property
+    def counter(self) -> Tokenizer:
+        """The model's tokenizer without truncation (or padding)."""
+        if self._counter is None:
+            self._counter = _copy(self.model.tokenizer.tokenizer)
+        return self._counter
 
     def run(self, inputs: list) -> np.ndarray:
         """float32 logits [n, L] (cross-encoder) or embeddings [n, D] (sentence encoder, not normalized
-        beyond its own pipeline), in one forward pass when their tokens fit max_batch_tokens."""
+        beyond its own pipeline), in one forward pass when their tokens fit max_batch_tokens (two
+        when some inputs are truncated on the left and others on the right)."""
+        left = [i for i, x in enumerate(inputs) if isinstance(x, Left)]
+        if not left:
+            return self._run(self.model, inputs)
+        right = [i for i, x in enumerate(inputs) if not isinstance(x, Left)]
+        out = self._run(self.left_model, [inputs[i].item for i in left])
+        result = np.empty((len(inputs), out.shape[1]), dtype=out.dtype)
+        result[left] = out
+        if right:
+            result[right] = self._run(self.model, [inputs[i] for i in right])
+        return result
+
+    def _run(self, model, inputs: list) -> np.ndarray:
         if self.embedding:
-            return self.model.encode(inputs, batch_size=len(inputs), normalize=False)
-        logits = self.model.predict(inputs, batch_size=len(inputs))
-        return logits.reshape(len(inputs), -1)
+            return model.encode(inputs, batch_size=len(inputs), normalize=False)
+        return model.predict(inputs, batch_size=len(inputs)).reshape(len(inputs), -1)
+
+    @property
+    def left_model(self):
+        """The model, sharing its weights, with a tokenizer that truncates on the left (TEI's "left")."""
+        if self._left is None:
+            own = self.model.tokenizer
+            left = PairTokenizer(_copy(own.tokenizer), own.max_length, own.source, own.token_types, cuttable=False)
+            left.tokenizer.enable_truncation(own.max_length, strategy="longest_first", direction="left", stride=0)
+            self._left = copy.copy(self.model)
+            self._left.tokenizer = left
+        return self._left
+
+    def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[dict]]:
+        """TEI's /tokenize: per text, [{"id", "text", "special", "start", "stop"}], untruncated. start and
+        stop are UTF-8 byte offsets into the text and `text` those bytes (TEI's); a special token has
+        its token string as text and null offsets."""
+        out = []
+        for text, encoding in zip(texts, self.counter.encode_batch(texts, add_special_tokens=add_special_tokens)):
+            data = text.encode("utf-8")
+            ends = np.cumsum([0] + [len(c.encode("utf-8")) for c in text])   # char offset -> byte offset
+            tokens = []
+            for token_id, token, special, (start, stop) in zip(encoding.ids, encoding.tokens,
+                                                               encoding.special_tokens_mask, encoding.offsets):
+                if special:
+                    tokens.append({"id": token_id, "text": token, "special": True, "start": None, "stop": None})
+                else:
+                    start, stop = int(ends[start]), int(ends[stop])
+                    tokens.append({"id": token_id, "text": data[start:stop].decode("utf-8", errors="replace"),
+                                   "special": False, "start": start, "stop": stop})
+            out.append(tokens)
+        return out
+
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
+        """TEI's /decode: the text of each list of token ids."""
+        return self.counter.decode_batch(ids, skip_special_tokens=skip_special_tokens)
 
     def warm_up(self) -> None:
         self.run(["warm up"] if self.embedding else [("warm", "up")])
@@ -95,3 +167,11 @@ class Backend:
             return {EMBEDDING: {"pooling": "+".join(self.model.pipeline.pooling_modes)}}
         id2label = {str(i): label for i, label in self.id2label.items()}
         return {self.kind: {"id2label": id2label, "label2id": {label: int(i) for i, label in id2label.items()}}}
+
+
+def _copy(tokenizer: Tokenizer) -> Tokenizer:
+    """A copy of a tokenizers.Tokenizer without truncation or padding."""
+    out = Tokenizer.from_str(tokenizer.to_str())
+    out.no_truncation()
+    out.no_padding()
+    return out

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 import minibert.serve.schemas as schemas
 from minibert.errors import MinibertError, NumericalError
-from minibert.serve.backend import CLASSIFIER, EMBEDDING, RERANKER, Backend
+from minibert.serve.backend import CLASSIFIER, EMBEDDING, RERANKER, Backend, Left
 from minibert.serve.queue import Batcher, Pass
 from minibert.serve.schemas import (
     BACKEND,
@@ -134,18 +134,16 @@ class Service:
                       where: str = "inputs") -> tuple[np.ndarray, int]:
         """(the model's array for inputs [n, ...], tokens scored), through the shared queue."""
         request.scope["state"]["minibert_inputs"] = len(inputs)
-        check = not truncate or direction == "left"
         try:
-            lengths, truncated = await asyncio.to_thread(self.backend.lengths, inputs, check)
+            lengths, truncated = await asyncio.to_thread(self.backend.lengths, inputs, not truncate)
         except MinibertError as exc:
             raise HTTPError(422, TOKENIZER, str(exc)) from None
         if truncated and any(truncated):
             i, limit = truncated.index(True), self.backend.max_input_length
-            if not truncate:
-                raise HTTPError(413, VALIDATION, f"`{where}[{i}]` is longer than the model's max_input_length of "
-                                                 f"{limit} tokens and truncate is false")
-            raise schemas.invalid(f"`{where}[{i}]` is longer than the model's max_input_length of {limit} tokens; "
-                                  "minibert truncates the end (truncation_direction \"right\") only")
+            raise HTTPError(413, VALIDATION, f"`{where}[{i}]` is longer than the model's max_input_length of "
+                                             f"{limit} tokens and truncate is false")
+        if direction == "left":
+            inputs = [Left(x) for x in inputs]
         job = self.batcher.submit(inputs, lengths)
         return await self._answer(request, job), sum(lengths)
 
@@ -246,6 +244,16 @@ def make_routes(service: Service):
             return JSONResponse(schemas.cohere_response(req, sigmoid(logits[:, 0]), version, tokens))
         return cohere_rerank
 
+    async def tokenize(request):
+        req = schemas.parse_tokenize(await service.body(request), limits)
+        request.scope["state"].update(minibert_inputs=len(req.inputs), minibert_unit="texts")
+        return JSONResponse(await asyncio.to_thread(service.backend.tokenize, req.inputs, req.add_special_tokens))
+
+    async def decode(request):
+        req = schemas.parse_decode(await service.body(request), limits)
+        request.scope["state"].update(minibert_inputs=len(req.ids), minibert_unit="texts")
+        return JSONResponse(await asyncio.to_thread(service.backend.decode, req.ids, req.skip_special_tokens))
+
     async def info(request):
         b = service.backend
         return JSONResponse(schemas.info_response(
@@ -264,6 +272,8 @@ def make_routes(service: Service):
         ("/rerank", rerank, ["POST"]),
         ("/predict", predict, ["POST"]),
         ("/embed", embed, ["POST"]),
+        ("/tokenize", tokenize, ["POST"]),
+        ("/decode", decode, ["POST"]),
         ("/v1/rerank", cohere("1"), ["POST"]),
         ("/v2/rerank", cohere("2"), ["POST"]),
         ("/info", info, ["GET"]),

@@ -2,7 +2,7 @@
 
 Two families of routes:
 - text-embeddings-inference (TEI, `router/src/http/types.rs`): POST /rerank, /embed, /predict,
-  GET /info, /health. Same field names, same defaults (`truncate` absent or null means the
+  /tokenize, /decode, GET /info, /health. Same field names, same defaults (`truncate` absent or null means the
   server's auto-truncate, which is on; `truncation_direction` "right"; `normalize` true).
 - Cohere's rerank API, which Jina and many SDKs mirror: POST /v1/rerank, /v2/rerank.
 
@@ -220,6 +220,52 @@ def parse_embed(body: dict, limits: Limits) -> EmbedRequest:
     if body.get("prompt_name") is not None:
         raise invalid("`prompt_name` is not supported: minibert's sentence encoders apply no prompts")
     return EmbedRequest(items, truncate, direction, flag(body, "normalize", True), count(body, "dimensions"))
+
+
+@dataclass(frozen=True)
+class TokenizeRequest:
+    """POST /tokenize (TEI): the tokens of each text, untruncated (TEI's TokenizeInput: a string or an array)."""
+    inputs: list[str]
+    add_special_tokens: bool = True      # TEI's default
+
+
+def parse_tokenize(body: dict, limits: Limits) -> TokenizeRequest:
+    inputs = required(body, "inputs")
+    items = [text(inputs, "`inputs`")] if isinstance(inputs, str) else texts(inputs, "inputs", limits)
+    if body.get("prompt_name") is not None:
+        raise invalid("`prompt_name` is not supported: minibert's server applies no prompts")
+    return TokenizeRequest(items, flag(body, "add_special_tokens", True))
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """POST /decode (TEI): the text of token ids, one list ([id, ...]) or several ([[id, ...], ...])."""
+    ids: list[list[int]]
+    skip_special_tokens: bool = True     # TEI's default
+
+
+def parse_decode(body: dict, limits: Limits) -> DecodeRequest:
+    ids = required(body, "ids")
+    if not isinstance(ids, list):
+        raise invalid(f"`ids` must be an array of token ids or an array of them, found {_json_type(ids)}")
+    single = not ids or not isinstance(ids[0], list)
+    batch = [ids] if single else ids
+    if not single:
+        check_count(len(batch), "ids", limits)
+    lists = [_token_ids(item, "`ids`" if single else f"`ids[{i}]`") for i, item in enumerate(batch)]
+    return DecodeRequest(lists, flag(body, "skip_special_tokens", True))
+
+
+def _token_ids(value, where: str) -> list[int]:
+    """A non-empty array of token ids (TEI's u32)."""
+    if not isinstance(value, list):
+        raise invalid(f"{where} must be an array of token ids, found {_json_type(value)}")
+    if not value:
+        raise HTTPError(422, EMPTY, f"{where} cannot be empty")
+    for i, token in enumerate(value):
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < 2 ** 32:
+            raise invalid(f"{where}[{i}] must be a token id (an integer from 0 to 2^32 - 1), found {json.dumps(token)}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
