@@ -50,18 +50,25 @@ def custom_code(name: str) -> bool:
     return "auto_map" in json.loads((GOLDENS / name / "config.json").read_text(encoding="utf-8"))
 
 
+def encoder_chain(name: str) -> bool:
+    """Can the fixture's model be an encoder chain's Transformer: in transformers (custom code needs
+    trust_remote_code) and an encoder (a decoder reranker's chain is Transformer(text-generation) + LogitScore:
+    tests/parity/test_qwen3.py)?"""
+    return not custom_code(name) and not family_of(load_config(GOLDENS / name)).decoder
+
+
 def first_fixture_of_each_family() -> list[str]:
-    """One golden model fixture per family the registry holds whose model is in transformers (CamemBERT,
+    """One golden model fixture per encoder family the registry holds whose model is in transformers (CamemBERT,
     RoBERTa's model, has none; a family of custom code cannot be built into a chain here)."""
     chosen = {}
     for name in MODELS:
-        if not custom_code(name):
+        if encoder_chain(name):
             chosen.setdefault(family_of(load_config(GOLDENS / name)).name, name)
     return sorted(chosen.values())
 
 
 BACKBONES = first_fixture_of_each_family()
-IN_TRANSFORMERS = {family_of(load_config(GOLDENS / n)).name for n in MODELS if not custom_code(n)}
+IN_TRANSFORMERS = {family_of(load_config(GOLDENS / n)).name for n in MODELS if encoder_chain(n)}
 
 
 def pairs_of(name: str) -> list[tuple[str, str]]:

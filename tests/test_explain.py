@@ -20,7 +20,9 @@ import pytest
 
 from minibert import CrossEncoder, TruncationWarning
 from minibert.cli import main
+from minibert.models import family_of
 from minibert.oracle.explain import explain, format_html, format_text
+from minibert.runtime.load import load_config
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 TOOLS = Path(__file__).parent.parent / "tools"
@@ -170,8 +172,11 @@ def test_html_renders_in_chromium(tmp_path):
 # every family: the text and the page, and the attention shown is the attention transformers computes
 
 
-# Every golden model fixture: every family's model (tests/test_first_only.py checks that they cover them all).
-FAMILY_MODELS = sorted(p.parent.name for p in GOLDENS.glob("*/golden.npz"))
+# Every golden model fixture: every family's model (tests/test_first_only.py checks that they cover them all), but
+# the decoder rerankers', whose explain is not implemented yet (refused: test_a_decoder_is_refused_in_one_line).
+MODELS = sorted(p.parent.name for p in GOLDENS.glob("*/golden.npz"))
+DECODERS = [name for name in MODELS if family_of(load_config(GOLDENS / name)).decoder]
+FAMILY_MODELS = [name for name in MODELS if name not in DECODERS]
 
 
 def custom_code(name) -> bool:
@@ -216,3 +221,10 @@ def test_every_family(tmp_path, name):
     for layer in range(layers):
         cells = np.array(page.cells[f"attention-layer-{layer}"]).reshape(-1, T)   # heads, then their mean
         np.testing.assert_allclose(cells[:-1], e.attention[layer], atol=5e-5)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_a_decoder_is_refused_in_one_line(name):
+    status, text, err = run_cli("explain", "--model", GOLDENS / name, "--query", QUERY, "--passage", PASSAGE)
+    assert status == 2 and not text
+    assert "not implemented yet" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

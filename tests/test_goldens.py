@@ -27,7 +27,9 @@ from op_sets import OP_SETS
 
 from minibert import CrossEncoder
 from minibert.models import Batch, forward
+from minibert.models.chain import Chain
 from minibert.models.params import LayerNorm
+from minibert.models.qwen3 import RMSNorm
 
 # The golden pairs include ones longer than max_length on purpose: their truncation is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")
@@ -390,15 +392,17 @@ def test_comparator_finds_a_planted_error():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_planted_model_error_fails_the_right_stage(name):
-    """Zero the last layer's last LayerNorm weight (in memory): earlier stages still pass,
-    that layer and everything after it fail, and the message names the stage."""
+    """Zero the last layer's last norm weight (a LayerNorm, a decoder's RMSNorm; in memory): earlier stages
+    still pass, that layer and everything after it fail, and the message names the stage."""
     golden = load_golden(name)
     ce = load_model(name, "numpy")
-    last = ce.params.layers[-1]
-    norm = [f.name for f in dataclasses.fields(last) if isinstance(getattr(last, f.name), LayerNorm)][-1]
+    model = ce.params.encoder if isinstance(ce.params, Chain) else ce.params   # a chain's encoder holds the layers
+    last = model.layers[-1]
+    norm = [f.name for f in dataclasses.fields(last) if isinstance(getattr(last, f.name), (LayerNorm, RMSNorm))][-1]
     broken = dataclasses.replace(getattr(last, norm), weight=np.zeros_like(getattr(last, norm).weight))
     broken_last = dataclasses.replace(last, **{norm: broken})
-    params = dataclasses.replace(ce.params, layers=(*ce.params.layers[:-1], broken_last))
+    model = dataclasses.replace(model, layers=(*model.layers[:-1], broken_last))
+    params = dataclasses.replace(ce.params, encoder=model) if isinstance(ce.params, Chain) else model
     _, stages = forward(params, ce.config, golden.batch(), ops=ce.ops, return_stages=True)
     ok = {s: stage_comparison(golden, stages, s).ok for s in golden.stages}
     L = golden.meta["config"]["num_hidden_layers"]

@@ -260,3 +260,15 @@ def test_causal_grouped_query_attention_is_the_definition(monkeypatch, window, b
     last = offsets[1:] - 1
     at_last = ops.attention(q[last], k, v, offsets, 6, window=window, kv_heads=kv_heads, causal=True, last_only=True)
     np.testing.assert_allclose(at_last, got[last], atol=1e-6, rtol=1e-6)
+
+
+def test_swiglu_is_silu_of_the_gate_times_up():
+    """SiLU(gate) * up against the float64 definition, at large magnitudes too (no overflow in exp)."""
+    rng = np.random.default_rng(3)
+    gate = np.concatenate([rng.standard_normal(200) * 4, [-100.0, -30.0, 0.0, 30.0, 100.0]]).astype(np.float32)
+    up = rng.standard_normal(len(gate)).astype(np.float32)
+    g = gate.astype(np.float64)
+    want = g / (1 + np.exp(-g)) * up
+    got = ops.swiglu(gate, up)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30)

@@ -34,8 +34,11 @@ from minibert.formats.config import read_json, read_json_object
 
 SENTENCE_TRANSFORMER, CROSS_ENCODER = "SentenceTransformer", "CrossEncoder"
 FEATURE_EXTRACTION, SEQUENCE_CLASSIFICATION = "feature-extraction", "sequence-classification"
+TEXT_GENERATION = "text-generation"
 # The feature-dict entries the modules pass along.
 TOKEN_EMBEDDINGS, SENTENCE_EMBEDDING, SCORES = "token_embeddings", "sentence_embedding", "scores"
+CAUSAL_LOGITS = "causal_logits"   # a text-generation Transformer's next-token logits at the last position
+MESSAGE_FORMATS = ("flat", "structured")   # a chat message's content: the text, or [{"type": "text", ...}]
 
 # sentence-transformers' pooling mode names.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -102,6 +105,20 @@ class Dropout:
 
 
 @dataclass(frozen=True)
+class LogitScore:
+    """A decoder reranker's score from the next-token logits at the last position: logit(true) - logit(false),
+    or logit(true) alone when there is no false token (cross_encoder/modules/logit_score.py)."""
+    name: str
+    true_token_id: int
+    false_token_id: int | None
+    source: str
+
+    @property
+    def token_ids(self) -> tuple[int, ...]:
+        return (self.true_token_id,) if self.false_token_id is None else (self.true_token_id, self.false_token_id)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """What a sentence-transformers directory asks for, read and validated at load."""
     model_type: str                 # SENTENCE_TRANSFORMER or CROSS_ENCODER
@@ -115,6 +132,9 @@ class Pipeline:
     activation_fn: str | None       # CrossEncoder: the activation it stores (one of ACTIVATIONS), if any
     truncate_dim: int | None        # SentenceTransformer: keep the first truncate_dim dimensions
     source: str                     # modules.json (or a description of the default), for messages
+    # A pair goes through the tokenizer's chat template as query / document messages (formats/chat.py) in this
+    # message format ("flat" or "structured"); None: the tokenizer's own pair template.
+    message_format: str | None = None
 
     @property
     def pooling(self) -> Pooling | None:
@@ -177,11 +197,11 @@ def read_pipeline(model_dir: str | Path, *, cross_encoder: bool) -> Pipeline | N
         raise ModelFormatError(f"{modules_path}: the first module must be a sentence-transformers Transformer, found "
                                f"{show(transformer.get('type', 'nothing'))}")
     encoder_dir = model_dir / transformer["path"]
-    task, max_seq_length, do_lower_case = _read_transformer_config(encoder_dir)
+    task, max_seq_length, do_lower_case, message_format = _read_transformer_config(encoder_dir)
     modules = tuple(_read_module(model_dir, kind, entry, modules_path) for kind, entry in entries[1:])
     extras = _read_model_config(model_dir / "config_sentence_transformers.json", model_type)
     pipeline = Pipeline(model_type, encoder_dir, task, modules, max_seq_length, do_lower_case, **extras,
-                        source=str(modules_path))
+                        source=str(modules_path), message_format=message_format)
     _check_chain(pipeline)
     return pipeline
 
@@ -267,13 +287,43 @@ def _read_module(model_dir: Path, kind: str, entry: dict, modules_path: Path):
         return Normalize(name) if kind == "Normalize" else Dropout(name)
     if kind == "Dense":
         return _read_dense(folder, name)
+    if kind == "LogitScore":
+        return _read_logit_score(folder, name)
     if kind == "LayerNorm":
         raw = _module_config(folder, where)
         return LayerNorm(name, _positive_int(raw, "dimension", folder / "config.json"), _weights(folder, where),
                          str(folder / "config.json"))
     raise ModelFormatError(f"{where}: minibert runs the sentence-transformers modules Transformer, Pooling, Dense, "
-                           "LayerNorm, Normalize and Dropout" + (" (a Router, routing inputs between sub-modules, "
+                           "LayerNorm, Normalize, Dropout and LogitScore" + (" (a Router, routing inputs between sub-modules, "
                                                                  "is not implemented)" if kind == "Router" else ""))
+
+
+def _read_logit_score(folder: Path, name: str) -> LogitScore:
+    path = folder / "config.json"
+    raw = _module_config(folder, f"module {name!r} (LogitScore)")
+    true_id, false_id = raw.get("true_token_id"), raw.get("false_token_id")
+    if isinstance(true_id, bool) or not isinstance(true_id, int) or true_id < 0:
+        raise ConfigError(f"{path}: field 'true_token_id' must be a token id, found {show(true_id)}")
+    if false_id is not None and (isinstance(false_id, bool) or not isinstance(false_id, int) or false_id < 0):
+        raise ConfigError(f"{path}: field 'false_token_id' must be a token id or null, found {show(false_id)}")
+    if raw.get("module_input_name", CAUSAL_LOGITS) != CAUSAL_LOGITS:
+        raise ConfigError(f"{path}: field 'module_input_name' is {show(raw['module_input_name'])}; minibert's "
+                          f"LogitScore reads the Transformer's {CAUSAL_LOGITS!r}")
+    return LogitScore(name, true_id, false_id, str(path))
+
+
+def causal_reranker(model_dir: Path, true_token_id: int | None, false_token_id: int | None) -> Pipeline:
+    """What sentence-transformers' CrossEncoder makes of a directory without modules.json whose model is a
+    *ForCausalLM: a text-generation Transformer (its chat template, if the tokenizer has one) and a LogitScore of
+    the tokens "yes" and "no", whose ids the caller looked up in the vocabulary (None: not in it)."""
+    if true_token_id is None or false_token_id is None:
+        raise ConfigError(f"{model_dir}: a *ForCausalLM directory without modules.json is scored, as "
+                          "sentence-transformers scores it, from the logits of the tokens 'yes' and 'no', but "
+                          "the tokenizer has no such token; save the model with a LogitScore module that names "
+                          "its tokens")
+    source = f"{model_dir} (no modules.json, a *ForCausalLM: LogitScore('yes', 'no'), as sentence-transformers)"
+    return Pipeline(CROSS_ENCODER, model_dir, TEXT_GENERATION, (LogitScore("logit_score", true_token_id,
+                    false_token_id, source),), None, False, {}, None, None, None, source)
 
 
 def _read_dense(folder: Path, name: str) -> Dense:
@@ -370,21 +420,22 @@ def read_pooling_config(path: Path) -> tuple[tuple[str, ...], bool, int | None]:
 
 # What each task's Transformer hands the chain, as sentence_bert_config.json's modality_config and
 # module_output_name say it (the defaults of sentence-transformers 6 when the file leaves them out).
-_TASK_OUTPUTS = {FEATURE_EXTRACTION: ("last_hidden_state", TOKEN_EMBEDDINGS), SEQUENCE_CLASSIFICATION: ("logits", SCORES)}
+_TASK_OUTPUTS = {FEATURE_EXTRACTION: ("last_hidden_state", TOKEN_EMBEDDINGS), SEQUENCE_CLASSIFICATION: ("logits", SCORES),
+                 TEXT_GENERATION: ("logits", CAUSAL_LOGITS)}
 
 
-def _read_transformer_config(encoder_dir: Path) -> tuple[str, int | None, bool]:
-    """(task, max_seq_length, do_lower_case) from sentence_bert_config.json (or an older name of it);
-    (feature-extraction, None, False) without one."""
+def _read_transformer_config(encoder_dir: Path) -> tuple[str, int | None, bool, str | None]:
+    """(task, max_seq_length, do_lower_case, message format) from sentence_bert_config.json (or an older name of
+    it); (feature-extraction, None, False, None) without one."""
     path = next((encoder_dir / name for name in _TRANSFORMER_CONFIG_FILES if (encoder_dir / name).is_file()), None)
     if path is None:
-        return FEATURE_EXTRACTION, None, False
+        return FEATURE_EXTRACTION, None, False, None
     raw = read_json_object(path, ConfigError)
     task = raw.get("transformer_task", FEATURE_EXTRACTION)
     if task not in _TASK_OUTPUTS:
         raise ConfigError(f"{path}: transformer_task is {show(task)}; minibert runs the Transformer tasks "
                           f"{', '.join(map(repr, _TASK_OUTPUTS))}")
-    _check_modalities(raw, task, path)
+    message_format = _check_modalities(raw, task, path)
     for key in ("tokenizer_args", "processor_kwargs", "processing_kwargs"):
         settings = raw.get(key) or {}
         if not isinstance(settings, dict):
@@ -400,23 +451,33 @@ def _read_transformer_config(encoder_dir: Path) -> tuple[str, int | None, bool]:
     do_lower_case = raw.get("do_lower_case", False)
     if not isinstance(do_lower_case, bool):
         raise ConfigError(f"{path}: field 'do_lower_case' must be true or false, found {do_lower_case!r}")
-    return task, max_seq_length, do_lower_case
+    return task, max_seq_length, do_lower_case, message_format
 
 
-def _check_modalities(raw: dict, task: str, path: Path) -> None:
-    """Text in, the task's own output out: anything else (a chat template's message modality, images, another
-    output) is named."""
+def _check_modalities(raw: dict, task: str, path: Path) -> str | None:
+    """Text in, the task's own output out, and a chat template's 'message' modality for a text-generation
+    Transformer (its message format returned; None without one): anything else (images, another output) is
+    named."""
     method_output, module_output = _TASK_OUTPUTS[task]
     modalities = raw.get("modality_config", {"text": {"method": "forward", "method_output_name": method_output}})
-    text = modalities.get("text") if isinstance(modalities, dict) else None
-    if not isinstance(text, dict) or set(modalities) != {"text"} or text.get("method", "forward") != "forward" \
-            or text.get("method_output_name", method_output) != method_output:
+    allowed = {"text", "message"} if task == TEXT_GENERATION else {"text"}
+    entries = modalities.values() if isinstance(modalities, dict) else ()
+    if not isinstance(modalities, dict) or "text" not in modalities or not set(modalities) <= allowed \
+            or not all(isinstance(e, dict) and e.get("method", "forward") == "forward"
+                       and e.get("method_output_name", method_output) == method_output for e in entries):
         raise ConfigError(f"{path}: field 'modality_config' is {show(modalities)}; minibert runs text through the "
-                          f"model's forward, reading {method_output!r} (a chat template's 'message' modality is "
-                          "not implemented)")
+                          f"model's forward, reading {method_output!r} (a chat template's 'message' modality "
+                          f"for a {TEXT_GENERATION!r} Transformer only)")
     if raw.get("module_output_name", module_output) != module_output:
         raise ConfigError(f"{path}: field 'module_output_name' is {show(raw['module_output_name'])}; the "
                           f"{task} Transformer writes {module_output!r}")
+    if "message" not in modalities:
+        return None
+    message_format = modalities["message"].get("format", "structured")
+    if message_format not in MESSAGE_FORMATS:
+        raise ConfigError(f"{path}: modality_config's message format is {show(message_format)}; sentence-transformers "
+                          f"writes {' or '.join(map(repr, MESSAGE_FORMATS))}")
+    return message_format
 
 
 def _read_model_config(path: Path, model_type: str) -> dict:
@@ -448,6 +509,14 @@ def _check_chain(p: Pipeline) -> None:
                                    f"{SEQUENCE_CLASSIFICATION!r}: a Transformer that makes the scores itself is read "
                                    "as a CrossEncoder's only module")
         return
+    if p.task == TEXT_GENERATION:
+        if p.model_type != CROSS_ENCODER or len(p.modules) != 1 or not isinstance(p.modules[0], LogitScore):
+            raise ModelFormatError(f"{p.source}: a {TEXT_GENERATION!r} Transformer is read as a CrossEncoder "
+                                   "followed by one LogitScore module (a decoder reranker)")
+        return
+    if any(isinstance(m, LogitScore) for m in p.modules):
+        raise ModelFormatError(f"{p.source}: a LogitScore module reads a {TEXT_GENERATION!r} Transformer's "
+                               f"{CAUSAL_LOGITS!r}; this Transformer's task is {p.task!r}")
     produced = TOKEN_EMBEDDINGS
     for module in p.modules:
         if produced == SCORES:

@@ -68,6 +68,8 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + os.sep   # minibert
 
 
 class PairTokenizer:
+    prompt_as_message = False   # a prompt goes before the query (formats/chat.py puts it in a system message)
+
     def __init__(self, tokenizer: Tokenizer, max_length: int, source: str, token_types: bool = True,
                  cuttable: bool = True):
         self.tokenizer = tokenizer

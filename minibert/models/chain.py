@@ -54,6 +54,8 @@ def skeleton(module, width: int):
 
 def output_width(module, width: int) -> int:
     """The width of a module's output, given its input's."""
+    if isinstance(module, st.LogitScore):
+        return 1
     if isinstance(module, st.Pooling):
         return len(module.modes) * width
     return module.out_features if isinstance(module, st.Dense) else width
@@ -67,7 +69,8 @@ def reads_first_token_only(chain: Chain) -> bool:
 
 def stage_name(module) -> str:
     """A module's output is a stage named by its folder ("2_Dense"); the scores are the `logits`."""
-    return "logits" if isinstance(module, st.Dense) and module.output == st.SCORES else module.name
+    writes_scores = isinstance(module, st.LogitScore) or isinstance(module, st.Dense) and module.output == st.SCORES
+    return "logits" if writes_scores else module.name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,11 +114,26 @@ def run_module(module, p, x, batch, ops, first_tokens=False):
     return x                                                        # Dropout: the identity at inference
 
 
+def logit_score(module: st.LogitScore, rows, last, ops):
+    """sentence-transformers' LogitScore: [B, H] hidden states at each pair's last token -> [B, 1] scores,
+    logit(true) - logit(false) (the log-odds), or logit(true) alone. rows: the language-model head's rows of
+    those tokens, [K, H]: the other rows of the vocabulary are never computed."""
+    logits = last @ rows.T                                              # [B, K]
+    return logits[:, :1] - logits[:, 1:] if module.false_token_id is not None else logits   # [B, 1]
+
+
 def forward(family: Family, params: Chain, config, batch, ops, return_stages=False):
     """The encoder, then every module: the last module's output [B, D] (a cross-encoder's: its logits [B, L]);
     with return_stages, also every stage. With cls pooling the encoder's last layer computes each pair's first
     token alone (as the families' own heads do)."""
     stages = {} if return_stages else None
+    first = params.modules[0] if params.modules else (None, None)
+    if isinstance(first[0], st.LogitScore):   # a decoder reranker: the last token, then a few logits
+        last = family.encoder(params.encoder, config, batch, ops, stages, last_only=True)   # [B, H]
+        scores = logit_score(*first, last, ops)                                              # [B, 1]
+        if stages is not None:
+            stages["last_token"], stages["logits"] = last, scores
+        return scores if stages is None else (scores, stages)
     first_only = reads_first_token_only(params)
     x = family.encoder(params.encoder, config, batch, ops, stages, first_only=first_only)   # [N, H]; cls: [B, H]
     for module, p in params.modules:

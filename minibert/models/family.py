@@ -22,7 +22,7 @@ _keys_to_ignore_on_load_unexpected), a Family holds:
 from dataclasses import dataclass
 from typing import Callable
 
-FIRST, ALL = "first", "all"   # what a head reads: each pair's first token, or every token
+FIRST, ALL, LAST = "first", "all", "last"   # what a head reads: each pair's first token, every token, its last token
 
 
 def with_stages(logits, stages: dict | None, head_stage: str, head):
@@ -70,8 +70,8 @@ class Family:
     # Substrings of checkpoint keys that transformers drops without a word when the model has no such
     # tensor (the class's _keys_to_ignore_on_load_unexpected).
     ignored_unexpected: tuple[str, ...] = ()
-    # (config) -> FIRST or ALL: the tokens of the last layer the head reads. FIRST lets the last layer
-    # compute those rows alone.
+    # (config) -> FIRST, ALL or LAST (a decoder's): the tokens of the last layer the head reads. FIRST and LAST let
+    # the last layer compute those rows alone.
     head_reads: Callable = first_token_head
     # (input_ids [N], offsets [B + 1], pad_token_id) -> positions [N], for a family whose position ids
     # are not 0, 1, 2, ... within each pair (the RoBERTa family's start at padding_idx + 1); None: 0, 1, 2, ...
@@ -87,3 +87,9 @@ class Family:
     # has no model_type; such a config.json with an auto_map no family lists is read as BERT's, as every config.json
     # without a model_type is. The family's Config then has model_type "" and is known by its class (family_of).
     auto_configs: tuple[str, ...] = ()
+    # A decoder reranker (Qwen3): a pair is one conversation rendered through the tokenizer's chat template
+    # (minibert/formats/chat.py), the head reads each pair's last token (encoder(..., last_only=True) gives those
+    # rows, [B, H]), and a *ForCausalLM is scored from a few rows of its language-model head (sentence-transformers'
+    # LogitScore): lm_head_rows(tensors, config, token_ids) -> [K, H], read from the checkpoint's tensors.
+    decoder: bool = False
+    lm_head_rows: Callable | None = None

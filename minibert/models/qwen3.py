@@ -20,9 +20,9 @@ How a decoder differs from the encoders, and where:
   language model reads a few rows of lm_head there (the logits of "yes" and "no", say): `token_logits`.
   Either way the last layer is computed for that one token only.
 
-Not yet in the registry (FAMILIES): a CrossEncoder cannot load a Qwen3 reranker until its input (the chat
-template, rendered as sentence-transformers renders a pair) and sentence-transformers' LogitScore module are
-read too. Until then `forward` and `token_logits` are called directly on token ids (tests/test_qwen3.py).
+The input is a conversation: minibert/formats/chat.py renders each pair through the tokenizer's chat
+template, as sentence-transformers 6 does. A *ForCausalLM reranker's score (sentence-transformers'
+LogitScore: logit("yes") - logit("no"), say) is models/chain.py's, from `lm_head_rows`.
 
 Stages (return_stages), as transformers' output_hidden_states gives them: `embeddings`, `layer_0` ...
 `layer_{L-1}` (the last after the final norm, as transformers' hidden_states[-1]), then `last_token`
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minibert.errors import ConfigError, show
+from minibert.errors import ConfigError, ModelFormatError, show
 from minibert.formats.config import (
     HFConfig,
     check_choice,
@@ -42,7 +42,7 @@ from minibert.formats.config import (
     check_token_id,
     is_positive_finite,
 )
-from minibert.models.family import Family, with_stages
+from minibert.models.family import LAST, Family, with_stages
 from minibert.models.params import Linear, Spec, linear_spec
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -226,12 +226,6 @@ def head_norm(p: RMSNorm, x, heads: int, c: Qwen3Config):
     return rms_norm(p, x.reshape(n, heads, c.head_dim), c).reshape(n, heads * c.head_dim)
 
 
-def silu(x):
-    """x * sigmoid(x), elementwise (torch's SiLU); exp of -|x| only, so it cannot overflow."""
-    e = np.exp(-np.abs(x))                                          # in (0, 1]
-    return x * np.where(x >= 0, np.float32(1.0) / (np.float32(1.0) + e), e / (np.float32(1.0) + e))
-
-
 def attention(p: DecoderLayer, c: Qwen3Config, x, offsets, rotary, window, ops, last_only=False):
     """[N, H] -> [N, H]; with last_only, at each pair's last token only, [B, H] (see decoder)."""
     NH, NKV = c.num_attention_heads, c.num_key_value_heads
@@ -251,7 +245,8 @@ def attention(p: DecoderLayer, c: Qwen3Config, x, offsets, rotary, window, ops, 
 
 
 def mlp(p: DecoderLayer, x, ops):
-    return linear(p.down, silu(linear(p.gate, x, ops)) * linear(p.up, x, ops), ops)   # [n, H] -> [n, I] -> [n, H]
+    h = ops.swiglu(linear(p.gate, x, ops), linear(p.up, x, ops))   # SiLU(gate(x)) * up(x): [n, H] -> [n, I]
+    return linear(p.down, h, ops)                                   # [n, I] -> [n, H]
 
 
 def decoder_layer(p: DecoderLayer, c: Qwen3Config, x, offsets, rotary, window, ops, last_only=False):
@@ -315,15 +310,34 @@ def token_logits(params: Qwen3Params, c: Qwen3Config, batch, token_ids, ops, ret
     return with_stages(logits, stages, HEAD_STAGE, last)
 
 
-def encoder(params: Qwen3Params, c: Qwen3Config, batch, ops, stages=None, first_only=False):
-    """The Family contract's encoder: every token's last hidden state, [N, H] (a decoder has no first-token
-    shortcut: its head reads the last token)."""
-    return decoder(params, c, batch, ops, stages)
+def encoder(params: Qwen3Params, c: Qwen3Config, batch, ops, stages=None, first_only=False, last_only=False):
+    """The Family contract's encoder: every token's last hidden state, [N, H]; with last_only, each pair's last
+    token's, [B, H] (what a decoder's head reads). A decoder has no first-token shortcut: first_only is refused."""
+    if first_only:
+        raise ValueError("a decoder's head reads the last token, not the first")
+    return decoder(params, c, batch, ops, stages, last_only=last_only)
+
+
+def lm_head_rows(tensors: dict, c: Qwen3Config, token_ids) -> np.ndarray:
+    """Rows `token_ids` of Qwen3ForCausalLM's lm_head, [K, H] float32: lm_head.weight, or with tied embeddings
+    the embedding itself (model.embed_tokens.weight). The other rows are never read."""
+    name = "model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"
+    if name not in tensors:
+        raise ModelFormatError(f"{c.source}: the checkpoint has no {name!r}, which a *ForCausalLM reranker's "
+                               "score is read from" + ("" if c.tie_word_embeddings else
+                                                       " (tie_word_embeddings is false)"))
+    table = tensors[name]
+    if table.shape != (c.vocab_size, c.hidden_size):
+        raise ModelFormatError(f"{c.source}: tensor {name}: expected shape {[c.vocab_size, c.hidden_size]}, found "
+                               f"{list(table.shape)}")
+    if max(token_ids) >= c.vocab_size:
+        raise ConfigError(f"{c.source}: token id {max(token_ids)} is outside the vocabulary of {c.vocab_size}")
+    return np.ascontiguousarray(np.asarray(table[list(token_ids)], dtype=np.float32))
 
 
 FAMILY = Family(
     name="Qwen3", model_types=("qwen3",), config=Qwen3Config, skeleton=skeleton, encoder=encoder, forward=forward,
     head_stage=HEAD_STAGE, head_module="score",
     prefix="model.", top_level=("score.", "lm_head."), head=("score.", "lm_head."), classifier="score.",
-    tokenizer_class="Qwen2TokenizerFast",
+    tokenizer_class="Qwen2TokenizerFast", decoder=True, lm_head_rows=lm_head_rows, head_reads=lambda c: LAST,
 )

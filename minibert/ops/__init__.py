@@ -36,6 +36,7 @@ class OpSet:
     rotary_tables: Callable   # (positions [N], head_dim, theta, divisor=1) -> cos, sin [N, HD / 2]
     apply_rotary: Callable    # (x [N, H], cos, sin, num_heads) -> [N, H]
     geglu: Callable           # (h [N, 2I]) -> GELU(input) * gate, [N, I]
+    swiglu: Callable          # (gate [N, I], up [N, I]) -> SiLU(gate) * up, [N, I]
 
     def replace(self, **ops) -> "OpSet":
         """This op set with some ops replaced; its name says which."""

@@ -31,7 +31,7 @@ from minibert.ops.reference import ERF_P, ERF_Q, ERF_X_MAX
 
 # Ops whose NumPy version is already one vectorized pass, or runs once per batch: the reference's.
 # (The op set takes every op from this module by name.)
-from minibert.ops.reference import linear, relu, rotary_tables  # noqa: F401
+from minibert.ops.reference import linear, relu, rotary_tables, swiglu  # noqa: F401
 
 _SQRT_HALF = np.float32(math.sqrt(0.5))
 

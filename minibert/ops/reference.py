@@ -189,3 +189,11 @@ def geglu(h):
     """GELU(input) * gate, where h [N, 2I] is input | gate (ModernBERT's MLP: Wi's output chunked in two)."""
     half = h.shape[-1] // 2
     return gelu(h[..., :half]) * h[..., half:]   # [N, 2I] -> [N, I]
+
+
+def swiglu(gate, up):
+    """SiLU(gate) * up, elementwise: a decoder's gated feed-forward (Qwen, Llama: down(silu(gate(x)) * up(x))).
+    SiLU(x) = x * sigmoid(x), with the exp of -|x| only, so it cannot overflow."""
+    e = np.exp(-np.abs(gate))                                                        # in (0, 1]
+    sigmoid = np.where(gate >= 0, np.float32(1.0) / (np.float32(1.0) + e), e / (np.float32(1.0) + e))
+    return gate * sigmoid * up

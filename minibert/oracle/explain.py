@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
+from minibert.errors import ConfigError
 from minibert.formats.tokenizer import check_pair
 from minibert.models import family_of, forward
 from minibert.models.batch import Batch
@@ -70,6 +71,10 @@ def recording_ops(rows: list, base=NUMPY):
 def explain(ce, query: str, passage: str) -> Explanation:
     """Run one pair through CrossEncoder `ce` with the reference ops, keeping everything a learner wants."""
     query, passage = check_pair((query, passage), 0)
+    if family_of(ce.config).decoder:
+        raise ConfigError(f"{ce.path}: explain reads an encoder's attention from its first token; for a "
+                          f"{family_of(ce.config).name} decoder reranker (read at its last token, through a chat "
+                          "template) it is not implemented yet")
     ids, type_ids = ce.tokenizer.encode_pairs([(query, passage)])[0]
     encoding = ce.tokenizer.tokenizer.encode(query, passage)           # the same ids, with each token's side
     sides = [None if s is None else ("query", "passage")[s] for s in encoding.sequence_ids]

@@ -10,6 +10,8 @@ or sentence-transformers' module chain (modules.json: a family's encoder, then P
 ... whose last Dense writes the scores), read by minibert/runtime/load.py.
 """
 
+import functools
+
 import numpy as np
 
 from minibert.errors import ConfigError, NumericalError
@@ -129,13 +131,15 @@ class CrossEncoder(LoadedModel):
         """Scores of a list of pairs: [n] or [n, L] float32. first_index: the index of pairs[0], for messages;
         prefix: the prompt, put before each query."""
         pairs = [check_pair(pair, first_index + i) for i, pair in enumerate(pairs)]  # every pair, before any work
-        if prefix:
+        encode = self.tokenizer.encode_pairs
+        if prefix and self.tokenizer.prompt_as_message:   # a chat template's system message
+            encode = functools.partial(encode, prompt=prefix)
+        elif prefix:
             pairs = [(prefix + query, passage) for query, passage in pairs]
         pairs, where = distinct(pairs)   # a repeated pair is scored once: duplicates get exactly the same score
 
         logits = np.empty((len(pairs), self.num_labels), dtype=np.float32)
-        for start, end, batch_logits in self.runner.run(pairs, self.tokenizer.encode_pairs, self._forward, batch_size,
-                                                        progress, where):
+        for start, end, batch_logits in self.runner.run(pairs, encode, self._forward, batch_size, progress, where):
             logits[start:end] = batch_logits
         if not np.isfinite(logits).all():
             bad = first_index + np.flatnonzero(~np.isfinite(logits[where]).all(axis=1))

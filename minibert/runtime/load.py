@@ -15,6 +15,7 @@ from pathlib import Path
 
 from minibert.errors import ConfigError, ModelFormatError
 from minibert.formats import sentence_transformers as st
+from minibert.formats.chat import ChatPairTokenizer, read_chat_tokenizer
 from minibert.formats.checkpoint import find_checkpoint, read_checkpoint
 from minibert.formats.config import read_json_object
 from minibert.formats.hub import resolve_model_dir
@@ -31,7 +32,7 @@ class Loaded:
     family: Family
     config: object             # the family's Config
     params: object             # the family's parameter tree, with its head; or a chain.Chain
-    tokenizer: PairTokenizer
+    tokenizer: PairTokenizer | ChatPairTokenizer
     pipeline: st.Pipeline | None   # sentence-transformers' modules; None: the family's own head
     width: int                 # what it gives per input: scores per pair (a cross-encoder), the embedding width
 
@@ -66,7 +67,6 @@ def load(model_dir, *, cross_encoder: bool, max_length: int | None = None) -> Lo
     """
     model_dir = Path(model_dir)
     pipeline = st.read_pipeline(model_dir, cross_encoder=cross_encoder)
-    own_head = pipeline is None or pipeline.task == st.SEQUENCE_CLASSIFICATION
     encoder_dir = model_dir if pipeline is None else pipeline.encoder_dir
     if not (encoder_dir / "config.json").is_file():
         raise ModelFormatError(f"{encoder_dir}: no config.json in the model directory")
@@ -75,7 +75,11 @@ def load(model_dir, *, cross_encoder: bool, max_length: int | None = None) -> Lo
         # Capped by the position table. (sentence-transformers does not cap an explicit max_seq_length:
         # a longer text then fails inside the embedding lookup.)
         max_length = min(pipeline.max_seq_length, config.max_tokens)
-    tokenizer = load_tokenizer(encoder_dir, config, max_length)
+    if family_of(config).decoder:
+        tokenizer, pipeline = load_decoder_input(encoder_dir, config, pipeline, cross_encoder, max_length)
+    else:
+        tokenizer = load_tokenizer(encoder_dir, config, max_length)
+    own_head = pipeline is None or pipeline.task == st.SEQUENCE_CLASSIFICATION
     # type_vocab_size 0: the family has no token type embeddings (DistilBERT) and never reads the ids
     if cross_encoder and tokenizer.token_types and 0 < config.type_vocab_size < 2:
         raise ConfigError(
@@ -88,10 +92,31 @@ def load(model_dir, *, cross_encoder: bool, max_length: int | None = None) -> Lo
         return Loaded(model_dir, family_of(config), config, encoder, tokenizer, pipeline, config.num_labels)
     modules, width = [], config.hidden_size
     for module in pipeline.modules:
-        modules.append((module, load_module(module, width)))
+        if isinstance(module, st.LogitScore):   # its weights are rows of the decoder's own language-model head
+            checkpoint = read_checkpoint(find_checkpoint(encoder_dir))
+            modules.append((module, family_of(config).lm_head_rows(checkpoint, config, module.token_ids)))
+        else:
+            modules.append((module, load_module(module, width)))
         width = chain.output_width(module, width)
     return Loaded(model_dir, family_of(config), config, chain.Chain(encoder, tuple(modules)), tokenizer, pipeline,
                   width)
+
+
+def load_decoder_input(model_dir: Path, config, pipeline, cross_encoder: bool, max_length):
+    """A decoder reranker's tokenizer (its chat template) and pipeline: without modules.json, a *ForCausalLM is
+    scored as sentence-transformers scores it, from the logits of "yes" and "no" (st.causal_reranker)."""
+    if not cross_encoder:
+        raise ConfigError(f"{config.source}: a {family_of(config).name} decoder is read as a reranker (CrossEncoder); "
+                          "minibert's SentenceEncoder runs encoders")
+    if pipeline is not None and pipeline.message_format is None:
+        raise ConfigError(f"{pipeline.source}: the Transformer's modality_config has no 'message' modality; a decoder "
+                          "reranker's pair is read through its chat template only")
+    tokenizer = read_chat_tokenizer(model_dir, config, max_length, pipeline.message_format if pipeline else None)
+    architectures = read_json_object(model_dir / "config.json", ConfigError).get("architectures") or []
+    if pipeline is None and any(isinstance(a, str) and a.endswith("ForCausalLM") for a in architectures):
+        pipeline = st.causal_reranker(model_dir, tokenizer.tokenizer.token_to_id("yes"),
+                                      tokenizer.tokenizer.token_to_id("no"))
+    return tokenizer, pipeline
 
 
 def load_module(module, width: int):

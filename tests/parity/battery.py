@@ -12,6 +12,7 @@ a difference in a checkpoint and shows that the comparisons catch it.
 
 import re
 import shutil
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -68,6 +69,20 @@ def check_stages(ce: CrossEncoder, live: Live, what: str) -> None:
     for name, want in ref.stages.items():
         rows = token if len(want) == ref.offsets[-1] else (lambda i: f"pair {ref.probe[i[0]]} column {i[1]}")
         assert_close(stages[name], want, f"{what} {name}", where=rows)
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """A decoder reranker family's spec: its model_type. Its test module builds its own models (a chat template,
+    a *ForCausalLM scored by LogitScore or a *ForSequenceClassification), not the battery's pair-tokenized ones."""
+    model_type: str
+    variants: tuple = ()
+
+
+class DecoderParity:
+    """A decoder reranker family's live parity against transformers and sentence-transformers' CrossEncoder, in its
+    own test module (tests/parity/test_qwen3.py); a subclass names its DecoderSpec, which test_registry counts."""
+    spec = None
 
 
 class ParityBattery:

@@ -12,17 +12,17 @@ from pathlib import Path
 
 from minibert.models import FAMILIES, family_of, find_family
 from minibert.runtime.load import load_config
-from parity.battery import ParityBattery
+from parity.battery import DecoderParity, ParityBattery
 from parity.harness import GOLDENS, core
 
 HERE = Path(__file__).parent
 
 
 def specs() -> list:
-    """The spec of every ParityBattery subclass in tests/parity/test_*.py."""
+    """The spec of every ParityBattery (and DecoderParity) subclass in tests/parity/test_*.py."""
     modules = [importlib.import_module(f"parity.{path.stem}") for path in sorted(HERE.glob("test_*.py"))]
     return [cls.spec for module in modules for cls in vars(module).values()
-            if isinstance(cls, type) and issubclass(cls, ParityBattery) and cls.spec is not None]
+            if isinstance(cls, type) and issubclass(cls, (ParityBattery, DecoderParity)) and cls.spec is not None]
 
 
 def golden_families() -> dict:
