@@ -122,6 +122,10 @@ class ChatPairTokenizer:
             self._suffixes[key] = first[len(first) - count:] if 0 < count < min(len(first), len(second)) else []
         return self._suffixes[key]
 
+    def untruncated_length(self, query: str, document: str) -> int:
+        """The tokens of a pair's whole rendered conversation, before any cut."""
+        return len(self.ids(self.messages(query, document)))
+
     def encode_pairs(self, pairs, first_index=0, prompt: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(query, document), ...] -> [(ids [T_i], zeros [T_i]), ...], int64, unpadded."""
         out = []

@@ -82,8 +82,23 @@ class Backend:
                          for n, x in zip(lengths, inputs)]
 
     def _full_length(self, item) -> int:
+        if self.chat:   # a decoder reranker: the whole rendered conversation
+            return self.model.tokenizer.untruncated_length(*item)
         sides = (item,) if self.embedding else tuple(item)
         return len(self.counter.encode(*sides, add_special_tokens=True).ids)
+
+    @property
+    def chat(self) -> bool:
+        """A decoder reranker, whose pairs go through a chat template: TEI's left truncation would cut the
+        template's head, so it is refused (truncate_left_refusal)."""
+        return self.model.tokenizer.prompt_as_message
+
+    def truncate_left_refusal(self) -> str | None:
+        """Why this model cannot truncate on the left, or None when it can."""
+        if self.chat:
+            return ("truncation_direction \"left\" is not implemented for a decoder reranker: its pair is one "
+                    "conversation rendered by the chat template, which is cut at its end (keeping the template's tail)")
+        return None
 
     @property
     def counter(self) -> Tokenizer:

@@ -143,6 +143,9 @@ class Service:
             raise HTTPError(413, VALIDATION, f"`{where}[{i}]` is longer than the model's max_input_length of "
                                              f"{limit} tokens and truncate is false")
         if direction == "left":
+            refusal = self.backend.truncate_left_refusal()
+            if refusal:
+                raise HTTPError(422, VALIDATION, refusal)
             inputs = [Left(x) for x in inputs]
         job = self.batcher.submit(inputs, lengths)
         return await self._answer(request, job), sum(lengths)
