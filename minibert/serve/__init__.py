@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from minibert.runtime.cross_encoder import CrossEncoder
+from minibert.runtime.long_passages import DEFAULT_STRIDE
 from minibert.runtime.sentence_encoder import SentenceEncoder
 from minibert.serve.backend import Backend
 from minibert.serve.routes import (
@@ -48,7 +49,8 @@ __all__ = ["create_app", "serve"]
 
 def create_app(model, *, model_id: str | None = None, max_client_batch_size: int = 32,
                max_batch_tokens: int = 16384, max_batch_requests: int = 32, max_concurrent_requests: int = 512,
-               payload_limit: int = 2_000_000, threads: int | None = None) -> Starlette:
+               payload_limit: int = 2_000_000, threads: int | None = None, long_passages: str = "truncate",
+               stride: int = DEFAULT_STRIDE) -> Starlette:
     """The ASGI app serving `model`: a model directory (a sentence-transformers SentenceTransformer gives
     a sentence encoder, any other a cross-encoder, sentence-transformers' CrossEncoder chains included) or a
     loaded CrossEncoder / SentenceEncoder.
@@ -57,7 +59,9 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
     options of the same names: texts per request, tokens and inputs per forward pass (32 inputs:
     offline predict's batch; TEI's has no default), requests waiting or
     being scored (more get a 429), bytes per request body (more get a 413). threads: the cores a
-    model loaded here scores on (CrossEncoder's threads).
+    model loaded here scores on (CrossEncoder's threads). long_passages, stride: CrossEncoder.predict's,
+    for every pair a reranker scores (/rerank, /v1/rerank, /v2/rerank, /predict): "max" scores long
+    passages whole, in windows.
     """
     for name, value in (("max_client_batch_size", max_client_batch_size), ("max_batch_tokens", max_batch_tokens),
                         ("max_batch_requests", max_batch_requests),
@@ -65,9 +69,10 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, found {value!r}")
     if isinstance(model, (CrossEncoder, SentenceEncoder)):
-        backend = Backend(model, model_id)
+        backend = Backend(model, model_id, long_passages=long_passages, stride=stride)
     else:
-        backend = Backend.load(model, model_id, max_batch_tokens=max_batch_tokens, threads=threads)
+        backend = Backend.load(model, model_id, max_batch_tokens=max_batch_tokens, threads=threads,
+                               long_passages=long_passages, stride=stride)
     if max_batch_tokens < backend.max_input_length:
         raise ConfigError(f"max_batch_tokens must be >= the model's max input length ({backend.max_input_length}), "
                           f"found {max_batch_tokens}")
@@ -114,6 +119,9 @@ def serve(model, host: str = "127.0.0.1", port: int = 8080, **options) -> None:
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     log.info("listening on http://%s:%d (model %s: %s, max input length %d tokens)", shown,
              sock.getsockname()[1], b.model_id, b.kind, b.max_input_length)
+    if b.long_passages != "truncate":
+        log.info("long passages: scored whole, in windows sharing %d tokens, the score the %s", b.stride,
+                 {"max": "best window's", "first": "first window's", "mean": "mean of the windows'"}[b.long_passages])
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
