@@ -30,6 +30,7 @@ import numpy as np
 
 from minibert.errors import ConfigError, InputError, MinibertError
 from minibert.runtime.cross_encoder import CrossEncoder
+from minibert.runtime.long_passages import DEFAULT_STRIDE
 from minibert.runtime.sentence_encoder import SentenceEncoder
 
 ON_BAD = ("raise", "skip")
@@ -210,17 +211,21 @@ class CrossEncoderScorer(_BatchMapper):
             InputError naming the row's columns and values. "skip": such a row gets a null score
             and a message in `error_column` (null for the rows that were scored).
         batch_size: pairs per forward pass, as for predict.
+        long_passages, stride: as for predict ("max": a long passage is scored whole, in windows).
         **options: other CrossEncoder options (max_length, max_batch_tokens, ops).
     """
 
     def __init__(self, model, query_column="query", passage_column="passage", output_column="score", threads=1,
-                 activation=None, on_bad="raise", error_column="error", batch_size=32, **options):
+                 activation=None, on_bad="raise", error_column="error", batch_size=32, long_passages="truncate",
+                 stride=DEFAULT_STRIDE, **options):
         super().__init__((query_column, passage_column), on_bad, error_column)
         self._arguments = dict(model=model, query_column=query_column, passage_column=passage_column,
                                output_column=output_column, threads=threads, activation=activation, on_bad=on_bad,
-                               error_column=error_column, batch_size=batch_size, **options)
+                               error_column=error_column, batch_size=batch_size, long_passages=long_passages,
+                               stride=stride, **options)
         self.model = CrossEncoder(model, threads=threads, **options)
-        self.model.predict([], batch_size=batch_size, activation=activation)  # checks both options now
+        self.windows = {"long_passages": long_passages, "stride": stride}
+        self.model.predict([], batch_size=batch_size, activation=activation, **self.windows)  # checks the options now
         self.output_column, self.activation, self.batch_size = output_column, activation, batch_size
 
     def _value_columns(self) -> list[str]:
@@ -230,7 +235,7 @@ class CrossEncoderScorer(_BatchMapper):
         return [f"{self.output_column}_{labels[i]}" for i in range(self.model.num_labels)]
 
     def _compute(self, pairs: list) -> np.ndarray:
-        scores = self.model.predict(pairs, batch_size=self.batch_size, activation=self.activation)
+        scores = self.model.predict(pairs, batch_size=self.batch_size, activation=self.activation, **self.windows)
         return scores.reshape(len(pairs), self.model.num_labels) if self.model.num_labels > 1 else scores.reshape(len(pairs))
 
 
@@ -358,7 +363,7 @@ def prepare_output(path: str) -> Path:
 def run(model: str, input_path: str, output: str, *, ray_address: str | None = None, actors: int | None = None,
         actor_cpus: float | None = None, query_column="query", passage_column="passage", output_column="score",
         threads: int | None = None, activation=None, skip_bad=False, batch_size=32, max_length=None,
-        rows_per_batch=ROWS_PER_BATCH, log=None) -> int:
+        long_passages="truncate", stride=DEFAULT_STRIDE, rows_per_batch=ROWS_PER_BATCH, log=None) -> int:
     """Score every row of input_path into parquet files in the folder `output`; returns the row count.
 
     Progress goes to `log` (default: stderr)."""
@@ -369,6 +374,7 @@ def run(model: str, input_path: str, output: str, *, ray_address: str | None = N
     fmt, files = input_files(input_path)
     options = dict(query_column=query_column, passage_column=passage_column, output_column=output_column,
                    activation=activation, on_bad="skip" if skip_bad else "raise", batch_size=batch_size,
+                   long_passages=long_passages, stride=stride,
                    **({} if max_length is None else {"max_length": max_length}))
     model = os.path.abspath(model)
     local_scorer = CrossEncoderScorer(model, threads=threads, **options)  # the model is checked before any scoring

@@ -50,6 +50,7 @@ from minibert.formats.tokenizer import check_unicode
 from minibert.models import FAMILIES
 from minibert.oracle import explain
 from minibert.runtime.cross_encoder import CrossEncoder
+from minibert.runtime.long_passages import DEFAULT_STRIDE, POLICIES
 from minibert.runtime.sentence_encoder import SentenceEncoder
 from minibert.version import __version__
 
@@ -101,6 +102,9 @@ def run_rank(args: argparse.Namespace, out) -> None:
     passages = [text for _, text in numbered]
     # A sentence encoder scores by cosine similarity, a cross-encoder by its logit; the output is alike.
     if is_sentence_encoder(model_dir):
+        if args.long_passages != "truncate":
+            raise ConfigError(f"--long-passages {args.long_passages}: {args.model} is a sentence encoder, which "
+                              "ranks by embeddings; windows are for a cross-encoder's pairs")
         model = SentenceEncoder(model_dir, max_length=args.max_length, threads=args.threads)
     else:
         model = load_cross_encoder(args, model_dir, max_length=args.max_length, threads=args.threads)
@@ -108,11 +112,13 @@ def run_rank(args: argparse.Namespace, out) -> None:
         raise ConfigError(f"{args.model} has {model.num_labels} labels ({', '.join(model.id2label.values())}), "
                           "and rank needs a single relevance score; `minibert score` prints every label's score")
     warn_if_pairs(records.source, passages)
+    windows = {} if args.long_passages == "truncate" else {"long_passages": args.long_passages, "stride": args.stride}
     hits = model.rank(args.query, passages, top_k=args.top_k, return_documents=True,
-                      batch_size=args.batch_size, show_progress_bar=show_progress(args))
-    if args.json:
+                      batch_size=args.batch_size, show_progress_bar=show_progress(args), **windows)
+    if args.json:   # with windows, also the window the score comes from: "window", "span", "windows"
         rows = [f'{{"corpus_id": {line_index[hit["corpus_id"]]}, "score": {_json_number(hit["score"])}, '
-                f'"text": {json.dumps(hit["text"], ensure_ascii=False)}}}' for hit in hits]
+                + "".join(f'"{key}": {json.dumps(hit[key])}, ' for key in ("window", "span", "windows") if key in hit)
+                + f'"text": {json.dumps(hit["text"], ensure_ascii=False)}}}' for hit in hits]
         out.write("[\n  " + ",\n  ".join(rows) + "\n]\n" if rows else "[]\n")
     else:
         for rank, hit in enumerate(hits, start=1):
@@ -179,7 +185,8 @@ def run_score(args: argparse.Namespace, out) -> None:
         model = load_cross_encoder(args, model_dir, max_length=args.max_length, threads=args.threads)
         pairs = KnownLength(records.parsed(parse_pair), records.count)
         for scores in model.predict_iter(pairs, batch_size=args.batch_size, activation=args.activation,
-                                         show_progress_bar=show_progress(args)):
+                                         show_progress_bar=show_progress(args), long_passages=args.long_passages,
+                                         stride=args.stride):
             write_line(out, "\t".join(format_score(s) for s in np.atleast_1d(scores)))
         records.finish()
 
@@ -243,7 +250,8 @@ def run_batch(args: argparse.Namespace, out) -> None:
     score_files(str(model_dir), args.input, args.output, ray_address=args.ray, actors=args.actors,
                 actor_cpus=args.actor_cpus, query_column=args.query_column, passage_column=args.passage_column,
                 output_column=args.output_column, threads=args.threads, activation=args.activation,
-                skip_bad=args.skip_bad, batch_size=args.batch_size, max_length=args.max_length)
+                skip_bad=args.skip_bad, batch_size=args.batch_size, max_length=args.max_length,
+                long_passages=args.long_passages, stride=args.stride)
 
 
 def run_serve(args: argparse.Namespace, out) -> None:
@@ -259,7 +267,8 @@ def run_serve(args: argparse.Namespace, out) -> None:
     serve(args.model, host=args.host, port=args.port, threads=args.threads, model_id=args.model_id,
           max_client_batch_size=args.max_client_batch_size, max_batch_tokens=args.max_batch_tokens,
           max_batch_requests=args.max_batch_requests, max_concurrent_requests=args.max_concurrent_requests,
-          api_key=api_key, key_source=key_source, cors_allow_origins=args.cors_allow_origin)
+          api_key=api_key, key_source=key_source, cors_allow_origins=args.cors_allow_origin,
+          long_passages=args.long_passages, stride=args.stride)
 
 
 def model_directory(args: argparse.Namespace):
@@ -618,6 +627,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}")
+    return value
+
+
 def tolerance(text: str) -> float:
     try:
         value = float(text)
@@ -652,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--json", action="store_true",
                       help='print a JSON array of {"corpus_id", "score", "text"}, best first')
     _add_run_options(rank)
+    _add_long_passage_options(rank)
     rank.set_defaults(run=run_rank)
 
     embed = commands.add_parser(
@@ -686,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sigmoid (each logit) or softmax (across labels; needs several labels) "
                             "applied to the logits (default: raw logits)")
     _add_run_options(score)
+    _add_long_passage_options(score)
     score.set_defaults(run=run_score)
 
     fetch = commands.add_parser(
@@ -736,6 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--threads", type=positive_int, metavar="N",
                        help="cores each scorer uses (default: 1 per actor on Ray; in-process, BLAS's own thread count)")
     batch.add_argument("--max-length", type=int, metavar="N", help="truncate each pair to N tokens")
+    _add_long_passage_options(batch)
     batch.set_defaults(run=run_batch)
 
     serve = commands.add_parser(
@@ -764,6 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-allow-origin", action="append", default=[], metavar="ORIGIN",
                        help="let web pages from ORIGIN (https://app.example.com, or *) call the server; "
                             "repeat for several (default: none, CORS off)")
+    _add_long_passage_options(serve)
     serve.set_defaults(run=run_serve)
     return parser
 
@@ -815,6 +838,17 @@ def _add_model_option(command: argparse.ArgumentParser) -> None:
                               "HF_HUB_OFFLINE=1: the cache only)")
     command.add_argument("--revision", metavar="REV",
                          help="with a Hub id: branch, tag or commit (default: main)")
+
+
+def _add_long_passage_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--long-passages", choices=POLICIES, default="truncate",
+                         help="truncate (the default): each pair is cut to the max length; max, first, mean: a "
+                              "passage too long for it is scored whole, in windows that each fill what the query "
+                              "leaves of the max length, its score the best window's (max), the first's (first: "
+                              "the truncate score) or their mean (single-logit models)")
+    command.add_argument("--stride", type=non_negative_int, default=DEFAULT_STRIDE, metavar="N",
+                         help=f"with --long-passages: tokens consecutive windows share (default: {DEFAULT_STRIDE}; "
+                              "at most half a window)")
 
 
 def _add_run_options(command: argparse.ArgumentParser, item: str = "pair",

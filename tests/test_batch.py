@@ -355,12 +355,14 @@ def ray_address():
     assert not left, f"Ray processes left after shutdown: {[_cmdline(pid)[:80] for pid in left]}"
 
 
-def map_batches(dataset, model, actors=2, **kwargs):
-    """The README's recipe: an actor pool of one-thread scorers, each reserving half a CPU here."""
+def map_batches(dataset, model, actors=2, options=None, **kwargs):
+    """The README's recipe: an actor pool of one-thread scorers, each reserving half a CPU here.
+    options: CrossEncoderScorer's other arguments."""
     import ray.data
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")   # max_restarts, ...
-        return dataset.map_batches(CrossEncoderScorer, fn_constructor_kwargs={"model": str(model), "threads": 1},
+        return dataset.map_batches(CrossEncoderScorer,
+                                   fn_constructor_kwargs={"model": str(model), "threads": 1, **(options or {})},
                                    compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=0.5,
                                    max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES, **kwargs)
 
@@ -374,6 +376,19 @@ def test_ray_scores_every_row_exactly_once_however_split(ray_address):
     assert list(out.columns) == ["id", "query", "passage", "tag", "score"]
     check_output(out["id"], out["score"], rows, expected_scores(TINY_L1, rows))
     assert out.set_index("id").sort_index()["tag"].tolist() == [r["tag"] for r in rows]
+
+
+def test_ray_scorer_takes_the_long_passage_options(ray_address):
+    """long_passages / stride reach the actors: a long passage's score is predict's best window."""
+    import ray.data
+    rows = make_rows(60, seed=8)
+    for row in rows[::3]:
+        row["passage"] = " ".join(WORDS * 3) + " " + row["passage"]   # about 4 windows of tiny-l1's 48 tokens
+    out = map_batches(ray.data.from_items(rows, override_num_blocks=2), TINY_L1, actors=1, batch_size=25,
+                      batch_format="numpy", options={"long_passages": "max", "stride": 8}).to_pandas()
+    expected = expected_scores(TINY_L1, rows, long_passages="max", stride=8)
+    assert not np.allclose(expected, expected_scores(TINY_L1, rows))
+    check_output(out["id"], out["score"], rows, expected)
 
 
 def test_batch_command_on_a_running_ray(ray_address, tmp_path, capsys):

@@ -80,6 +80,7 @@ class PairTokenizer:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length, strategy="longest_first", direction="right", stride=0)
         self._counter = None  # a copy without truncation, to count a prefix's tokens (made when first needed)
+        self._templates = {}  # sides -> the template's special tokens (see _template)
 
     @property
     def char_cap(self) -> int:
@@ -135,10 +136,7 @@ class PairTokenizer:
         long sides one is therefore tokenized whole. Until that holds the cut moves twice as far:
         the cost stays linear in the text's length, and ordinary text stops at the first cut.
         """
-        if self._counter is None:
-            self._counter = Tokenizer.from_str(self.tokenizer.to_str())
-            self._counter.no_truncation()
-            self._counter.no_padding()
+        counter = self._untruncated()
         slots, side_types = self._template(len(sides))
         budget = self.max_length - sum(len(ids) for ids, _ in slots)
         if budget < 0:  # max_length below the template's special tokens: the tokenizer then does not truncate
@@ -147,7 +145,7 @@ class PairTokenizer:
         while True:
             cut = [self._cut(side, limit) for side in sides]
             whole = [len(c) == len(side) for c, side in zip(cut, sides)]
-            tokens = [self._counter.encode(c, add_special_tokens=False).ids for c in cut]
+            tokens = [counter.encode(c, add_special_tokens=False).ids for c in cut]
             counts = [len(t) for t in tokens]
             if all(w or (n >= self.max_length and all(whole[j] and counts[j] < n for j in range(len(cut)) if j != i))
                    for i, (w, n) in enumerate(zip(whole, counts))):
@@ -156,17 +154,71 @@ class PairTokenizer:
         kept = _longest_first(counts, budget)
         if not all(whole) or kept != counts:
             _warn_truncation()
-        ids, type_ids = list(slots[0][0]), list(slots[0][1])
-        for side, (slot_ids, slot_types) in enumerate(slots[1:]):   # side k, then the specials after it
-            ids += [*tokens[side][:kept[side]], *slot_ids]
-            type_ids += [side_types[side]] * kept[side] + list(slot_types)
-        return np.asarray(ids, dtype=np.int64), np.asarray(type_ids, dtype=np.int64)
+        return _assemble(slots, side_types, [side[:n] for side, n in zip(tokens, kept)])
+
+    def split_pair(self, query: str, passage: str) -> "SplitPair":
+        """A pair taken apart, for scoring its passage in windows (minibert/runtime/long_passages.py).
+
+        The query's tokens as the pair's longest_first truncation keeps them; every token of the passage,
+        untruncated, with its characters in the passage; and `room`: the passage tokens that fit beside
+        that query (max_length minus the query and the template's special tokens). So the pair's own
+        truncation is join_pair(query_ids, passage_ids[:room]), and any other run of `room` passage tokens
+        with that query is a pair of at most max_length tokens. The passage is tokenized alone, as the
+        tokenizer tokenizes each side of a pair; a long query is cut first, as _encode_long cuts it.
+        """
+        slots, _ = self._template(2)
+        budget = self.max_length - sum(len(ids) for ids, _ in slots)
+        if budget < 0:
+            raise ConfigError(f"max_length {self.max_length} leaves no room for a passage beside the "
+                              f"{self.max_length - budget} special tokens of {self.source}'s pair template")
+        encoding = self._untruncated().encode(passage, add_special_tokens=False)
+        passage_ids = np.asarray(encoding.ids, dtype=np.int32)                       # [N]
+        offsets = np.asarray(encoding.offsets, dtype=np.int32).reshape(-1, 2)        # [N, 2]
+        del encoding
+        query_ids, whole = self._prefix_tokens(query, len(passage_ids))
+        kept = _longest_first([len(query_ids), len(passage_ids)], budget)[0]
+        if kept < len(query_ids) or not whole:
+            _warn_truncation()
+        return SplitPair(np.asarray(query_ids[:kept], dtype=np.int64), passage_ids, offsets, budget - kept)
+
+    def join_pair(self, query_ids, passage_ids) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [T], type_ids [T]) int64: these query and passage tokens in the pair template, with the type
+        ids encode_pairs gives ([CLS] query [SEP] passage [SEP]; nothing is truncated here)."""
+        slots, side_types = self._template(2)
+        ids, type_ids = _assemble(slots, side_types, [query_ids, passage_ids])
+        return (ids, type_ids) if self.token_types else (ids, np.zeros_like(type_ids))
+
+    def _prefix_tokens(self, text: str, other: int) -> tuple[list[int], bool]:
+        """(the tokens of `text`, or of a prefix of it, whether that is all of it): a prefix only when it has at
+        least max_length tokens and more than the `other` side's whole count, so that longest_first keeps
+        of it what it keeps of the whole (see _encode_long)."""
+        counter, limit = self._untruncated(), self.char_cap
+        while True:
+            cut = text if self._cut is None else self._cut(text, limit)
+            ids = counter.encode(cut, add_special_tokens=False).ids
+            if len(cut) == len(text) or (len(ids) >= self.max_length and len(ids) > other):
+                return ids, len(cut) == len(text)
+            limit *= 2
+
+    def _untruncated(self) -> Tokenizer:
+        """A copy of the tokenizer that neither truncates nor pads (made when first needed)."""
+        if self._counter is None:
+            counter = Tokenizer.from_str(self.tokenizer.to_str())
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
+        return self._counter
 
     def _template(self, n_sides: int):
         """The template's special tokens, from a probe ("a" on every side): [(ids, type ids)] before
         side 1, after side 1 (and after side 2), and each side's type id. BERT: [CLS] | [SEP] | [SEP];
         RoBERTa: <s> | </s></s> | </s>."""
-        probe = self._counter.encode(*["a"] * n_sides, add_special_tokens=True)   # untruncated
+        if n_sides not in self._templates:
+            self._templates[n_sides] = self._probe_template(n_sides)
+        return self._templates[n_sides]
+
+    def _probe_template(self, n_sides: int):
+        probe = self._untruncated().encode(*["a"] * n_sides, add_special_tokens=True)   # untruncated
         slots, sides, current = [([], [])], [], None
         for token, type_id, seq in zip(probe.ids, probe.type_ids, probe.sequence_ids):
             if seq is None:
@@ -178,6 +230,24 @@ class PairTokenizer:
         if len(sides) != n_sides:
             raise ModelFormatError(f"{self.source}: the tokenizer gives no tokens for 'a'; cannot read its template")
         return slots, sides
+
+
+@dataclass(frozen=True)
+class SplitPair:
+    """A pair taken apart by PairTokenizer.split_pair."""
+    query_ids: np.ndarray      # [Q] int64: the query's tokens that truncation keeps (no special tokens)
+    passage_ids: np.ndarray    # [N] int32: every token of the passage
+    offsets: np.ndarray        # [N, 2] int32: each passage token's characters in the passage, start and end
+    room: int                  # passage tokens that fit beside the query within max_length (may be 0)
+
+
+def _assemble(slots, side_types, sides) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, type_ids) int64 of the template: slots[0], then each side's tokens followed by its slot."""
+    ids, type_ids = [np.asarray(slots[0][0], dtype=np.int64)], [np.asarray(slots[0][1], dtype=np.int64)]
+    for side, (slot_ids, slot_types) in enumerate(slots[1:]):   # side k, then the specials after it
+        ids += [np.asarray(sides[side], dtype=np.int64), np.asarray(slot_ids, dtype=np.int64)]
+        type_ids += [np.full(len(sides[side]), side_types[side], dtype=np.int64), np.asarray(slot_types, dtype=np.int64)]
+    return np.concatenate(ids), np.concatenate(type_ids)
 
 
 def _longest_first(counts: list[int], budget: int) -> list[int]:

@@ -32,6 +32,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from minibert.runtime.cross_encoder import CrossEncoder
+from minibert.runtime.long_passages import DEFAULT_STRIDE
 from minibert.runtime.sentence_encoder import SentenceEncoder
 from minibert.serve.auth import RequireKey, check_api_key, check_origins
 from minibert.serve.backend import Backend
@@ -52,7 +53,7 @@ __all__ = ["create_app", "serve"]
 def create_app(model, *, model_id: str | None = None, max_client_batch_size: int = 32,
                max_batch_tokens: int = 16384, max_batch_requests: int = 32, max_concurrent_requests: int = 512,
                payload_limit: int = 2_000_000, threads: int | None = None, api_key: str | None = None,
-               cors_allow_origins=()) -> Starlette:
+               cors_allow_origins=(), long_passages: str = "truncate", stride: int = DEFAULT_STRIDE) -> Starlette:
     """The ASGI app serving `model`: a model directory (a sentence-transformers SentenceTransformer gives
     a sentence encoder, any other a cross-encoder, sentence-transformers' CrossEncoder chains included) or a
     loaded CrossEncoder / SentenceEncoder.
@@ -65,6 +66,8 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
     api_key: every route but GET /health then needs `Authorization: Bearer <api_key>` (else 401).
     cors_allow_origins: the browser origins ("https://app.example.com", or "*") allowed to call the
     server from a page (CORS); none by default.
+    long_passages, stride: CrossEncoder.predict's, for every pair a reranker scores (/rerank, /v1/rerank,
+    /v2/rerank, /predict): "max" scores long passages whole, in windows.
     """
     for name, value in (("max_client_batch_size", max_client_batch_size), ("max_batch_tokens", max_batch_tokens),
                         ("max_batch_requests", max_batch_requests),
@@ -75,9 +78,10 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
         check_api_key(api_key)
     origins = check_origins(cors_allow_origins)
     if isinstance(model, (CrossEncoder, SentenceEncoder)):
-        backend = Backend(model, model_id)
+        backend = Backend(model, model_id, long_passages=long_passages, stride=stride)
     else:
-        backend = Backend.load(model, model_id, max_batch_tokens=max_batch_tokens, threads=threads)
+        backend = Backend.load(model, model_id, max_batch_tokens=max_batch_tokens, threads=threads,
+                               long_passages=long_passages, stride=stride)
     if max_batch_tokens < backend.max_input_length:
         raise ConfigError(f"max_batch_tokens must be >= the model's max input length ({backend.max_input_length}), "
                           f"found {max_batch_tokens}")
@@ -137,6 +141,9 @@ def serve(model, host: str = "127.0.0.1", port: int = 8080, key_source: str = ""
         log.info("an API key is required on every route but /health (from %s)", key_source or "create_app")
     elif not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
         log.info("no API key: anyone who can reach this address can use the server (see --api-key-file)")
+    if b.long_passages != "truncate":
+        log.info("long passages: scored whole, in windows sharing %d tokens, the score the %s", b.stride,
+                 {"max": "best window's", "first": "first window's", "mean": "mean of the windows'"}[b.long_passages])
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):

@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from minibert.errors import ConfigError
 from minibert.formats.sentence_transformers import is_sentence_encoder
 from minibert.formats.tokenizer import PairTokenizer
 from minibert.runtime.cross_encoder import CrossEncoder
+from minibert.runtime.long_passages import DEFAULT_STRIDE, cut_windows
 from minibert.runtime.sentence_encoder import SentenceEncoder
 
 RERANKER, CLASSIFIER, EMBEDDING = "reranker", "classifier", "embedding"
@@ -42,7 +44,10 @@ def _unwrap(item):
 
 
 class Backend:
-    def __init__(self, model: CrossEncoder | SentenceEncoder, model_id: str | None = None):
+    """long_passages, stride: CrossEncoder.predict's, for every pair the server scores (a reranker's only)."""
+
+    def __init__(self, model: CrossEncoder | SentenceEncoder, model_id: str | None = None,
+                 long_passages: str = "truncate", stride: int = DEFAULT_STRIDE):
         self.model = model
         self.embedding = isinstance(model, SentenceEncoder)
         if self.embedding:
@@ -54,12 +59,19 @@ class Backend:
         self.max_batch_tokens = model.max_batch_tokens
         self._counter = None
         self._left = None   # the model with a left-truncating tokenizer, made when first needed
+        self.long_passages, self.stride = long_passages, stride
+        if long_passages != "truncate" and self.embedding:
+            raise ConfigError(f"long_passages={long_passages!r} scores a reranker's passages in windows; this model "
+                              "is a sentence encoder")
+        if not self.embedding:
+            model.predict([], long_passages=long_passages, stride=stride)   # checks both options now
 
     @classmethod
-    def load(cls, path, model_id=None, max_batch_tokens=16384, threads=None) -> "Backend":
-        """A sentence encoder if the directory's modules.json lists a Pooling module, else a cross-encoder."""
+    def load(cls, path, model_id=None, max_batch_tokens=16384, threads=None, **options) -> "Backend":
+        """A sentence encoder if the directory's modules.json lists a Pooling module, else a cross-encoder.
+        options: long_passages, stride."""
         kind = SentenceEncoder if is_sentence_encoder(path) else CrossEncoder
-        return cls(kind(path, max_batch_tokens=max_batch_tokens, threads=threads), model_id)
+        return cls(kind(path, max_batch_tokens=max_batch_tokens, threads=threads), model_id, **options)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -73,6 +85,8 @@ class Backend:
         """
         inputs = [_unwrap(x) for x in inputs]
         tokenizer = self.model.tokenizer
+        if self.long_passages != "truncate":
+            return self._window_lengths(inputs, check_truncation)
         encoded = tokenizer.encode_texts(inputs) if self.embedding else tokenizer.encode_pairs(inputs)
         lengths = [len(ids) for ids, _ in encoded]
         if not check_truncation:
@@ -81,11 +95,22 @@ class Backend:
         return lengths, [n >= tokenizer.max_length and self._full_length(x) > tokenizer.max_length
                          for n, x in zip(lengths, inputs)]
 
-    def _full_length(self, item) -> int:
+    def _window_lengths(self, pairs: list, check_truncation: bool) -> tuple[list[int], list[bool] | None]:
+        """lengths() with a window policy: a pair costs the tokens of all its windows; only its query can be cut."""
+        tokenizer = self.model.tokenizer
+        specials = len(tokenizer.join_pair([], [])[0])
+        cuts = [cut_windows(tokenizer, query, passage, self.stride) for query, passage in pairs]
+        lengths = [int(cut.lengths(specials).sum()) for cut in cuts]
+        if not check_truncation:
+            return lengths, None
+        return lengths, [len(cut.query_ids) < self._full_length((query,), specials=False)
+                         for cut, (query, _) in zip(cuts, pairs)]
+
+    def _full_length(self, item, specials: bool = True) -> int:
         if self.chat:   # a decoder reranker: the whole rendered conversation
             return self.model.tokenizer.untruncated_length(*item)
         sides = (item,) if self.embedding else tuple(item)
-        return len(self.counter.encode(*sides, add_special_tokens=True).ids)
+        return len(self.counter.encode(*sides, add_special_tokens=specials).ids)
 
     @property
     def chat(self) -> bool:
@@ -98,6 +123,9 @@ class Backend:
         if self.chat:
             return ("truncation_direction \"left\" is not implemented for a decoder reranker: its pair is one "
                     "conversation rendered by the chat template, which is cut at its end (keeping the template's tail)")
+        if self.long_passages != "truncate":
+            return (f"truncation_direction \"left\" does not apply: this server scores long passages whole, in "
+                    f"windows (--long-passages {self.long_passages})")
         return None
 
     @property
@@ -125,7 +153,12 @@ class Backend:
     def _run(self, model, inputs: list) -> np.ndarray:
         if self.embedding:
             return model.encode(inputs, batch_size=len(inputs), normalize=False)
-        return model.predict(inputs, batch_size=len(inputs)).reshape(len(inputs), -1)
+        if self.long_passages != "truncate":   # passes of windows, bounded by the token budget (the batcher bounds the pairs)
+            logits = model.predict(inputs, batch_size=self.max_batch_tokens, long_passages=self.long_passages,
+                                   stride=self.stride)
+        else:
+            logits = model.predict(inputs, batch_size=len(inputs))
+        return logits.reshape(len(inputs), -1)
 
     @property
     def left_model(self):
