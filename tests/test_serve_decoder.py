@@ -49,3 +49,13 @@ def test_left_truncation_is_refused(served):
     _, client = served
     r = client.post("/rerank", json={"query": QUERY, "texts": PASSAGES, "truncation_direction": "left"})
     assert r.status_code == 422 and "decoder reranker" in r.json()["error"], r.text
+
+
+def test_long_passage_windows_are_refused_for_a_decoder():
+    from minibert import ConfigError
+
+    ce = CrossEncoder(GOLDENS / "qwen3-reranker", ops="numpy")
+    with pytest.raises(ConfigError, match="not implemented for a decoder reranker"):
+        ce.predict([(QUERY, PASSAGES[2])], long_passages="max")
+    with pytest.raises(ConfigError, match="not implemented for a decoder reranker"):
+        ce.passage_windows(QUERY, PASSAGES[2])

@@ -126,6 +126,9 @@ class CrossEncoder(LoadedModel):
         in order; span: the window's characters, passage[start:end]; tokens: the window pair's length,
         special tokens and query included (at most max_length). A passage that fits is one window."""
         check_policy("max", stride)
+        if self.tokenizer.prompt_as_message:
+            raise ConfigError("passage windows are not implemented for a decoder reranker (its pair is one conversation "
+                              "rendered by the chat template)")
         query, passage = check_pair((query, passage), 0)
         cut = cut_windows(self.tokenizer, query, passage, stride)
         specials = len(self.tokenizer.join_pair([], [])[0])   # the template's special tokens
