@@ -16,7 +16,7 @@ after the output of the lines before it; with --skip-bad it is reported on stder
 Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`, and
 when --skip-bad skipped lines), 2 bad usage or input (options, a --model that holds no model the
 command can use: ModelNotFoundError, NotACrossEncoderError; malformed or non-UTF-8 lines,
-unreadable FILE, InputError, ConfigError, a bad trace file), 1 any other failure
+unreadable FILE, InputError, ConfigError, a bad trace file or ONNX graph), 1 any other failure
 (ModelFormatError, other MinibertError, OSError) and, for
 `compare`, stages or tokens that diverge, 130 interrupted. Errors are
 one line on stderr: `minibert: error: ...`; with --skip-bad, each skipped line is one
@@ -48,7 +48,8 @@ from minibert.formats.hub import resolve_model_dir
 from minibert.formats.sentence_transformers import is_sentence_encoder
 from minibert.formats.tokenizer import check_unicode
 from minibert.models import FAMILIES
-from minibert.oracle import explain
+from minibert.oracle import explain, onnx_graph
+from minibert.oracle.report import format_onnx_report
 from minibert.runtime.cross_encoder import CrossEncoder
 from minibert.runtime.sentence_encoder import SentenceEncoder
 from minibert.version import __version__
@@ -207,20 +208,49 @@ def run_trace(args: argparse.Namespace, out) -> None:
 
 
 def run_compare(args: argparse.Namespace, out) -> int:
-    """Recompute every stage of THEIRS with minibert on its own ids; 0 when all agree, 1 when not."""
+    """Recompute every stage of THEIRS (a trace, or an ONNX graph run on --pairs) with minibert on its own ids;
+    0 when all agree, 1 when not."""
+    if (args.theirs is None) == (args.onnx is None):
+        raise ConfigError("give either THEIRS (a trace file) or --onnx FILE (an ONNX graph), not both" if args.onnx
+                          else "give THEIRS (a trace file) or --onnx FILE (an ONNX graph)")
+    if args.onnx is not None:
+        return compare_onnx(args, out)
     trace = oracle.read_trace(args.theirs)
     model = load_cross_encoder(args, cross_encoder_dir(args), max_length=args.max_length)
     match, where = None, None
     if args.pairs is not None:
-        with Records(args.pairs) as records:
-            pairs = list(records.parsed(parse_pair))
-            records.finish()
+        pairs = read_pairs(args.pairs)
         match, where = oracle.check_tokens(model.tokenizer, pairs, trace)
     report = oracle.compare(model.params, model.config, trace, args.atol, args.rtol, tokens_match=match,
                             token_mismatch=where,
                             token_type_ids=oracle.reference_types(model.tokenizer, trace.input_ids, trace.offsets))
     out.write(json.dumps(report.to_json()) + "\n" if args.json else oracle.format_report(report, trace, args.model))
     return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def compare_onnx(args: argparse.Namespace, out) -> int:
+    """compare --onnx: run --pairs through the graph with minibert's stages exposed, then compare as for a trace."""
+    if args.pairs is None:
+        raise ConfigError("--onnx needs --pairs: the pairs to run through the graph")
+    pairs = read_pairs(args.pairs)
+    model = load_cross_encoder(args, cross_encoder_dir(args), max_length=args.max_length)
+    report, trace, located, header = onnx_graph.compare_graph(args.onnx, model, pairs, args.atol, args.rtol,
+                                                              batch_size=args.batch_size)
+    if args.json:
+        found = {**report.to_json(), "onnx": {**header, "located": located.tensors,
+                                              "not_located": located.not_located, "notes": list(located.notes)}}
+        out.write(json.dumps(found) + "\n")
+    else:
+        out.write(format_onnx_report(report, trace, located, header, args.model))
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def read_pairs(path: str) -> list[tuple[str, str]]:
+    """Every pair of PAIRS (score's input: query<TAB>passage or JSON lines), read whole."""
+    with Records(path) as records:
+        pairs = list(records.parsed(parse_pair))
+        records.finish()
+    return pairs
 
 
 def run_explain(args: argparse.Namespace, out) -> None:
@@ -735,18 +765,24 @@ def _add_oracle_commands(commands) -> None:
     trace.set_defaults(run=run_trace)
 
     compare = commands.add_parser(
-        "compare", help="check another backend's trace against minibert, stage by stage",
+        "compare", help="check another backend's trace, or an ONNX graph, against minibert, stage by stage",
         description="Recompute every stage on the token ids of THEIRS (a minibert-trace/1 file) and compare, "
                     "over real tokens only: max abs / rel diff, NMSE, min cosine per stage, then the first "
-                    "diverging stage, where, and a diagnosis. Exit status 0 when everything agrees, 1 when "
-                    "something diverges, 2 for bad usage or a bad trace file.")
+                    "diverging stage, where, and a diagnosis. With --onnx FILE instead of THEIRS, run --pairs "
+                    "through the ONNX graph (onnxruntime; the onnx extra), with the tensors of minibert's stages "
+                    "found by the graph's structure, and compare those. Exit status 0 when everything agrees, 1 "
+                    "when something diverges, 2 for bad usage or a bad trace file or graph.")
     _add_model_option(compare)
-    compare.add_argument("theirs", metavar="THEIRS", help="the trace file to check")
-    compare.add_argument("--pairs", metavar="PAIRS", help="the pairs THEIRS ran ('-': stdin): check its token ids too")
+    compare.add_argument("theirs", nargs="?", metavar="THEIRS", help="the trace file to check")
+    compare.add_argument("--onnx", metavar="FILE", help="an ONNX graph to check instead of a trace (needs --pairs)")
+    compare.add_argument("--pairs", metavar="PAIRS", help="the pairs THEIRS ran ('-': stdin): check its token ids too; "
+                         "with --onnx, the pairs to run")
     compare.add_argument("--atol", type=tolerance, default=1e-4, metavar="A", help="absolute tolerance (default 1e-4)")
     compare.add_argument("--rtol", type=tolerance, default=1e-4, metavar="R", help="relative tolerance (default 1e-4)")
     compare.add_argument("--json", action="store_true", help="print one JSON object")
     compare.add_argument("--max-length", type=int, metavar="N", help="with --pairs: truncate each pair to N tokens")
+    compare.add_argument("--batch-size", type=positive_int, default=onnx_graph.BATCH_SIZE, metavar="N",
+                         help=f"with --onnx: pairs per run of the graph, in the file's order (default {onnx_graph.BATCH_SIZE})")
     compare.set_defaults(run=run_compare)
 
     explain = commands.add_parser(

@@ -11,6 +11,7 @@ and what the usual cause of that pattern is.
     diagnose.py   the signatures of bugs real backends have had
     compare.py    every stage in forward order, the first divergence; the token ids
     report.py     the report as text
+    onnx_graph.py an ONNX graph run on minibert's token ids, its stages found by its structure (`compare --onnx`)
     explain.py    one pair's journey through the model, for a learner (`minibert explain`)
 """
 
