@@ -230,6 +230,7 @@ def test_against_a_live_minibert_serve(files, tmp_path, api, space):
         status, report = agree_json("--pairs", pairs, "--url", server.url, "--api", api, "--min-tau", "0.999")
     finally:
         server.stop()
+    assert " 413 " not in server.log()          # /info's limit was read, not found by trial
     assert status == 0, report
     assert report["space"] == space and report["max_abs_diff"] <= 1e-5 and report["kendall_tau"] == 1.0
     assert "9 requests of at most 3 texts, limit 3" in report["backend"]       # 3 queries x 8 passages, 3 at a time
