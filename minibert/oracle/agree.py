@@ -262,7 +262,8 @@ def verdict(report: dict, min_ndcg=None, min_tau=None, max_diff=None) -> tuple[b
             continue
         if value is None or (value < bound if sense == ">=" else value > bound):
             failed.append(f"{what} {_fmt(value)} not {sense} {bound:g}")
-    figures = (f"rankings identical in {report['rankings_identical']} of {report['queries']} queries, mean Kendall "
+    figures = (f"rankings identical in {report['rankings_identical']} of {report['queries']} "
+               f"quer{'y' if report['queries'] == 1 else 'ies'}, mean Kendall "
                f"tau {_fmt(report['kendall_tau'])}, mean NDCG@10 {_fmt(report['ndcg_at_10'])}, max |diff| "
                f"{report['max_abs_diff']:.2e} ({report['space']})")
     if not any(bound is not None for _, _, bound, _ in checks):
@@ -279,7 +280,8 @@ def _fmt(value, digits: int = 4) -> str:
 def format_agree(report: dict, backend: str, model: str, verdict_line: str) -> str:
     space = ("raw logits" if report["space"] == "logit" else
              "sigmoid: the backend reports sigmoids, so the reference's logits go through the same sigmoid")
-    lines = [f"{backend} against {model}: {report['pairs']} pairs, {report['queries']} queries; compared as {space}"]
+    queries = f"{report['queries']} quer{'y' if report['queries'] == 1 else 'ies'}"
+    lines = [f"{backend} against {model}: {report['pairs']} pairs, {queries}; compared as {space}"]
     qrels = "qrels" in report
     head = f"{'query':<32} {'pairs':>5} {'max|diff|':>9} {'mean|diff|':>10} {'spearman':>8} {'tau':>7} " \
            f"{'top1':>4} {'top' + str(report['k']):>6} {'ndcg@10':>7}"
