@@ -1,5 +1,5 @@
-"""The `minibert` command: `minibert rank`, `score`, `embed`, `fetch`, `trace`, `compare`, `explain`, `batch`
-and `serve`.
+"""The `minibert` command: `minibert rank`, `score`, `embed`, `fetch`, `trace`, `compare`, `agree`, `explain`,
+`batch` and `serve`.
 
 Parsing and I/O only; every number comes from CrossEncoder or SentenceEncoder. Input is UTF-8, one record per
 line ('\\n' or '\\r\\n'; a final newline does not start another record). Output is UTF-8.
@@ -16,9 +16,9 @@ after the output of the lines before it; with --skip-bad it is reported on stder
 Exit status: 0 success (also when the reader of stdout goes away early, as in `| head -1`, and
 when --skip-bad skipped lines), 2 bad usage or input (options, a --model that holds no model the
 command can use: ModelNotFoundError, NotACrossEncoderError; malformed or non-UTF-8 lines,
-unreadable FILE, InputError, ConfigError, a bad trace file), 1 any other failure
+unreadable FILE, InputError, ConfigError, a bad trace file or ONNX graph), 1 any other failure
 (ModelFormatError, other MinibertError, OSError) and, for
-`compare`, stages or tokens that diverge, 130 interrupted. Errors are
+`compare`, stages or tokens that diverge, for `agree`, a threshold not met, 130 interrupted. Errors are
 one line on stderr: `minibert: error: ...`; with --skip-bad, each skipped line is one
 `minibert: skipped FILE, line N: ...` line. A usage error never shows a key (see `redact`).
 """
@@ -48,7 +48,9 @@ from minibert.formats.hub import resolve_model_dir
 from minibert.formats.sentence_transformers import is_sentence_encoder
 from minibert.formats.tokenizer import check_unicode
 from minibert.models import FAMILIES
-from minibert.oracle import explain
+from minibert.oracle import agree as agreement
+from minibert.oracle import explain, onnx_graph, remote
+from minibert.oracle.report import format_onnx_report
 from minibert.runtime.cross_encoder import CrossEncoder
 from minibert.runtime.long_passages import DEFAULT_STRIDE, POLICIES
 from minibert.runtime.sentence_encoder import SentenceEncoder
@@ -218,20 +220,118 @@ def run_trace(args: argparse.Namespace, out) -> None:
 
 
 def run_compare(args: argparse.Namespace, out) -> int:
-    """Recompute every stage of THEIRS with minibert on its own ids; 0 when all agree, 1 when not."""
+    """Recompute every stage of THEIRS (a trace, or an ONNX graph run on --pairs) with minibert on its own ids;
+    0 when all agree, 1 when not."""
+    if (args.theirs is None) == (args.onnx is None):
+        raise ConfigError("give either THEIRS (a trace file) or --onnx FILE (an ONNX graph), not both" if args.onnx
+                          else "give THEIRS (a trace file) or --onnx FILE (an ONNX graph)")
+    if args.onnx is not None:
+        return compare_onnx(args, out)
     trace = oracle.read_trace(args.theirs)
     model = load_cross_encoder(args, cross_encoder_dir(args), max_length=args.max_length)
     match, where = None, None
     if args.pairs is not None:
-        with Records(args.pairs) as records:
-            pairs = list(records.parsed(parse_pair))
-            records.finish()
+        pairs = read_pairs(args.pairs)
         match, where = oracle.check_tokens(model.tokenizer, pairs, trace)
     report = oracle.compare(model.params, model.config, trace, args.atol, args.rtol, tokens_match=match,
                             token_mismatch=where,
                             token_type_ids=oracle.reference_types(model.tokenizer, trace.input_ids, trace.offsets))
     out.write(json.dumps(report.to_json()) + "\n" if args.json else oracle.format_report(report, trace, args.model))
     return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def compare_onnx(args: argparse.Namespace, out) -> int:
+    """compare --onnx: run --pairs through the graph with minibert's stages exposed, then compare as for a trace."""
+    if args.pairs is None:
+        raise ConfigError("--onnx needs --pairs: the pairs to run through the graph")
+    pairs = read_pairs(args.pairs)
+    model = load_cross_encoder(args, cross_encoder_dir(args), max_length=args.max_length)
+    report, trace, located, header = onnx_graph.compare_graph(args.onnx, model, pairs, args.atol, args.rtol,
+                                                              batch_size=args.batch_size)
+    if args.json:
+        found = {**report.to_json(), "onnx": {**header, "located": located.tensors,
+                                              "not_located": located.not_located, "notes": list(located.notes)}}
+        out.write(json.dumps(found) + "\n")
+    else:
+        out.write(format_onnx_report(report, trace, located, header, args.model))
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def run_agree(args: argparse.Namespace, out) -> int:
+    """Score --pairs with minibert and with another backend; per query and overall agreement, a verdict; exit 1
+    when a threshold (--min-ndcg, --min-tau, --max-diff) is not met."""
+    pairs, query_ids, doc_ids = read_agree_pairs(args.pairs, need_ids=args.qrels is not None)
+    if not pairs:
+        raise InputError(f"{args.pairs}: no pairs")
+    qrels = agreement.read_qrels(args.qrels) if args.qrels else None
+    model = load_cross_encoder(args, cross_encoder_dir(args), max_length=args.max_length, threads=args.threads)
+    if model.num_labels != 1:
+        raise ConfigError(f"{args.model} has {model.num_labels} labels: agree compares one score per pair (a reranker)")
+    groups = agreement.group_pairs([q for q, _ in pairs], query_ids, doc_ids)
+    space = None if args.activation == "auto" else {"none": "logit", "sigmoid": "sigmoid"}[args.activation]
+    if args.scores is not None:
+        theirs, backend = read_scores(args.scores, len(pairs)), f"scores {args.scores}"
+    elif args.onnx is not None:
+        theirs, backend = onnx_graph.scores(args.onnx, model, pairs, threads=args.threads), f"ONNX graph {args.onnx}"
+    else:
+        theirs, server = remote.remote_scores(args.url, args.api, groups, [q for q, _ in pairs],
+                                              [p for _, p in pairs], args.remote_model)
+        backend = (f"{args.api} server {server['route']} ({server['requests']} requests of at most "
+                   f"{server['largest_request']} texts, limit {server['limit']})")
+        space = space or ("sigmoid" if args.api == "cohere" else None)   # Cohere's relevance_score is a sigmoid
+    reference = model.predict(pairs, batch_size=args.batch_size)
+    space = space or agreement.pick_space(reference, theirs)
+    report = agreement.agree(reference, theirs, groups, space, k=args.top_k, qrels=qrels)
+    ok, line = agreement.verdict(report, args.min_ndcg, args.min_tau, args.max_diff)
+    report.update(backend=backend, verdict=line, ok=ok)
+    out.write(json.dumps(report) + "\n" if args.json else agreement.format_agree(report, backend, args.model, line))
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+def read_pairs(path: str) -> list[tuple[str, str]]:
+    """Every pair of PAIRS (score's input: query<TAB>passage or JSON lines), read whole."""
+    with Records(path) as records:
+        pairs = list(records.parsed(parse_pair))
+        records.finish()
+    return pairs
+
+
+def read_agree_pairs(path: str, need_ids: bool):
+    """agree's pairs: (pairs, query_ids, doc_ids); the ids from JSON lines' "query_id" and "doc_id" (strings or
+    numbers), None when no line has them. With need_ids (--qrels), every line must have both."""
+    pairs, query_ids, doc_ids = [], [], []
+    with Records(path) as records:
+        for number, line in records.lines():
+            pairs.append(parse_pair(line, records.source, number))
+            record = json.loads(line) if line.startswith("{") else {}
+            ids = [record.get(name) for name in ("query_id", "doc_id")]
+            if need_ids and not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in ids):
+                raise InputError(f'{records.source}, line {number}: --qrels needs JSON lines with "query_id" and '
+                                 '"doc_id" (strings or integers), as the qrels name them')
+            query_ids.append(None if ids[0] is None else str(ids[0]))
+            doc_ids.append(None if ids[1] is None else str(ids[1]))
+        records.finish()
+    with_ids = any(x is not None for x in query_ids)
+    if with_ids and any(x is None for x in query_ids):
+        raise InputError(f'{records.source}: some lines have a "query_id" and some do not: give it on every line '
+                         "or on none")
+    return pairs, (query_ids if with_ids else None), (doc_ids if with_ids else None)
+
+
+def read_scores(path: str, n: int) -> np.ndarray:
+    """A scores file: one number per line, in the pairs' order (what `minibert score` prints)."""
+    scores = []
+    with Records(path) as records:
+        for number, line in records.lines():
+            try:
+                scores.append(float(line.split("\t")[0]))
+            except ValueError:
+                raise InputError(f"{records.source}, line {number}: expected a number, found {line[:40]!r}") from None
+        records.finish()
+    if len(scores) != n:
+        raise InputError(f"{records.source}: {len(scores)} scores for {n} pairs: a scores file has one line per "
+                         "pair, in the pairs' order")
+    return np.array(scores, dtype=np.float64)
 
 
 def run_explain(args: argparse.Namespace, out) -> None:
@@ -805,19 +905,60 @@ def _add_oracle_commands(commands) -> None:
     trace.set_defaults(run=run_trace)
 
     compare = commands.add_parser(
-        "compare", help="check another backend's trace against minibert, stage by stage",
+        "compare", help="check another backend's trace, or an ONNX graph, against minibert, stage by stage",
         description="Recompute every stage on the token ids of THEIRS (a minibert-trace/1 file) and compare, "
                     "over real tokens only: max abs / rel diff, NMSE, min cosine per stage, then the first "
-                    "diverging stage, where, and a diagnosis. Exit status 0 when everything agrees, 1 when "
-                    "something diverges, 2 for bad usage or a bad trace file.")
+                    "diverging stage, where, and a diagnosis. With --onnx FILE instead of THEIRS, run --pairs "
+                    "through the ONNX graph (onnxruntime; the onnx extra), with the tensors of minibert's stages "
+                    "found by the graph's structure, and compare those. Exit status 0 when everything agrees, 1 "
+                    "when something diverges, 2 for bad usage or a bad trace file or graph.")
     _add_model_option(compare)
-    compare.add_argument("theirs", metavar="THEIRS", help="the trace file to check")
-    compare.add_argument("--pairs", metavar="PAIRS", help="the pairs THEIRS ran ('-': stdin): check its token ids too")
+    compare.add_argument("theirs", nargs="?", metavar="THEIRS", help="the trace file to check")
+    compare.add_argument("--onnx", metavar="FILE", help="an ONNX graph to check instead of a trace (needs --pairs)")
+    compare.add_argument("--pairs", metavar="PAIRS", help="the pairs THEIRS ran ('-': stdin): check its token ids too; "
+                         "with --onnx, the pairs to run")
     compare.add_argument("--atol", type=tolerance, default=1e-4, metavar="A", help="absolute tolerance (default 1e-4)")
     compare.add_argument("--rtol", type=tolerance, default=1e-4, metavar="R", help="relative tolerance (default 1e-4)")
     compare.add_argument("--json", action="store_true", help="print one JSON object")
     compare.add_argument("--max-length", type=int, metavar="N", help="with --pairs: truncate each pair to N tokens")
+    compare.add_argument("--batch-size", type=positive_int, default=onnx_graph.BATCH_SIZE, metavar="N",
+                         help=f"with --onnx: pairs per run of the graph, in the file's order (default {onnx_graph.BATCH_SIZE})")
     compare.set_defaults(run=run_compare)
+
+    agree = commands.add_parser(
+        "agree", help="does another backend (scores, ONNX, a server) rank like minibert?",
+        description="Score PAIRS with minibert and with another backend: a file of its scores, an ONNX graph, or "
+                    "a running TEI- or Cohere-compatible server. Per query (the pairs that share one) and overall: "
+                    "max and mean |score diff|, Spearman, Kendall tau-b, top-1 agreement, top-k overlap, NDCG@10 of "
+                    "the backend's ordering with minibert's scores as graded relevance; with --qrels, each side's "
+                    "NDCG@10 and MRR@10. Ends with a one-line verdict; exit status 1 when a threshold is not met.")
+    _add_model_option(agree)
+    agree.add_argument("--pairs", required=True, metavar="PAIRS",
+                       help="pairs as for score (query<TAB>passage or JSON lines; with --qrels, JSON lines with "
+                            '"query_id" and "doc_id"), grouped by query')
+    backend = agree.add_mutually_exclusive_group(required=True)
+    backend.add_argument("--scores", metavar="FILE", help="the backend's scores: one number per line, in PAIRS' order")
+    backend.add_argument("--onnx", metavar="FILE", help="an ONNX graph, run with onnxruntime (the onnx extra)")
+    backend.add_argument("--url", metavar="URL", help="a reranking server's address (or its rerank route's URL)")
+    agree.add_argument("--api", choices=remote.APIS, default="tei",
+                       help="with --url: tei (POST /rerank, raw scores) or cohere (POST /v2/rerank) (default tei)")
+    agree.add_argument("--remote-model", metavar="NAME", help="with --api cohere: the request's model field "
+                       "(default: the server's /info model_id)")
+    agree.add_argument("--activation", choices=("auto", "none", "sigmoid"), default="auto",
+                       help="what the backend applied to the logits; minibert's scores get the same before they are "
+                            "compared (default auto: sigmoid when the backend's scores are in [0, 1] and fit it "
+                            "better, and for --api cohere)")
+    agree.add_argument("--qrels", metavar="FILE", help="TREC qrels (qid 0 docid rel): each side's NDCG@10 and MRR@10")
+    agree.add_argument("--min-ndcg", type=tolerance, metavar="X", help="fail (exit 1) below this mean NDCG@10")
+    agree.add_argument("--min-tau", type=float, metavar="X", help="fail (exit 1) below this mean Kendall tau")
+    agree.add_argument("--max-diff", type=tolerance, metavar="X", help="fail (exit 1) above this max |diff|")
+    agree.add_argument("--top-k", type=positive_int, default=agreement.K, metavar="K",
+                       help=f"the k of top-k overlap (default {agreement.K})")
+    agree.add_argument("--json", action="store_true", help="print one JSON object")
+    agree.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="pairs per forward pass (32)")
+    agree.add_argument("--threads", type=positive_int, metavar="N", help="cores for minibert (and onnxruntime)")
+    agree.add_argument("--max-length", type=int, metavar="N", help="truncate each pair to N tokens")
+    agree.set_defaults(run=run_agree)
 
     explain = commands.add_parser(
         "explain", help="follow one pair through the model, stage by stage",

@@ -11,6 +11,9 @@ and what the usual cause of that pattern is.
     diagnose.py   the signatures of bugs real backends have had
     compare.py    every stage in forward order, the first divergence; the token ids
     report.py     the report as text
+    onnx_graph.py an ONNX graph run on minibert's token ids, its stages found by its structure (`compare --onnx`)
+    agree.py      does another backend rank like minibert, per query and overall (`minibert agree`)
+    remote.py     scores from a TEI- or Cohere-compatible server, for `agree --url`
     explain.py    one pair's journey through the model, for a learner (`minibert explain`)
 """
 
