@@ -53,6 +53,14 @@ def check_choice(config, name: str, allowed: tuple, what: str = ""):
                           f"{', '.join(repr(a) for a in allowed)}{what}")
 
 
+def check_layer_types(config, allowed: tuple):
+    """config.layer_types lists every layer, each one of `allowed` (transformers' "full_attention", ...)."""
+    types, n = config.layer_types, config.num_hidden_layers
+    if len(types) != n or not all(t in allowed for t in types):
+        raise ConfigError(f"{config.source}: layer_types must list {n} layers, each one of "
+                          f"{', '.join(map(repr, allowed))}; found {show(list(types))}")
+
+
 def check_token_id(config, name: str):
     value = getattr(config, name)
     if value is not None and (not is_int(value) or not 0 <= value < config.vocab_size):

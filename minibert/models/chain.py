@@ -21,7 +21,7 @@ import numpy as np
 from minibert.errors import ConfigError, ModelFormatError
 from minibert.formats import sentence_transformers as st
 from minibert.models.family import Family
-from minibert.models.params import LayerNorm, Linear, linear_spec, norm_spec
+from minibert.models.params import LayerNorm, Linear, linear, linear_spec, norm_spec
 from minibert.models.pooling import l2_normalize, pool
 
 LAYER_NORM_EPS = 1e-5   # sentence-transformers' LayerNorm module: nn.LayerNorm(dimension), never configured
@@ -92,8 +92,7 @@ def activation(name: str, x, ops):
 
 
 def dense(module: st.Dense, p: Linear, x, ops):
-    h = x @ p.weight.T if p.bias is None else ops.linear(x, p.weight, p.bias)   # [B, D_in] -> [B, D_out]
-    return activation(module.activation, h, ops)
+    return activation(module.activation, linear(p, x, ops), ops)   # [B, D_in] -> [B, D_out]
 
 
 def layer_norm(p: LayerNorm, x, ops):
@@ -114,7 +113,7 @@ def run_module(module, p, x, batch, ops, first_tokens=False):
     return x                                                        # Dropout: the identity at inference
 
 
-def logit_score(module: st.LogitScore, rows, last, ops):
+def logit_score(module: st.LogitScore, rows, last):
     """sentence-transformers' LogitScore: [B, H] hidden states at each pair's last token -> [B, 1] scores,
     logit(true) - logit(false) (the log-odds), or logit(true) alone. rows: the language-model head's rows of
     those tokens, [K, H]: the other rows of the vocabulary are never computed."""
@@ -130,7 +129,7 @@ def forward(family: Family, params: Chain, config, batch, ops, return_stages=Fal
     first = params.modules[0] if params.modules else (None, None)
     if isinstance(first[0], st.LogitScore):   # a decoder reranker: the last token, then a few logits
         last = family.encoder(params.encoder, config, batch, ops, stages, last_only=True)   # [B, H]
-        scores = logit_score(*first, last, ops)                                              # [B, 1]
+        scores = logit_score(*first, last)                                              # [B, 1]
         if stages is not None:
             stages["last_token"], stages["logits"] = last, scores
         return scores if stages is None else (scores, stages)

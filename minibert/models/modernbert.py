@@ -34,12 +34,20 @@ from minibert.formats.config import (
     check_choice,
     check_divisible,
     check_eps,
+    check_layer_types,
     check_sizes,
     check_token_id,
     is_positive_finite,
 )
 from minibert.models.family import ALL, FIRST, Family, with_stages
-from minibert.models.params import LayerNorm, Linear, Spec, linear_spec, norm_spec
+from minibert.models.params import (
+    LayerNorm,
+    Linear,
+    Spec,
+    linear,
+    linear_spec,
+    norm_spec,
+)
 
 # transformers' ACT2FN["gelu"] is the exact erf GELU; the tanh approximations are other names.
 SUPPORTED_ACTIVATIONS = ("gelu",)
@@ -116,9 +124,7 @@ class ModernBertConfig(HFConfig):
             check_choice(self, name, (True, False))
         check_eps(self, "norm_eps")
         check_token_id(self, "pad_token_id")
-        if len(self.layer_types) != self.num_hidden_layers or not all(t in LAYER_TYPES for t in self.layer_types):
-            raise ConfigError(f"{self.source}: layer_types must list {self.num_hidden_layers} layers, each one of "
-                              f"{', '.join(map(repr, LAYER_TYPES))}; found {show(list(self.layer_types))}")
+        check_layer_types(self, LAYER_TYPES)
         for layer_type in sorted(set(self.layer_types)):
             rope = self.rope_parameters[layer_type]
             if rope["rope_type"] != "default":
@@ -238,10 +244,6 @@ def skeleton(c: ModernBertConfig, head: bool = True) -> ModernBertParams:
 
 # ---------------------------------------------------------------------------------------------
 # The forward pass
-
-
-def linear(p: Linear, x, ops):
-    return ops.linear(x, p.weight, p.bias) if p.bias is not None else x @ p.weight.T  # [.., in] -> [.., out]
 
 
 def layer_norm(p: LayerNorm, x, c: ModernBertConfig, ops):

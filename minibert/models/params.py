@@ -40,6 +40,11 @@ class Stack(NamedTuple):
     parts: tuple
 
 
+def linear(p: Linear, x, ops):
+    """nn.Linear applied: x @ W.T (+ b where the layer has a bias, through ops.linear). [.., in] -> [.., out]."""
+    return ops.linear(x, p.weight, p.bias) if p.bias is not None else x @ p.weight.T
+
+
 def linear_spec(name: str, n_out: int, n_in: int, bias: bool = True) -> Linear:
     """The Spec leaves of an nn.Linear named `name`, [out, in]."""
     return Linear(Spec(f"{name}.weight", (n_out, n_in)), Spec(f"{name}.bias", (n_out,)) if bias else None)

@@ -17,7 +17,8 @@ How a decoder differs from the encoders, and where:
 - head: the last token of each pair, not the first: causal attention leaves the last token the only
   one that has seen the whole pair. Qwen3ForSequenceClassification's `score` (H -> L, no bias) reads it
   (the last token that is not pad_token_id, as transformers picks it); a reranker scored from the
-  language model reads a few rows of lm_head there (the logits of "yes" and "no", say): `token_logits`.
+  language model reads a few rows of lm_head there (the logits of "yes" and "no", say): `lm_head_rows`, which
+  models/chain.py's LogitScore multiplies by that last hidden state.
   Either way the last layer is computed for that one token only.
 
 The input is a conversation: minibert/formats/chat.py renders each pair through the tokenizer's chat
@@ -38,12 +39,13 @@ from minibert.formats.config import (
     HFConfig,
     check_choice,
     check_eps,
+    check_layer_types,
     check_sizes,
     check_token_id,
     is_positive_finite,
 )
 from minibert.models.family import LAST, Family, with_stages
-from minibert.models.params import Linear, Spec, linear_spec
+from minibert.models.params import Linear, Spec, linear, linear_spec
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
 HEAD_STAGE = "last_token"
@@ -106,9 +108,7 @@ class Qwen3Config(HFConfig):
             check_choice(self, name, (True, False))
         check_eps(self, "rms_norm_eps")
         check_token_id(self, "pad_token_id")
-        if len(self.layer_types) != self.num_hidden_layers or not all(t in LAYER_TYPES for t in self.layer_types):
-            raise ConfigError(f"{self.source}: layer_types must list {self.num_hidden_layers} layers, each one of "
-                              f"{', '.join(map(repr, LAYER_TYPES))}; found {show(list(self.layer_types))}")
+        check_layer_types(self, LAYER_TYPES)
         if "sliding_attention" in self.layer_types and not (isinstance(self.sliding_window, int)
                                                             and self.sliding_window > 0):
             raise ConfigError(f"{self.source}: sliding_attention layers need a positive sliding_window, found "
@@ -163,8 +163,7 @@ class Qwen3Params:
     embed: np.ndarray                 # [V, H]
     layers: tuple[DecoderLayer, ...]
     final_norm: RMSNorm
-    score: Linear | None              # H -> L: Qwen3ForSequenceClassification's head; None otherwise
-    lm_head: np.ndarray | None        # [V, H]: Qwen3ForCausalLM's; the embedding itself when tied
+    score: Linear | None              # H -> L: Qwen3ForSequenceClassification's head; None for the decoder alone
 
 
 def rms_spec(name: str, width: int) -> RMSNorm:
@@ -191,26 +190,19 @@ def layer_skeleton(c: Qwen3Config, i: int) -> DecoderLayer:
 
 
 # The tensor names, without the "model." prefix that Qwen3ForSequenceClassification and Qwen3ForCausalLM give
-# the decoder; `score` and `lm_head` have none. head: "score" (sequence classification), "lm_head" (the language
-# model's output layer; with tie_word_embeddings it is the embedding, and the checkpoint has no lm_head), or None.
-def skeleton(c: Qwen3Config, head="score") -> Qwen3Params:
+# the decoder; `score` has none. head=False: the decoder alone (a *ForCausalLM's lm_head is read by lm_head_rows).
+def skeleton(c: Qwen3Config, head: bool = True) -> Qwen3Params:
     H, V = c.hidden_size, c.vocab_size
-    head = "score" if head is True else None if head is False else head
     return Qwen3Params(
         embed=Spec("embed_tokens.weight", (V, H)),
         layers=tuple(layer_skeleton(c, i) for i in range(c.num_hidden_layers)),
         final_norm=rms_spec("norm", H),
-        score=linear_spec("score", c.num_labels, H, False) if head == "score" else None,
-        lm_head=Spec("lm_head.weight", (V, H)) if head == "lm_head" and not c.tie_word_embeddings else None,
+        score=linear_spec("score", c.num_labels, H, False) if head else None,
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # The forward pass
-
-
-def linear(p: Linear, x, ops):
-    return ops.linear(x, p.weight, p.bias) if p.bias is not None else x @ p.weight.T  # [.., in] -> [.., out]
 
 
 def rms_norm(p: RMSNorm, x, c: Qwen3Config):
@@ -297,16 +289,6 @@ def forward(params: Qwen3Params, c: Qwen3Config, batch, ops, return_stages=False
     else:
         last = decoder(params, c, batch, ops, stages)[rows]             # [N, H] -> [B, H]
     logits = linear(params.score, last, ops)                            # [B, L], raw logits
-    return with_stages(logits, stages, HEAD_STAGE, last)
-
-
-def token_logits(params: Qwen3Params, c: Qwen3Config, batch, token_ids, ops, return_stages=False):
-    """Qwen3ForCausalLM's next-token logits after each pair's last token, for the vocabulary rows
-    `token_ids` alone: [B, len(token_ids)] (lm_head's other rows are never computed)."""
-    stages = {} if return_stages else None
-    last = decoder(params, c, batch, ops, stages, last_only=True)        # [B, H]
-    lm_head = params.embed if params.lm_head is None else params.lm_head  # tied: the embedding
-    logits = last @ lm_head[np.asarray(token_ids)].T                      # [B, len(token_ids)]
     return with_stages(logits, stages, HEAD_STAGE, last)
 
 

@@ -105,7 +105,8 @@ def test_score_read_at_last_non_pad_token(tmp_path):
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_causal_lm_token_logits(tmp_path, tied):
-    """Qwen3ForCausalLM's next-token logits after the last token, for two vocabulary rows (a reranker's yes / no)."""
+    """Qwen3ForCausalLM's next-token logits after the last token, for two vocabulary rows (a reranker's yes / no):
+    the last token's hidden state times lm_head_rows (lm_head.weight, or the tied embedding)."""
     config = transformers.Qwen3Config(**SHAPE, tie_word_embeddings=tied, attn_implementation="eager")
     torch.manual_seed(0)
     model = transformers.Qwen3ForCausalLM(config).eval()
@@ -116,13 +117,11 @@ def test_causal_lm_token_logits(tmp_path, tied):
     cfg = qwen3.Qwen3Config.from_dict(config.to_dict() | {"model_type": "qwen3"}, str(tmp_path / "config.json"))
     tensors = read_checkpoint(tmp_path / "model.safetensors")
     params = params_from_tensors(tensors, qwen3.FAMILY, cfg, str(tmp_path), head=False)
-    if not tied:
-        params = qwen3.Qwen3Params(params.embed, params.layers, params.final_norm, None,
-                                   tensors["lm_head.weight"].astype(np.float32))
     ids = pairs_of_ids(4)
     batch = Batch.pack([(i, np.zeros_like(i)) for i in ids])
     rows = [7, 123]
-    got = qwen3.token_logits(params, cfg, batch, rows, op_set("numpy"))
+    last = qwen3.encoder(params, cfg, batch, op_set("numpy"), last_only=True)       # [B, H]
+    got = last @ qwen3.lm_head_rows(tensors, cfg, rows).T                         # LogitScore's two rows
     with torch.no_grad():
         expected = np.stack([model(torch.tensor(i)[None]).logits[0, -1, rows].numpy() for i in ids])
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
