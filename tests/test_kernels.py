@@ -27,6 +27,14 @@ def assert_close(got, ref, what):
         f"max abs diff {np.max(np.abs(got - ref)):.3g}")
 
 
+def assert_as_accurate(got, ref, exact, what):
+    """got is as close to the float64 result `exact` as the float32 reference is (within twice its error, +1e-7):
+    for kernels whose BLAS products sum in another order than the reference's (other block shapes)."""
+    assert got.dtype == np.float32 and got.shape == ref.shape, f"{what}: {got.dtype} {got.shape}, expected {ref.shape}"
+    error, ref_error = np.max(np.abs(got - exact)), np.max(np.abs(ref - exact))
+    assert error <= 2 * ref_error + 1e-7, f"{what}: max error {error:.3g} vs float64, the reference's {ref_error:.3g}"
+
+
 def test_every_op_of_the_op_set_has_a_kernel_and_a_reference():
     numba = numba_ops()
     for field in dataclasses.fields(OpSet)[1:]:
@@ -149,3 +157,36 @@ def test_geglu(shape):
 def test_rotary_and_geglu_have_kernels_with_the_same_names():
     for name in ("rotary_tables", "apply_rotary", "geglu"):
         assert callable(getattr(ops, name)) and callable(getattr(kernels, name)), name
+
+
+@pytest.mark.parametrize("block_elements", [1 << 22, 700])
+@pytest.mark.parametrize("window, causal, kv_heads", [
+    (None, False, None), (None, True, 2), (5, False, None), (5, True, 1), (200, True, None),
+])
+def test_attention_in_blocks(block_elements, window, causal, kv_heads):
+    """The kernel's blocks (a few heads x a few queries, the unseen keys skipped, the rest masked per row) against
+    the reference: small blocks force many of them, whole-key-block skips under causal and window masks, and
+    grouped-query heads."""
+    rng = np.random.default_rng(11)
+    lengths, NH, HD = [150, 1, 67], 4, 8
+    NKV = kv_heads or NH
+    N = sum(lengths)
+    q = (rng.standard_normal((N, NH * HD)) * 2).astype(np.float32)
+    k, v = ((rng.standard_normal((N, NKV * HD)) * 2).astype(np.float32) for _ in range(2))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    args = {"window": window, "causal": causal, "kv_heads": kv_heads}
+    last = offsets[1:] - 1
+    for queries, extra in ((q, {}), (q[last], {"last_only": True})):
+        got = kernels.attention(queries, k, v, offsets, NH, block_elements=block_elements,
+                                **args, **extra)
+        assert_as_accurate(got, ops.attention(queries, k, v, offsets, NH, **args, **extra),
+                           ops.attention(*(t.astype(np.float64) for t in (queries, k, v)), offsets, NH, **args, **extra),
+                           f"attention blocks={block_elements} {args} {extra}")
+
+
+def test_attention_blocks_fit_the_cache_and_skip_no_pair():
+    # an 8,192-token pair at 16 heads: 512 queries x 8,192 keys of one head, 16 MiB; a short pair: one block, all heads
+    assert kernels.block_shape(8192, 8192, 1, 16) == (512, 1)
+    assert kernels.block_shape(8192, 8192, 1, 16, elements=1 << 20) == (128, 1)
+    assert kernels.block_shape(100, 100, 1, 12) == (100, 12)
+    assert kernels.block_shape(3, 8192, 4, 2) == (3, 2)

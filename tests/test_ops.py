@@ -272,3 +272,15 @@ def test_swiglu_is_silu_of_the_gate_times_up():
     got = ops.swiglu(gate, up)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-30)
+
+
+def test_gelu_tanh_gate_is_transformers_tanh_gelu_of_the_gate_times_up():
+    """gelu_pytorch_tanh(gate) * up against the float64 definition, at large magnitudes too."""
+    rng = np.random.default_rng(4)
+    gate = np.concatenate([rng.standard_normal(200) * 4, [-100.0, -30.0, 0.0, 30.0, 100.0]]).astype(np.float32)
+    up = rng.standard_normal(len(gate)).astype(np.float32)
+    g = gate.astype(np.float64)
+    want = 0.5 * g * (1 + np.tanh(np.sqrt(2 / np.pi) * (g + 0.044715 * g ** 3))) * up
+    got = ops.gelu_tanh_gate(gate, up)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)

@@ -37,6 +37,8 @@ class OpSet:
     apply_rotary: Callable    # (x [N, H], cos, sin, num_heads) -> [N, H]
     geglu: Callable           # (h [N, 2I]) -> GELU(input) * gate, [N, I]
     swiglu: Callable          # (gate [N, I], up [N, I]) -> SiLU(gate) * up, [N, I]
+    gelu_tanh_gate: Callable  # (gate [N, I], up [N, I]) -> tanh-GELU(gate) * up, [N, I] (Gemma)
+    widen: Callable           # (stored half-precision weights: bfloat16 bits as uint16, or float16) -> float32
 
     def replace(self, **ops) -> "OpSet":
         """This op set with some ops replaced; its name says which."""

@@ -11,7 +11,9 @@ and a per-op timer on the MiniLM workload, 2 cores):
   loop ran at 5.6 ns per element, with it at 0.7 ns).
 - Serial, not parallel=True: these loops run between BLAS calls, and a parallel Numba region
   then fights OpenBLAS's spinning worker threads for the cores; the whole forward pass went from
-  ~170 to ~95 pairs/s with parallel kernels. BLAS keeps the cores for the matrix products.
+  ~170 to ~95 pairs/s with parallel kernels. BLAS keeps the cores for the matrix products. So does
+  attention's softmax on a long pair: a parallel version (rows split over the cores) was tried and
+  measured slower in every block size, 1.1x to 3x (tools/bench_attention.py, 8,192 tokens, 16 heads).
 - nogil=True: the kernels release the GIL, so that the streams of forward passes (minibert/runtime/runner.py,
   one per core) run them at the same time.
 - cache=True writes the compiled code to disk so that a second process does not compile again.
@@ -23,15 +25,23 @@ import numba
 import numpy as np
 
 # Shared with the reference, on purpose: matrix products stay with NumPy's BLAS (linear, and
-# attention's two products per pair, batched over heads). A Numba attention that did the products
-# in its own loops ran at a quarter of BLAS's rate here (no FMA-blocked kernel without hand
-# tiling), so attention is the reference's loop with this module's softmax between the products.
-import minibert.ops.reference as reference
-from minibert.ops.reference import ERF_P, ERF_Q, ERF_X_MAX
-
-# Ops whose NumPy version is already one vectorized pass, or runs once per batch: the reference's.
-# (The op set takes every op from this module by name.)
-from minibert.ops.reference import linear, relu, rotary_tables, swiglu  # noqa: F401
+# attention's two products per block). A Numba attention that did the products in its own loops ran
+# at a quarter of BLAS's rate here (no FMA-blocked kernel without hand tiling), so attention is a loop
+# of BLAS products with this module's softmax between them. linear, relu, rotary_tables and the gates
+# of the decoders' feed-forwards (swiglu, gelu_tanh_gate):
+# ops whose NumPy version is already one vectorized pass, or runs once per batch, are the reference's
+# (the op set takes every op from this module by name).
+from minibert.ops import reference
+from minibert.ops.reference import (  # noqa: F401
+    ERF_P,
+    ERF_Q,
+    ERF_X_MAX,
+    gelu_tanh_gate,
+    linear,
+    relu,
+    rotary_tables,
+    swiglu,
+)
 
 _SQRT_HALF = np.float32(math.sqrt(0.5))
 
@@ -178,34 +188,55 @@ _LN2_LO = np.float32(-2.12194440e-4)
 _INV_FACTORIAL = tuple(np.float32(1.0 / math.factorial(i)) for i in range(8))
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _softmax_row(row, scale, powers, frac):
+    # row = softmax(row * scale), in place; powers (int32), frac: scratch of at least row's length.
+    # NaN propagates as in NumPy without a test of its own: a NaN score (or inf - inf, from an infinite
+    # maximum) gives t = NaN, so its weight, the row's sum and so the row are NaN.
+    # The maximum and the sum run in 8 independent lanes: one accumulator would make every step wait for the
+    # one before (a float64 add's latency), and LLVM may not reorder a float reduction itself. The maximum
+    # is the same in any order; the float64 sum of n <= 2^24 terms in (0, 1] differs from the sequential one
+    # far below float32's rounding.
+    n = row.shape[0]
+    c2, c3, c4, c5, c6, c7 = _INV_FACTORIAL[2:]
+    two_k = powers.view(np.float32)
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = row[0]
+    j = 0
+    while j + 8 <= n:
+        m0, m1, m2, m3 = max(m0, row[j]), max(m1, row[j + 1]), max(m2, row[j + 2]), max(m3, row[j + 3])
+        m4, m5, m6, m7 = max(m4, row[j + 4]), max(m5, row[j + 5]), max(m6, row[j + 6]), max(m7, row[j + 7])
+        j += 8
+    top = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for i in range(j, n):
+        top = max(top, row[i])
+    top *= scale
+    for j in range(n):
+        t = max(row[j] * scale - top, np.float32(-104.0))   # <= 0; -inf (a masked key) becomes -104
+        k = np.floor(t * _LOG2E + np.float32(0.5))
+        f = (t - k * _LN2_HI) - k * _LN2_LO
+        frac[j] = ((((((c7 * f + c6) * f + c5) * f + c4) * f + c3) * f + c2) * f + np.float32(1.0)) * f + np.float32(1.0)
+        powers[j] = (np.int32(max(k, np.float32(-127.0))) + 127) << 23   # 2^k; k = -127 gives 0.0
+    for j in range(n):
+        row[j] = frac[j] * two_k[j]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    j = 0
+    while j + 8 <= n:
+        s0, s1, s2, s3 = s0 + row[j], s1 + row[j + 1], s2 + row[j + 2], s3 + row[j + 3]
+        s4, s5, s6, s7 = s4 + row[j + 4], s5 + row[j + 5], s6 + row[j + 6], s7 + row[j + 7]
+        j += 8
+    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    for i in range(j, n):
+        total += row[i]
+    total32 = np.float32(total)
+    for j in range(n):
+        row[j] = row[j] / total32
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _softmax_rows(x, scale, powers, frac):
     # x[r] = softmax(x[r] * scale) for each row r of x [R, n], in place; powers (int32), frac: [n] scratch.
-    # NaN propagates as in NumPy without a test of its own: max(NaN, c) is NaN, so a NaN score (or
-    # inf - inf, from an infinite score or a row of -inf) makes the row's sum, and so the row, NaN.
-    rows, n = x.shape
-    c2, c3, c4, c5, c6, c7 = _INV_FACTORIAL[2:]
-    two_k = powers.view(np.float32)
-    for r in range(rows):
-        row = x[r]
-        top = row[0]
-        for j in range(n):
-            top = max(top, row[j])
-        top *= scale
-        for j in range(n):
-            t = max(row[j] * scale - top, np.float32(-104.0))   # <= 0; -inf (a masked key) becomes -104
-            k = np.floor(t * _LOG2E + np.float32(0.5))
-            f = (t - k * _LN2_HI) - k * _LN2_LO
-            frac[j] = ((((((c7 * f + c6) * f + c5) * f + c4) * f + c3) * f + c2) * f + np.float32(1.0)) * f + np.float32(1.0)
-            powers[j] = (np.int32(max(k, np.float32(-127.0))) + 127) << 23   # 2^k; k = -127 gives 0.0
-        for j in range(n):
-            row[j] = frac[j] * two_k[j]
-        total = 0.0
-        for j in range(n):
-            total += row[j]
-        total32 = np.float32(total)
-        for j in range(n):
-            row[j] = row[j] / total32
+    for r in range(x.shape[0]):
+        _softmax_row(x[r], scale, powers, frac)
 
 
 def scaled_softmax(scores, scale):
@@ -221,7 +252,112 @@ def softmax(x):
     return scaled_softmax(np.array(x, dtype=np.float32), 1.0)   # a copy, then in place
 
 
+# ---------------------------------------------------------------------------------------------
+# Attention: reference.attention's numbers, in blocks sized for the cache. The reference computes the
+# scores of a block of queries against all keys for all heads at once (up to 64 MiB, far beyond the
+# caches) and masks with boolean arrays; here a block is a few heads x a few queries x its keys, held
+# in one scratch array reused block after block, so that the scores the first product writes are still
+# in the cache when the softmax and the second product read them. The keys a block cannot see (causal,
+# sliding window) are not computed at all, and the mask is a range of keys per query row given to the
+# softmax (lo, hi), so no boolean array is built. The summation is the reference's: a whole row of
+# scores is softmaxed at once (no online softmax), so the results agree to float32 rounding.
+
+# Scores of one block: 16 MiB of float32. Measured at 8,192 tokens (16 heads of 64, tools/bench_attention.py):
+# 2^22 elements 10.8 s, 2^20 11.6 s, 2^18 12.7 s, the reference's 2^24 with boolean masks 15.8 s.
+ATTENTION_BLOCK_ELEMENTS = 1 << 22
+MIN_BLOCK_ROWS = 64                 # queries per block at least: fewer rows leave BLAS's kernel underused
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _softmax_band_row(x, r, scale, lo, hi, powers, frac):
+    # x[r] = softmax over the keys lo .. hi - 1 of (x[r] * scale), 0 elsewhere; lo, hi: [Tq], row r is query r % Tq.
+    # powers, frac: scratch of x's row length.
+    a, b = lo[r % lo.shape[0]], hi[r % lo.shape[0]]
+    _softmax_row(x[r, a:b], scale, powers, frac)
+    x[r, :a] = 0
+    x[r, b:] = 0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _softmax_band(x, scale, lo, hi):
+    powers, frac = np.empty(x.shape[1], np.int32), np.empty(x.shape[1], np.float32)
+    for r in range(x.shape[0]):
+        _softmax_band_row(x, r, scale, lo, hi, powers, frac)
+
+
+def band_softmax(scores, scale, lo, hi):
+    """scores [R, Tk] = softmax(scores * scale) over keys lo[r % Tq] .. hi[r % Tq] - 1 of each row, the other
+    weights exactly 0; in place. lo, hi: [Tq] int64."""
+    _softmax_band(scores, np.float32(scale), lo, hi)
+    return scores
+
+
+def block_shape(queries, keys, G, NKV, elements=ATTENTION_BLOCK_ELEMENTS):
+    """(query rows, key/value heads) of one block: as many as keep its G x rows x keys scores per head within
+    `elements`, with at least MIN_BLOCK_ROWS rows (or all the queries) and one head."""
+    rows = min(queries, max(MIN_BLOCK_ROWS, elements // (G * keys)))
+    return rows, min(NKV, max(1, elements // (G * rows * keys)))
+
+
 def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, causal=False,
-              last_only=False):
-    return reference.attention(q, k, v, offsets, num_heads, window, first_only, weights=scaled_softmax,
-                               kv_heads=kv_heads, causal=causal, last_only=last_only)
+              last_only=False, block_elements=ATTENTION_BLOCK_ELEMENTS):
+    """reference.attention, in cache-sized blocks (see above); the same arguments and result. block_elements:
+    the scores one block holds."""
+    q, k, v, G, HD = reference.head_views(q, k, v, num_heads, kv_heads)   # [NH, N or B, HD], [NKV, N, HD] x 2
+    NKV = len(k)
+    context = np.empty_like(q)
+    scale = np.float32(HD ** -0.5)
+    scratch = np.empty(0, np.float32)                                       # the scores of a block, reused
+    for start, T, first, last, rows in reference.pair_queries(offsets, first_only, last_only):
+        if window is None:
+            Tq, hb = block_shape(last - first, T, G, NKV, block_elements)
+        else:  # a block of queries about as wide as the window sees its rows and w keys on either side
+            Tq = min(last - first, max(MIN_BLOCK_ROWS, 2 * window + 1))
+            hb = block_shape(Tq, min(T, Tq + 2 * window), G, NKV, block_elements)[1]
+        for q0 in range(first, last, Tq):
+            q1 = min(last, q0 + Tq)
+            k0 = 0 if window is None else max(0, q0 - window)
+            k1 = q1 if causal else T if window is None else min(T, q1 + window)
+            n, Tk = q1 - q0, k1 - k0
+            position = np.arange(q0, q1)                                                   # [n]
+            lo = np.maximum(position - window, k0) if window is not None else np.full(n, k0)
+            hi = np.minimum(position + window + 1, T) if window is not None else np.full(n, T)
+            if causal:
+                hi = np.minimum(hi, position + 1)
+            lo, hi = lo - k0, hi - k0                    # [n] each: the keys row i sees, k0 + lo[i] .. k0 + hi[i] - 1
+            if scratch.size < hb * G * n * Tk:
+                scratch = np.empty(hb * G * n * Tk, np.float32)
+            for h0 in range(0, NKV, hb):
+                h1 = min(NKV, h0 + hb)
+                scores = scratch[:(h1 - h0) * G * n * Tk].reshape(h1 - h0, G * n, Tk)           # [hb, G n, Tk]
+                grouped = q[h0 * G:h1 * G, rows + q0:rows + q1].reshape(h1 - h0, G * n, HD)     # [hb, G n, HD]
+                np.matmul(grouped, k[h0:h1, start + k0:start + k1].transpose(0, 2, 1), out=scores)
+                band_softmax(scores.reshape(-1, Tk), scale, lo, hi)                  # [hb G n, Tk]
+                values = v[h0:h1, start + k0:start + k1]                                          # [hb, Tk, HD]
+                if G == 1:  # written in place
+                    np.matmul(scores, values, out=context[h0:h1, rows + q0:rows + q1])
+                else:
+                    context[h0 * G:h1 * G, rows + q0:rows + q1] = (scores @ values).reshape((h1 - h0) * G, n, HD)
+    return context.transpose(1, 0, 2).reshape(len(context[0]), -1)  # [NH, N or B, HD] -> [N or B, NH * HD]
+
+
+# ---------------------------------------------------------------------------------------------
+# Half-precision weights: bfloat16 widened in one pass (float16: the reference's cast, already one
+# vectorized pass). Serial like every kernel here: the runner already widens on every core, one stream each.
+
+
+@numba.njit(cache=True, nogil=True)
+def _bfloat16_rows(bits, out):
+    # out[r, j] = bits[r, j] << 16: the float32 whose top half is the bfloat16 (out is the float32's uint32 view)
+    rows, width = bits.shape
+    for r in range(rows):
+        for j in range(width):
+            out[r, j] = np.uint32(bits[r, j]) << np.uint32(16)
+
+
+def widen(stored):
+    if stored.dtype != np.uint16 or stored.ndim != 2:  # float16, a foreign byte order, or not a matrix
+        return reference.widen(stored)
+    out = np.empty(stored.shape, np.float32)
+    _bfloat16_rows(stored, out.view(np.uint32))
+    return out

@@ -55,13 +55,33 @@ def scaled_softmax(scores, scale):
     return softmax(scores)
 
 
+def head_views(q, k, v, num_heads, kv_heads=None):
+    """Attention's inputs as heads: q [N or B, NH * HD] -> [NH, N or B, HD], k, v [N, NKV * HD] -> [NKV, N, HD]
+    (views), and G = NH / NKV query heads per key/value head, HD."""
+    N, NKV = k.shape[0], kv_heads or num_heads
+    G, HD = num_heads // NKV, k.shape[1] // NKV
+    k, v = (t.reshape(N, NKV, HD).transpose(1, 0, 2) for t in (k, v))      # [NKV, N, HD] views
+    return q.reshape(len(q), num_heads, HD).transpose(1, 0, 2), k, v, G, HD
+
+
+def pair_queries(offsets, first_only=False, last_only=False):
+    """For each pair of a packed batch: (start, T, first, last, rows): its first row in k and v, its length, its
+    queries' positions first .. last - 1 (all T; with first_only / last_only its first / last token alone) and
+    `rows`, where q's row of position i is rows + i (q holds one row per pair with first_only / last_only)."""
+    one_query = first_only or last_only
+    for b, (start, end) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
+        T = end - start
+        first = T - 1 if last_only else 0
+        yield start, T, first, first + 1 if one_query else T, b - first if one_query else start
+
+
 # Scores held at once by attention: [NH, query block, keys] float32 elements (64 MiB). A pair of T tokens
 # is done in blocks of queries so that a long pair (8,192 tokens) never holds a whole [NH, T, T].
 ATTENTION_BLOCK_ELEMENTS = 1 << 24
 
 
-def attention(q, k, v, offsets, num_heads, window=None, first_only=False, weights=scaled_softmax, *,
-              kv_heads=None, causal=False, last_only=False):
+def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, causal=False,
+              last_only=False):
     """Scaled dot-product self-attention, within each pair of a packed batch.
 
     q: [N, NH * HD]; k, v: [N, NKV * HD]; pair b owns rows offsets[b]:offsets[b + 1]. Returns the
@@ -74,21 +94,12 @@ def attention(q, k, v, offsets, num_heads, window=None, first_only=False, weight
     never computed.
     first_only / last_only: q is [B, NH * HD], the query of each pair's first / last token alone;
     returns its context, [B, NH * HD].
-    weights: (scores, scale) -> softmax(scores * scale); kernels.py passes its compiled one.
     """
-    N = k.shape[0]
-    NKV = kv_heads or num_heads
-    G, HD = num_heads // NKV, k.shape[1] // NKV
-    k, v = (t.reshape(N, NKV, HD).transpose(1, 0, 2) for t in (k, v))      # [NKV, N, HD] views
-    q = q.reshape(len(q), num_heads, HD).transpose(1, 0, 2)                 # [NH, N or B, HD] view
+    q, k, v, G, HD = head_views(q, k, v, num_heads, kv_heads)     # [NH, N or B, HD], [NKV, N, HD] x 2
+    NKV = len(k)
     context = np.empty_like(q)
     scale = np.float32(HD ** -0.5)
-    one_query = first_only or last_only
-    for b, (start, end) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
-        T = end - start                                    # keys of the pair
-        first = T - 1 if last_only else 0                  # the pair's queries: positions first .. last - 1
-        last = first + 1 if one_query else T
-        rows = b - first if one_query else start           # q's row of position i is rows + i
+    for start, T, first, last, rows in pair_queries(offsets, first_only, last_only):
         queries = last - first
         if window is None:
             block = max(1, min(queries, ATTENTION_BLOCK_ELEMENTS // (num_heads * T)))
@@ -112,7 +123,7 @@ def attention(q, k, v, offsets, num_heads, window=None, first_only=False, weight
                     masked |= i - j > window
                 if masked.any():
                     scores.reshape(NKV, G, Tq, Tk)[:, :, masked] = -np.inf                  # weight exactly 0
-            probs, values = weights(scores, scale), v[:, start + k0:start + k1]             # [NKV, G Tq, Tk]
+            probs, values = scaled_softmax(scores, scale), v[:, start + k0:start + k1]             # [NKV, G Tq, Tk]
             if G == 1:  # written in place
                 np.matmul(probs, values, out=context[:, rows + q0:rows + q1])
             else:
@@ -197,3 +208,28 @@ def swiglu(gate, up):
     e = np.exp(-np.abs(gate))                                                        # in (0, 1]
     sigmoid = np.where(gate >= 0, np.float32(1.0) / (np.float32(1.0) + e), e / (np.float32(1.0) + e))
     return gate * sigmoid * up
+
+
+def gelu_tanh_gate(gate, up):
+    """tanh-GELU(gate) * up, elementwise: Gemma's gated feed-forward (down(gelu_tanh(gate(x)) * up(x))), with
+    transformers' gelu_pytorch_tanh: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), float32."""
+    inner = np.float32(np.sqrt(2.0 / np.pi)) * (gate + np.float32(0.044715) * gate * gate * gate)
+    return np.float32(0.5) * gate * (np.float32(1.0) + np.tanh(inner)) * up
+
+
+# ---------------------------------------------------------------------------------------------
+# Half-precision weights: a bfloat16 or float16 matrix kept as stored, widened for each product
+
+
+def widen(stored):
+    """A stored half-precision tensor -> float32, exactly (a new array of the same shape, owning its memory).
+
+    stored: the uint16 bits of bfloat16 (NumPy has no bfloat16: a bfloat16 is the top half of a float32, so
+    its float32 is the bits shifted left by 16), or float16 (every float16 is a float32: a plain cast)."""
+    if stored.dtype.kind == "f":
+        return stored.astype(np.float32)
+    out = np.empty(stored.shape, dtype=np.float32)
+    as_int = out.view(np.uint32)
+    as_int[...] = stored    # uint16 -> uint32, value by value (whatever the stored byte order)
+    as_int <<= 16
+    return out
