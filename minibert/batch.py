@@ -363,10 +363,10 @@ def prepare_output(path: str) -> Path:
 def run(model: str, input_path: str, output: str, *, ray_address: str | None = None, actors: int | None = None,
         actor_cpus: float | None = None, query_column="query", passage_column="passage", output_column="score",
         threads: int | None = None, activation=None, skip_bad=False, batch_size=32, max_length=None,
-        long_passages="truncate", stride=DEFAULT_STRIDE, rows_per_batch=ROWS_PER_BATCH, log=None) -> int:
+        long_passages="truncate", stride=DEFAULT_STRIDE, rows_per_batch=ROWS_PER_BATCH, log=None, widen=False) -> int:
     """Score every row of input_path into parquet files in the folder `output`; returns the row count.
 
-    Progress goes to `log` (default: stderr)."""
+    Progress goes to `log` (default: stderr). widen: CrossEncoder's (half-precision weights widened at load)."""
     started, log = time.monotonic(), log or sys.stderr
     if actor_cpus is not None and not actor_cpus > 0:
         raise ConfigError(f"--actor-cpus must be a positive number of CPUs, found {actor_cpus!r}")
@@ -375,7 +375,7 @@ def run(model: str, input_path: str, output: str, *, ray_address: str | None = N
     options = dict(query_column=query_column, passage_column=passage_column, output_column=output_column,
                    activation=activation, on_bad="skip" if skip_bad else "raise", batch_size=batch_size,
                    long_passages=long_passages, stride=stride,
-                   **({} if max_length is None else {"max_length": max_length}))
+                   **({} if max_length is None else {"max_length": max_length}), **({"widen": True} if widen else {}))
     model = os.path.abspath(model)
     local_scorer = CrossEncoderScorer(model, threads=threads, **options)  # the model is checked before any scoring
     rows = check_inputs(fmt, files, (query_column, passage_column), local_scorer.output_columns())

@@ -107,7 +107,7 @@ def run_rank(args: argparse.Namespace, out) -> None:
         if args.long_passages != "truncate":
             raise ConfigError(f"--long-passages {args.long_passages}: {args.model} is a sentence encoder, which "
                               "ranks by embeddings; windows are for a cross-encoder's pairs")
-        model = SentenceEncoder(model_dir, max_length=args.max_length, threads=args.threads)
+        model = SentenceEncoder(model_dir, max_length=args.max_length, threads=args.threads, widen=args.widen)
     else:
         model = load_cross_encoder(args, model_dir, max_length=args.max_length, threads=args.threads)
     if isinstance(model, CrossEncoder) and model.num_labels != 1:
@@ -151,7 +151,7 @@ def run_embed(args: argparse.Namespace, out) -> None:
     check_output_path(args.output)
     model_dir = model_directory(args)
     with Records(args.file, args.skip_bad, "texts") as records:
-        model = SentenceEncoder(model_dir, max_length=args.max_length, threads=args.threads)
+        model = SentenceEncoder(model_dir, max_length=args.max_length, threads=args.threads, widen=args.widen)
         if fmt == "npy":  # the array's shape comes first in the file: every line is read before any output
             texts = [text for _, text in records.lines()]
             records.finish()
@@ -351,7 +351,7 @@ def run_batch(args: argparse.Namespace, out) -> None:
                 actor_cpus=args.actor_cpus, query_column=args.query_column, passage_column=args.passage_column,
                 output_column=args.output_column, threads=args.threads, activation=args.activation,
                 skip_bad=args.skip_bad, batch_size=args.batch_size, max_length=args.max_length,
-                long_passages=args.long_passages, stride=args.stride)
+                long_passages=args.long_passages, stride=args.stride, widen=args.widen)
 
 
 def run_serve(args: argparse.Namespace, out) -> None:
@@ -368,7 +368,7 @@ def run_serve(args: argparse.Namespace, out) -> None:
           max_client_batch_size=args.max_client_batch_size, max_batch_tokens=args.max_batch_tokens,
           max_batch_requests=args.max_batch_requests, max_concurrent_requests=args.max_concurrent_requests,
           api_key=api_key, key_source=key_source, cors_allow_origins=args.cors_allow_origin,
-          long_passages=args.long_passages, stride=args.stride)
+          long_passages=args.long_passages, stride=args.stride, widen=args.widen)
 
 
 def model_directory(args: argparse.Namespace):
@@ -393,7 +393,7 @@ def load_cross_encoder(args: argparse.Namespace, model_dir, **options) -> CrossE
     """CrossEncoder(model_dir, **options); a model with no classification head is refused (exit status 2)
     with the command that works with it."""
     try:
-        model = CrossEncoder(model_dir, **options)
+        model = CrossEncoder(model_dir, widen=args.widen, **options)
     except NotACrossEncoderError as exc:
         raise NotACrossEncoderError(f"{exc}. `minibert {args.command}` needs a cross-encoder; `minibert embed` "
                                     "works with this model" + TRY_DEMO.format(command=args.command)) from None
@@ -979,6 +979,10 @@ def _add_model_option(command: argparse.ArgumentParser) -> None:
                               "HF_HUB_OFFLINE=1: the cache only)")
     command.add_argument("--revision", metavar="REV",
                          help="with a Hub id: branch, tag or commit (default: main)")
+    command.add_argument("--widen", action="store_true",
+                         help="widen a bfloat16 or float16 checkpoint's weights to float32 at load: twice the memory, "
+                              "faster products, the same scores (default: keep them as stored, memory-mapped, each "
+                              "matrix widened just for its product)")
 
 
 def _add_long_passage_options(command: argparse.ArgumentParser) -> None:

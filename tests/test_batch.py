@@ -31,6 +31,7 @@ from minibert.formats.fetch import make_demo_cross_encoder
 REPO = Path(__file__).resolve().parents[1]
 TINY_L1 = REPO / "tests" / "fixtures" / "goldens" / "tiny-l1"   # 1 label
 TINY_L3 = REPO / "tests" / "fixtures" / "goldens" / "tiny-l3"   # contradiction, entailment, neutral
+QWEN3 = REPO / "tests" / "fixtures" / "goldens" / "qwen3-reranker"   # a decoder reranker
 MINILM = REPO / "weights" / "all-MiniLM-L6-v2"
 # A local Ray that reaches nothing: loopback only (Ray binds the machine's address otherwise), no usage report.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -389,6 +390,16 @@ def test_ray_scorer_takes_the_long_passage_options(ray_address):
     expected = expected_scores(TINY_L1, rows, long_passages="max", stride=8)
     assert not np.allclose(expected, expected_scores(TINY_L1, rows))
     check_output(out["id"], out["score"], rows, expected)
+
+
+def test_ray_scores_a_decoder_reranker(ray_address):
+    """A decoder reranker (the qwen3-reranker golden: Qwen3ForCausalLM + LogitScore through its chat template) on
+    the actors: predict's scores, every row once."""
+    import ray.data
+    rows = make_rows(40, seed=5)
+    out = map_batches(ray.data.from_items(rows, override_num_blocks=2), QWEN3, actors=1, batch_size=13,
+                      batch_format="numpy").to_pandas()
+    check_output(out["id"], out["score"], rows, expected_scores(QWEN3, rows))
 
 
 def test_batch_command_on_a_running_ray(ray_address, tmp_path, capsys):

@@ -29,7 +29,8 @@ from minibert.formats.checkpoint import (
     read_checkpoint,
 )
 from minibert.formats.safetensors import read_safetensors
-from minibert.formats.tensors import bfloat16_to_float32, owns_memory
+from minibert.formats.tensors import owns_memory
+from minibert.ops.reference import widen
 from minibert.formats.torch_pickle import read_torch_bin
 from minibert.models import Batch, forward
 from minibert.ops import NUMPY
@@ -84,7 +85,8 @@ def test_bin_half_precision_is_the_rounded_float32():
     brain = read_torch_bin(FIXTURES / "bin-bf16" / "pytorch_model.bin")
     assert set(full) == set(half) == set(brain)
     for name, w in full.items():
-        assert half[name].dtype == np.float16 and brain[name].dtype == np.float32, name
+        assert half[name].dtype == np.float16 and brain[name].dtype_name == "bfloat16", name
+        assert brain[name].stored.dtype == np.uint16 and not brain[name].stored.flags.owndata, name  # the file's bits
         np.testing.assert_array_equal(half[name], w.astype(np.float16), err_msg=name)
         np.testing.assert_array_equal(brain[name], round_to_bfloat16(w), err_msg=name)
 
@@ -93,7 +95,7 @@ def round_to_bfloat16(x: np.ndarray) -> np.ndarray:
     """float32 -> the nearest bfloat16 (ties to even), as float32: what torch's .to(bfloat16) does."""
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-    return bfloat16_to_float32(rounded)
+    return widen(rounded)
 
 
 def test_bin_views_and_shards_hold_the_same_weights_as_the_plain_file():
@@ -111,11 +113,11 @@ def test_bin_views_and_shards_hold_the_same_weights_as_the_plain_file():
 
 def test_bfloat16_bits_convert_exactly():
     bits = np.array([0x3F80, 0xC000, 0x0000, 0x8000, 0x7F80, 0xFF80, 0x0001, 0x7F7F, 0x3EAB], dtype=np.uint16)
-    got = bfloat16_to_float32(bits)
+    got = widen(bits)
     expected = [1.0, -2.0, 0.0, -0.0, np.inf, -np.inf, 2.0 ** -133, 3.3895313892515355e38, 0.333984375]
     np.testing.assert_array_equal(got, np.array(expected, dtype=np.float32))
     assert np.signbit(got[3]) and got.flags.owndata
-    assert np.isnan(bfloat16_to_float32(np.array([0x7FC0], dtype=np.uint16)))[0]
+    assert np.isnan(widen(np.array([0x7FC0], dtype=np.uint16)))[0]
 
 
 # --- live against torch and transformers --------------------------------------------------
@@ -129,8 +131,9 @@ def test_bin_reader_matches_torch_load_bit_for_bit(variant):
         assert list(got) == list(expected), path
         for name, tensor in expected.items():
             reference = tensor.float().numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy()
-            assert got[name].dtype == reference.dtype and got[name].shape == reference.shape, name
-            np.testing.assert_array_equal(got[name], reference, err_msg=f"{path}: {name}")
+            array = np.asarray(got[name])   # a bfloat16 HalfTensor: widened
+            assert array.dtype == reference.dtype and array.shape == reference.shape, name
+            np.testing.assert_array_equal(array, reference, err_msg=f"{path}: {name}")
 
 
 def transformers_logits(model_dir: Path) -> np.ndarray:
@@ -219,7 +222,8 @@ def test_params_own_their_memory_so_the_file_can_be_replaced(tiny_model_dir, tmp
 
 @pytest.mark.parametrize("variant", BIN_VARIANTS)
 def test_params_are_private_writable_float32(variant):
-    params = load_params(FIXTURES / variant, load_config(FIXTURES / variant))
+    # A float32 checkpoint's always; a half-precision one's widened at load (kept: tests/test_precision.py).
+    params = load_params(FIXTURES / variant, load_config(FIXTURES / variant), widen=True)
     for array in (params.embeddings.word, params.embeddings.norm.weight, params.layers[0].qkv.weight,
                   params.classifier.weight, params.classifier.bias):
         assert array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable

@@ -127,15 +127,18 @@ def test_a_wrong_shape_is_named():
         from_tensors(t, load_config(V3), source="m.safetensors")
 
 
+def golden_batch(path: Path):
+    """The golden file of a fixture, its model (NumPy ops) and its pairs packed as one batch."""
+    golden = np.load(path / "golden.npz")
+    offsets = np.concatenate([[0], np.cumsum(golden["lengths"])])
+    pairs = [(golden["input_ids"][a:b], golden["token_type_ids"][a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+    return golden, CrossEncoder(path, ops=NUMPY), Batch.pack(pairs)
+
+
 def test_the_goldens_see_the_relative_positions():
     """Shifting the relative embeddings by one row fails the goldens from layer_0 on: the c2p / p2c
     terms are in the numbers the goldens check, not only the content term."""
-    golden = np.load(V3 / "golden.npz")
-    lengths = golden["lengths"]
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    pairs = [(golden["input_ids"][a:b], golden["token_type_ids"][a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
-    ce = CrossEncoder(V3, ops=NUMPY)
-    batch = Batch.pack(pairs)
+    golden, ce, batch = golden_batch(V3)
     _, stages = forward(ce.params, ce.config, batch, NUMPY, return_stages=True)
     assert np.allclose(stages["layer_0"], golden["layer_0"], atol=1e-5, rtol=1e-5)
     shifted = dataclasses.replace(ce.params, rel_embeddings=np.roll(ce.params.rel_embeddings, 1, axis=0))
@@ -167,3 +170,16 @@ def test_a_tokenizer_json_that_is_not_unigram_is_named(tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
     with pytest.raises(ModelFormatError, match="Unigram.*found model type 'WordPiece'"):
         CrossEncoder(tmp_path)
+
+
+@pytest.mark.parametrize("path", [V3, V2])
+def test_a_pair_scored_in_blocks_of_queries_gives_the_same_numbers(path, monkeypatch):
+    """Blocks of 2 queries (SCORE_BLOCK_ELEMENTS at 2 x heads x length): every block's relative positions, c2p and
+    p2c terms must be those of its own rows, as in one block."""
+    from minibert.models import deberta_v2
+
+    golden, ce, batch = golden_batch(path)
+    whole = forward(ce.params, ce.config, batch, NUMPY)
+    monkeypatch.setattr(deberta_v2, "SCORE_BLOCK_ELEMENTS", 2 * ce.config.num_attention_heads * int(golden["lengths"].max()))
+    # within float32 rounding (BLAS sums a product of fewer rows in another order); a block misplaced is ~1e-2 off
+    np.testing.assert_allclose(forward(ce.params, ce.config, batch, NUMPY), whole, atol=1e-5, rtol=1e-5)

@@ -172,8 +172,8 @@ def test_html_renders_in_chromium(tmp_path):
 # every family: the text and the page, and the attention shown is the attention transformers computes
 
 
-# Every golden model fixture: every family's model (tests/test_first_only.py checks that they cover them all), but
-# the decoder rerankers', whose explain is not implemented yet (refused: test_a_decoder_is_refused_in_one_line).
+# Every golden model fixture: every family's model (tests/test_first_only.py checks that they cover them all); the
+# decoder rerankers' are read at their last token, through a chat template (test_a_decoder_explains_its_last_token).
 MODELS = sorted(p.parent.name for p in GOLDENS.glob("*/golden.npz"))
 DECODERS = [name for name in MODELS if family_of(load_config(GOLDENS / name)).decoder]
 FAMILY_MODELS = [name for name in MODELS if name not in DECODERS]
@@ -224,7 +224,56 @@ def test_every_family(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", DECODERS)
-def test_a_decoder_is_refused_in_one_line(name):
-    status, text, err = run_cli("explain", "--model", GOLDENS / name, "--query", QUERY, "--passage", PASSAGE)
-    assert status == 2 and not text
-    assert "not implemented yet" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+def test_a_decoder_explains_its_last_token(tmp_path, name):
+    """A decoder reranker: the sides found in the rendered conversation are the query's and the passage's tokens, the
+    attention shown is the last token's row of transformers' output_attentions (causal, grouped kv heads) within
+    1e-5, the logit is predict's, and the text and the page say so."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    ce = CrossEncoder(GOLDENS / name, ops="numpy")
+    e = explain(ce, QUERY, PASSAGE)
+    assert e.reads == "last" and e.reader == len(e.tokens) - 1 and e.truncated == {}
+    decode = ce.tokenizer.tokenizer.decode
+    for side, text in (("query", QUERY), ("passage", PASSAGE)):
+        assert decode([int(i) for i, s in zip(e.input_ids, e.sides) if s == side]).strip() == text, side
+    hf = transformers.AutoModelForCausalLM.from_pretrained(GOLDENS / name, attn_implementation="eager",
+                                                           dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = hf(input_ids=torch.from_numpy(e.input_ids[None]), output_attentions=True)
+    want = np.stack([a[0, :, -1, :].numpy() for a in out.attentions])   # [layers, NH, T]: the last query's row
+    assert e.attention.shape == want.shape == (ce.config.num_hidden_layers, ce.config.num_attention_heads, len(e.tokens))
+    np.testing.assert_allclose(e.attention, want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(e.logits, np.atleast_1d(ce.predict((QUERY, PASSAGE))), atol=1e-6, rtol=1e-6)
+
+    page_file = tmp_path / "report.html"
+    status, text, err = run_cli("explain", "--model", GOLDENS / name, "--query", QUERY, "--passage", PASSAGE,
+                                "--html", page_file)
+    assert status == 0, err
+    assert text == format_text(e) and f"3. how much the last token ({e.tokens[-1]}) attends" in text
+    score = json.loads((GOLDENS / name / "1_LogitScore" / "config.json").read_text())
+    token = ce.tokenizer.tokenizer.id_to_token
+    said = f"logit({token(score['true_token_id'])!r})" + (f" - logit({token(score['false_token_id'])!r})"
+                                                          if score["false_token_id"] is not None else "")
+    assert f"the logit is {said} at the last token" in text
+    page = PageParser()
+    page.feed(page_file.read_text(encoding="utf-8"))
+    for layer in range(len(e.attention)):
+        cells = np.array(page.cells[f"attention-layer-{layer}"]).reshape(-1, len(e.tokens))   # heads, then the mean
+        np.testing.assert_allclose(cells[:-1], e.attention[layer], atol=5e-5)
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_a_decoders_cut_is_shown(name):
+    """A conversation over max_length: its first tokens kept, the template's tail written back (the template's own),
+    and what each side kept said."""
+    # room for the conversation around an empty passage and 30 of the passage's tokens (mxbai's template writes
+    # its instruction after the document: a long tail)
+    (ids, _), = CrossEncoder(GOLDENS / name).tokenizer.encode_pairs([(QUERY, "")])
+    ce = CrossEncoder(GOLDENS / name, max_length=len(ids) + 30)
+    e = explain(ce, QUERY, PASSAGE * 10)
+    tail = ce.tokenizer.suffix(ce.tokenizer.messages(QUERY, PASSAGE))
+    assert len(e.tokens) == len(ids) + 30 and e.input_ids[-len(tail):].tolist() == tail
+    assert set(e.sides[-len(tail):]) == {None} and e.sides[-len(tail) - 1] == "passage"
+    kept, total = e.truncated["passage"]
+    assert kept == e.sides.count("passage") < total and "query" not in e.truncated
+    assert f"the passage kept {kept} of its {total} tokens" in format_text(e)

@@ -57,7 +57,11 @@ def recording(ops, rows_seen):
         rows_seen.append(len(gate))
         return ops.swiglu(gate, up)
 
-    return ops.replace(linear_gelu=linear_gelu, relu=relu, geglu=geglu, swiglu=swiglu)
+    def gelu_tanh_gate(gate, up):  # Gemma's
+        rows_seen.append(len(gate))
+        return ops.gelu_tanh_gate(gate, up)
+
+    return ops.replace(linear_gelu=linear_gelu, relu=relu, geglu=geglu, swiglu=swiglu, gelu_tanh_gate=gelu_tanh_gate)
 
 
 def test_the_fixtures_cover_every_family_and_both_kinds_of_head():

@@ -29,7 +29,7 @@ from minibert import CrossEncoder
 from minibert.models import Batch, forward
 from minibert.models.chain import Chain
 from minibert.models.params import LayerNorm
-from minibert.models.qwen3 import RMSNorm
+from minibert.models.llama import RMSNorm
 
 # The golden pairs include ones longer than max_length on purpose: their truncation is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")
@@ -191,7 +191,8 @@ def test_goldens_exist():
 
 def test_golden_fixtures_are_small():
     total = sum(p.stat().st_size for p in GOLDENS.rglob("*") if p.is_file())
-    assert total < 8 * 1024 * 1024, f"golden fixtures are {total / 1024:.0f} KiB; keep them under 8 MiB"
+    # 25 fixtures of up to 600 KiB each (the five decoder rerankers among them)
+    assert total < 12 * 1024 * 1024, f"golden fixtures are {total / 1024:.0f} KiB; keep them under 12 MiB"
     for model in GOLDENS.iterdir():
         size = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
         assert size < 600 * 1024, f"golden fixture {model.name} is {size / 1024:.0f} KiB; keep each under 600 KiB"

@@ -139,10 +139,10 @@ def test_bare_bert_model_is_refused_as_not_a_cross_encoder(model_copy):
         CrossEncoder(model_copy)
 
 
-def test_float16_checkpoint_is_upcast_to_float32(model_copy):
+def test_float16_checkpoint_widened_at_load_is_upcast_to_float32(model_copy):
     reference = load_params(model_copy, load_config(model_copy))
     edit_tensors(model_copy, lambda t: t.update({k: v.astype(np.float16) for k, v in t.items()}))
-    params = load_params(model_copy, load_config(model_copy))
+    params = load_params(model_copy, load_config(model_copy), widen=True)
     assert params.layers[0].qkv.weight.dtype == np.float32
     np.testing.assert_array_equal(params.layers[0].qkv.weight,
                                   reference.layers[0].qkv.weight.astype(np.float16).astype(np.float32))

@@ -56,9 +56,8 @@ def custom_code(name) -> bool:
 CUSTOM_CODE = [name for name in NAMES if custom_code(name)]
 # The fixtures whose model transformers builds; the custom-code ones are checked against their reference's
 # stages instead (test_the_references_own_trace_compares_clean).
-# A decoder reranker's fixture (Qwen3) is a sentence-transformers chain read through a chat template: trace_from_
-# transformers (a *ForSequenceClassification on a tokenized pair) does not capture it; tests/test_goldens.py checks
-# its stages against transformers' Qwen3ForCausalLM.
+# A decoder reranker's fixture (Qwen3) is a *ForCausalLM read through a chat template (not loadable as
+# AutoModelForSequenceClassification): tests/test_oracle_decoders.py traces and compares it.
 DECODERS = [name for name in NAMES if FAMILY[name].decoder]
 IN_TRANSFORMERS = [name for name in NAMES if not custom_code(name) and name not in DECODERS]
 

@@ -26,11 +26,10 @@ import jinja2
 import jinja2.ext
 import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tokenizers import Tokenizer
 
-from minibert.errors import ConfigError, ModelFormatError, show
+from minibert.errors import ConfigError, show
 from minibert.formats.config import read_json_object
-from minibert.formats.tokenizer import resolve_max_length
+from minibert.formats.tokenizer import build_tokenizer, resolve_max_length
 
 PAIR_ROLES = ("query", "document")
 # The special tokens a template sees by name (transformers' SPECIAL_TOKENS_ATTRIBUTES, special_tokens_map).
@@ -165,26 +164,27 @@ def read_chat_template(model_dir: Path, tc: dict) -> tuple[str, str] | None:
     return template, where
 
 
-def read_chat_tokenizer(model_dir, config, max_length=None, message_format=None) -> ChatPairTokenizer:
-    """The tokenizer of a decoder reranker's directory: tokenizer.json run as it is, the pair rendered through
-    the chat template; max_length as for the encoders (tokenizer_config.json's model_max_length, capped by the
-    positions). message_format: as sentence_bert_config.json says it, else guessed from the template."""
+def has_chat_template(model_dir) -> bool:
+    """Does the directory's tokenizer have a chat template (sentence-transformers then renders pairs through it)?"""
+    model_dir = Path(model_dir)
+    tc_path = model_dir / "tokenizer_config.json"
+    return read_chat_template(model_dir, read_json_object(tc_path, ConfigError) if tc_path.is_file() else {}) is not None
+
+
+def read_chat_tokenizer(model_dir, config, default_class: str, max_length=None, message_format=None) -> ChatPairTokenizer:
+    """The tokenizer of a decoder reranker's directory: the pipeline of its tokenizer class (default_class when
+    tokenizer_config.json names none, as for the encoders), the pair rendered through the chat template; max_length
+    as for the encoders (tokenizer_config.json's model_max_length, capped by the positions). message_format: as
+    sentence_bert_config.json says it, else guessed from the template."""
     model_dir = Path(model_dir)
     tc_path = model_dir / "tokenizer_config.json"
     tc = read_json_object(tc_path, ConfigError) if tc_path.is_file() else {}
     found = read_chat_template(model_dir, tc)
     if found is None:
-        raise ConfigError(f"{model_dir}: a decoder reranker without a chat template (chat_template.jinja, or "
-                          "tokenizer_config.json's chat_template) is not implemented: minibert renders each pair "
-                          "through the template as sentence-transformers does")
+        raise ConfigError(f"{model_dir}: the tokenizer has no chat template (chat_template.jinja, or "
+                          "tokenizer_config.json's chat_template) to render a query / document pair with")
     source, where = found
-    json_path = model_dir / "tokenizer.json"
-    if not json_path.is_file():
-        raise ModelFormatError(f"{model_dir}: no tokenizer.json (a decoder reranker's tokenizer is read from it)")
-    try:
-        tokenizer = Tokenizer.from_file(str(json_path))
-    except Exception as exc:  # tokenizers raises a bare Exception on a bad file
-        raise ModelFormatError(f"{json_path}: cannot load tokenizer: {exc}") from None
+    tokenizer, _, _ = build_tokenizer(model_dir, tc, default_class)
     special = {}
     for name in SPECIAL_TOKEN_NAMES:
         value = tc.get(name)

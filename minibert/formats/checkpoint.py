@@ -8,9 +8,11 @@ first):
     pytorch_model.bin                  torch.save's zip format, read without torch (torch_pickle.py)
     pytorch_model.bin.index.json       .bin shards, listed by a "weight_map"
 
-Files are memory-mapped: the arrays returned here are read-only views of the file (bfloat16 is
-converted to float32 at once). The parameter tree copies what it keeps (models/params.py), so
-each weight is copied once, and the file can be replaced after loading.
+Files are memory-mapped: the arrays returned here are read-only views of the file (bfloat16 as a
+HalfTensor of its bits, a view too). The parameter tree copies a float32 checkpoint's weights once
+(models/params.py), so the file can be replaced after loading; a bfloat16 or float16 checkpoint's
+matrices stay views of the mapped file unless widened at load, so while they are in use its file
+may be replaced (a new file renamed over it) but not rewritten in place.
 """
 
 import json

@@ -43,7 +43,9 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # (huggingface_hub's own default is 10): the Hub answers in well under a second when it is there at all.
 DEFAULT_TIMEOUT = 5.0
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+# chat_template.jinja: a decoder reranker's chat template, as transformers saves it (else tokenizer_config.json's)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja")
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                                "1_Pooling/config.json")
 # (single file, index of its shards), in minibert's (and transformers') order of preference.
@@ -409,9 +411,9 @@ def choose_files(available, read_json, where: str) -> list[str]:
     """The files of `available` that a minibert model directory needs, the weights last.
 
     config.json; the tokenizer (tokenizer.json, vocab.txt, tokenizer_config.json,
-    special_tokens_map.json); sentence-transformers' modules.json, sentence_bert_config.json,
+    special_tokens_map.json, a decoder's chat_template.jinja); sentence-transformers' modules.json, sentence_bert_config.json,
     config_sentence_transformers.json and each module's config.json and weights (model.safetensors,
-    else pytorch_model.bin: a Dense's or a LayerNorm's); the weights
+    else pytorch_model.bin: a Dense's or a LayerNorm's; a LogitScore's config.json holds its token ids); the weights
     (model.safetensors, else its shards and index, else pytorch_model.bin, else its shards and
     index). `read_json(name)` gives the parsed content of one of them: it is called for
     modules.json and for the index of a sharded checkpoint. `where` names the source in messages.

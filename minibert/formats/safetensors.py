@@ -4,7 +4,7 @@ The reader enforces every rule the reference implementation enforces before any 
 and each failure names the file and the tensor. Layout: 8 bytes little-endian N, N bytes of JSON
 header {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}, then
 the byte buffer that the offsets point into (relative to its start). Tensors come back as
-read-only views of the memory-mapped file (bfloat16 converted to float32).
+read-only views of the memory-mapped file (bfloat16 as a HalfTensor of its bits, a view too).
 """
 
 import json
@@ -17,7 +17,7 @@ import numpy as np
 from minibert.errors import ModelFormatError, show
 from minibert.formats.tensors import (
     BFLOAT16,
-    bfloat16_to_float32,
+    HalfTensor,
     check_shape,
     map_file,
 )
@@ -36,21 +36,18 @@ _UNSUPPORTED_SAFETENSORS_DTYPES = ("F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a .safetensors file: read-only views of the mapped file (bf16 -> float32)."""
+    """All tensors of a .safetensors file: read-only views of the mapped file (bf16: a HalfTensor view)."""
     path = Path(path)
     where = f"{path}: cannot read safetensors file"
     data = map_file(path)
     entries, buffer_start = _safetensors_header(data, where)
     tensors = {}
     for name, dtype, shape, begin, end in entries:
-        if dtype == BFLOAT16:
-            bits = np.frombuffer(data, dtype="<u2", count=(end - begin) // 2, offset=buffer_start + begin)
-            tensors[name] = bfloat16_to_float32(bits).reshape(shape)
-        else:
-            count = (end - begin) // dtype.itemsize
-            array = np.frombuffer(data, dtype=dtype, count=count, offset=buffer_start + begin) if count \
-                else np.empty(0, dtype=dtype)
-            tensors[name] = array.reshape(shape)
+        stored = np.dtype("<u2") if dtype == BFLOAT16 else dtype
+        count = (end - begin) // stored.itemsize
+        array = np.frombuffer(data, dtype=stored, count=count, offset=buffer_start + begin) if count \
+            else np.empty(0, dtype=stored)
+        tensors[name] = HalfTensor(array.reshape(shape)) if dtype == BFLOAT16 else array.reshape(shape)
     return tensors
 
 
@@ -155,12 +152,15 @@ _WRITE_TAGS = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i8"): 
 
 def write_safetensors(path, tensors: dict, metadata: dict) -> None:
     """A safetensors file (8-byte header length, JSON header, data), written whole then renamed into place.
-    Arrays of float32, float16, int64 and int32 only (what trace files hold)."""
+    Arrays of float32, float16, int64 and int32 (what trace files hold), and HalfTensor (BF16 or F16)."""
     header, chunks, offset = {"__metadata__": metadata}, [], 0
     for name, array in tensors.items():
+        tag = None
+        if isinstance(array, HalfTensor):   # its stored elements, as they are
+            tag, array = ("BF16" if array.dtype_name == BFLOAT16 else "F16"), array.stored
         array = np.ascontiguousarray(array)
         data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _WRITE_TAGS[array.dtype.newbyteorder("<")], "shape": list(array.shape),
+        header[name] = {"dtype": tag or _WRITE_TAGS[array.dtype.newbyteorder("<")], "shape": list(array.shape),
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)

@@ -376,15 +376,22 @@ def read_tokenizer(model_dir: str | Path, config, default_class: str, max_length
     tc_path = model_dir / "tokenizer_config.json"
     tc = read_json_object(tc_path, ConfigError) if tc_path.is_file() else {}
     max_length = resolve_max_length(max_length, tc, config, tc_path)
-    name = tc.get("tokenizer_class") or default_class
-    if not isinstance(name, str) or _class_name(name) not in TOKENIZER_CLASSES:
-        raise ConfigError(f"{tc_path}: tokenizer_class {show(name)} is not one minibert reproduces; it knows "
-                          f"{', '.join(sorted(TOKENIZER_CLASSES))}")
-    kind = TOKENIZER_CLASSES[_class_name(name)]
-    tokenizer, source = kind.build(model_dir, tc)
+    tokenizer, source, kind = build_tokenizer(model_dir, tc, default_class)
     names = tc.get("model_input_names", kind.model_input_names)
     token_types = isinstance(names, (list, tuple)) and "token_type_ids" in names
     return PairTokenizer(tokenizer, max_length, str(source), token_types, cuttable=kind.cuttable)
+
+
+def build_tokenizer(model_dir: Path, tc: dict, default_class: str):
+    """(tokenizers.Tokenizer, source, TokenizerClass): the pipeline of the class tokenizer_config.json names (else
+    `default_class`), built from the directory's files as transformers builds it."""
+    name = tc.get("tokenizer_class") or default_class
+    if not isinstance(name, str) or _class_name(name) not in TOKENIZER_CLASSES:
+        raise ConfigError(f"{model_dir / 'tokenizer_config.json'}: tokenizer_class {show(name)} is not one minibert "
+                          f"reproduces; it knows {', '.join(sorted(TOKENIZER_CLASSES))}")
+    kind = TOKENIZER_CLASSES[_class_name(name)]
+    tokenizer, source = kind.build(model_dir, tc)
+    return tokenizer, source, kind
 
 
 @dataclass(frozen=True)
@@ -660,6 +667,48 @@ def _tokenizer_from_dict(raw: dict, source) -> Tokenizer:
         raise ModelFormatError(f"{source}: cannot load tokenizer: {exc}") from None
 
 
+def _bpe_rebuilt(kind: str, bpe: dict, normalizer, pre_tokenizer):
+    """A class that transformers 5 rebuilds around tokenizer.json's BPE vocabulary and merges: the class's own BPE
+    settings, normalizer and pre-tokenizer; tokenizer.json's added tokens and post-processor (none: none)."""
+    def build(model_dir: Path, tc: dict):
+        raw, source = _tokenizer_json_dict(model_dir)
+        if raw is None:
+            _no_tokenizer(model_dir, "tokenizer.json")
+        if not isinstance(raw.get("model"), dict) or raw["model"].get("type") != "BPE":
+            raise ModelFormatError(f"{source}: a {kind} needs a BPE model (\"type\": \"BPE\")")
+        settings = {"unk_token": _token(tc, "unk_token", "<unk>")} if bpe.get("unk_token") else {}
+        model = {k: raw["model"][k] for k in ("type", "vocab", "merges") if k in raw["model"]}
+        raw["model"] = {**model, "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                        "ignore_merges": False, **bpe, **settings}
+        raw["normalizer"], raw["pre_tokenizer"] = None, None
+        tokenizer = _tokenizer_from_dict(raw, source)
+        tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer(tc), pre_tokenizer(tc)
+        return tokenizer, source
+    return build
+
+
+# Qwen2Tokenizer's pre-tokenizer pattern (transformers' tokenization_qwen2.py): digits one by one, letters with one
+# leading non-letter, punctuation runs, newlines, spaces.
+QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+                 r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+# Qwen2Tokenizer (Qwen2, Qwen3): byte-level BPE, NFC, Qwen's split pattern then bytes; no special tokens added
+# (tokenizer.json's post-processor, which for Qwen adds none).
+QWEN2_TOKENIZER = TokenizerClass(_bpe_rebuilt(
+    "Qwen2Tokenizer", {"dropout": None, "fuse_unk": False, "byte_fallback": False, "unk_token": None},
+    lambda tc: normalizers.NFC(),
+    lambda tc: pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=bool(tc.get("add_prefix_space") or False), use_regex=False)])),
+    ("input_ids", "attention_mask"))
+# GemmaTokenizer: a SentencePiece-style BPE with byte fallback: spaces become "▁" (no prefix space), split after
+# each space; unknown characters become their UTF-8 bytes (<0x..>); <bos> as tokenizer.json's post-processor says.
+GEMMA_TOKENIZER = TokenizerClass(_bpe_rebuilt(
+    "GemmaTokenizer", {"dropout": None, "fuse_unk": True, "byte_fallback": True, "unk_token": True},
+    lambda tc: normalizers.Replace(" ", "\u2581"),
+    lambda tc: pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)),
+    ("input_ids", "attention_mask"))
+
 BERT_TOKENIZER = TokenizerClass(_bert_tokenizer, ("input_ids", "token_type_ids", "attention_mask"), cuttable=True)
 # transformers' tokenizer classes (their names without "Fast") -> what minibert does for each.
 TOKENIZER_CLASSES = {
@@ -674,6 +723,8 @@ TOKENIZER_CLASSES = {
                                           cuttable=True),
     "CamembertTokenizer": TokenizerClass(_sentencepiece_tokenizer("CamembertTokenizer"), ("input_ids", "attention_mask"),
                                          cuttable=True),
+    "Qwen2Tokenizer": QWEN2_TOKENIZER,
+    "GemmaTokenizer": GEMMA_TOKENIZER,
     "DebertaV2Tokenizer": TokenizerClass(_deberta_v2_tokenizer, ("input_ids", "attention_mask", "token_type_ids")),
 }
 

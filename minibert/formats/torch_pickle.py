@@ -45,7 +45,7 @@ import numpy as np
 from minibert.errors import ModelFormatError, UnsafeCheckpointError, show
 from minibert.formats.tensors import (
     BFLOAT16,
-    bfloat16_to_float32,
+    HalfTensor,
     check_shape,
     map_file,
 )
@@ -118,7 +118,7 @@ _STORAGE_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
 def read_torch_bin(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a torch.save'd state dict: read-only views of the mapped file (bf16: converted to float32)."""
+    """All tensors of a torch.save'd state dict: read-only views of the mapped file (bf16: a HalfTensor view)."""
     path = Path(path)
     data = map_file(path)
     _check_is_zip(data, path)
@@ -150,7 +150,8 @@ def read_torch_bin(path: Path) -> dict[str, np.ndarray]:
             raise ModelFormatError(
                 f"{where}: storage {storage.key} is declared twice, as {first.numel} x {first.dtype} and as "
                 f"{storage.numel} x {storage.dtype}")
-        out[name] = _tensor_array(array, tensor, where)
+        array = _tensor_array(array, tensor, where)
+        out[name] = HalfTensor(array) if storage.dtype == BFLOAT16 else array
     return out
 
 
@@ -260,7 +261,7 @@ def _record_range(data, info: zipfile.ZipInfo, where) -> tuple[int, int]:
 
 
 def _storage_array(data, infos, prefix, storage: _Storage, byteorder: str, where) -> np.ndarray:
-    """The storage record as a 1-D array of `numel` elements: a view of the mapped file (bf16: converted)."""
+    """The storage record as a 1-D array of `numel` elements: a view of the mapped file (bf16: its uint16 bits)."""
     name = f"{prefix}data/{storage.key}"
     info = infos.get(name)
     if info is None:
@@ -275,11 +276,9 @@ def _storage_array(data, infos, prefix, storage: _Storage, byteorder: str, where
         crc = zlib.crc32(view[start:end])
     if crc != info.CRC:
         raise ModelFormatError(f"{where}: storage record {name} fails its CRC-32 check (damaged file)")
+    dtype = np.dtype(byteorder + ("u2" if storage.dtype == BFLOAT16 else storage.dtype.str[1:]))  # e.g. "<f4"
     if storage.numel == 0:
-        return np.empty(0, dtype=np.float32 if storage.dtype == BFLOAT16 else storage.dtype)
-    if storage.dtype == BFLOAT16:  # converted once per storage, so that views cost nothing more
-        return bfloat16_to_float32(np.frombuffer(data, dtype=byteorder + "u2", count=storage.numel, offset=start))
-    dtype = np.dtype(byteorder + storage.dtype.str[1:])  # e.g. "<f4"
+        return np.empty(0, dtype=dtype)
     return np.frombuffer(data, dtype=dtype, count=storage.numel, offset=start)
 
 

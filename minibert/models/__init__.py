@@ -13,14 +13,29 @@ the ops (minibert/ops/). Adding a family is one file here and one line in FAMILI
 """
 
 from minibert.errors import ConfigError, show
-from minibert.models import bert, chain, deberta_v2, distilbert, electra, gte, jina, modernbert, qwen3, roberta
+from minibert.models import (
+    bert,
+    chain,
+    deberta_v2,
+    distilbert,
+    electra,
+    gemma,
+    gte,
+    jina,
+    llama,
+    mistral,
+    modernbert,
+    qwen2,
+    qwen3,
+    roberta,
+)
 from minibert.models.batch import Batch, check_inputs
 from minibert.models.family import Family
 from minibert.ops import NUMPY
 
 FAMILIES: tuple[Family, ...] = (bert.FAMILY, *roberta.FAMILIES, electra.FAMILY, distilbert.FAMILY,
                                 deberta_v2.FAMILY, modernbert.FAMILY, gte.FAMILY, jina.FAMILY,
-                                qwen3.FAMILY)
+                                llama.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY, gemma.FAMILY)
 
 
 def find_family(model_type, auto_config=None) -> Family | None:

@@ -37,8 +37,10 @@ from minibert.models.params import (
     LayerNorm,
     Linear,
     Spec,
+    linear,
     linear_spec,
     norm_spec,
+    rows,
     stacked,
 )
 
@@ -157,14 +159,14 @@ def self_attention(p: EncoderLayer, c, x, offsets, ops, first_only=False):
     output at each pair's first token only, [B, H]: its query alone, against every key and value."""
     H = c.hidden_size
     if first_only:
-        q = ops.linear(x[offsets[:-1]], p.qkv.weight[:H], p.qkv.bias[:H])   # [B, H]
-        k, v = np.split(ops.linear(x, p.qkv.weight[H:], p.qkv.bias[H:]), 2, axis=1)  # 2 x [N, H]
+        q = linear(rows(p.qkv, 0, H), x[offsets[:-1]], ops)                 # [B, H]
+        k, v = np.split(linear(rows(p.qkv, H, 3 * H), x, ops), 2, axis=1)          # 2 x [N, H]
     else:
-        qkv = ops.linear(x, p.qkv.weight, p.qkv.bias)  # [N, H] -> [N, 3H]: query | key | value
+        qkv = linear(p.qkv, x, ops)                  # [N, H] -> [N, 3H]: query | key | value
         q, k, v = np.split(qkv, 3, axis=1)             # 3 x [N, H]
     # For each pair and head: softmax(q k^T / sqrt(HD)) v, over that pair's tokens only.
     context = ops.attention(q, k, v, offsets, c.num_attention_heads, first_only=first_only)  # [N or B, H]
-    return ops.linear(context, p.attn_out.weight, p.attn_out.bias)                          # [N or B, H]
+    return linear(p.attn_out, context, ops)                                               # [N or B, H]
 
 
 def encoder_layer(p: EncoderLayer, c, x, offsets, ops, first_only=False):
@@ -174,8 +176,8 @@ def encoder_layer(p: EncoderLayer, c, x, offsets, ops, first_only=False):
     if first_only:
         x = x[offsets[:-1]]                                                 # the residual: [B, H]
     x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
-    h = ops.linear_gelu(x, p.ffn_in.weight, p.ffn_in.bias)                  # [., H] -> [., I]
-    h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                     # [., I] -> [., H]
+    h = linear(p.ffn_in, x, ops, gelu=True)                               # [., H] -> [., I]
+    h = linear(p.ffn_out, h, ops)                                         # [., I] -> [., H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, c.layer_norm_eps)
 
 
@@ -207,11 +209,11 @@ def run_layers(encoder_layers, c, x, batch, ops, stages=None, first_only=False, 
 
 
 def pooler(p: Linear, first, ops):
-    return np.tanh(ops.linear(first, p.weight, p.bias))  # dense + tanh on [CLS]: [B, H]
+    return np.tanh(linear(p, first, ops))              # dense + tanh on [CLS]: [B, H]
 
 
 def classifier(p: Linear, pooled, ops):
-    return ops.linear(pooled, p.weight, p.bias)          # [B, H] -> [B, L], raw logits
+    return linear(p, pooled, ops)                      # [B, H] -> [B, L], raw logits
 
 
 def forward(params: BertParams, c: BertConfig, batch, ops, return_stages=False):

@@ -38,11 +38,14 @@ from minibert.formats.config import (
     check_token_id,
 )
 from minibert.models.family import Family, with_stages
-from minibert.models.params import LayerNorm, Linear, Spec, linear_spec, norm_spec
+from minibert.models.params import LayerNorm, Linear, Spec, linear, linear_spec, norm_spec
 
 POSITION_TERMS = ("c2p", "p2c")   # the disentangled attention's position terms
 ACTIVATIONS = {"gelu": "exact erf GELU, as transformers' 'gelu'", "tanh": "tanh"}
 HEAD_STAGE = "pooled"             # ContextPooler: act(dense([CLS]))
+# Scores of one block of queries, [NH, Tq, T] float32 elements (16 MiB; each of the position terms and their
+# temporaries is as large): a long pair never holds a whole [NH, T, T], nor a [T, T] of relative positions.
+SCORE_BLOCK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ def skeleton(c: DebertaV2Config, head: bool = True) -> DebertaV2Params:
             norm=norm_spec(e + "LayerNorm", H),
         ),
         layers=tuple(layer_skeleton(c, i) for i in range(c.num_hidden_layers)),
-        rel_embeddings=Spec("encoder.rel_embeddings.weight", (2 * c.span, H)) if c.relative_attention else None,
+        rel_embeddings=Spec("encoder.rel_embeddings.weight", (2 * c.span, H), widen=True) if c.relative_attention else None,
         # The encoder builds this LayerNorm whenever norm_rel_ebd says so, relative_attention or not.
         rel_norm=norm_spec("encoder.LayerNorm", H) if "layer_norm" in c.norm_rel_ebd else None,
         conv=ConvLayer(Spec("encoder.conv.conv.weight", (H, H, c.conv_kernel_size)), Spec("encoder.conv.conv.bias", (H,)),
@@ -258,7 +261,7 @@ def embeddings(p: Embeddings, c: DebertaV2Config, batch, ops):
     if p.token_type is not None:
         x = x + p.token_type[batch.token_type_ids]   # [N, E]
     if p.proj is not None:
-        x = x @ p.proj.T                             # [N, E] -> [N, H]
+        x = linear(Linear(p.proj, None), x, ops)     # [N, E] -> [N, H]
     # transformers then multiplies by the attention mask: 1 on every token of a packed batch.
     return ops.layer_norm(x, p.norm.weight, p.norm.bias, c.layer_norm_eps)
 
@@ -276,13 +279,16 @@ def log_bucket(distance, bucket_size: int, max_position: int):
     return np.where(abs_pos <= mid, distance, (log_pos * sign).astype(np.int64))
 
 
+def distance_buckets(c: DebertaV2Config, T: int):
+    """The bucket of every distance -(T - 1) .. T - 1 within a pair of T tokens: [D] int64 (entry d + T - 1)."""
+    distance = np.arange(-(T - 1), T)                                           # [D]
+    return distance if c.position_buckets <= 0 else log_bucket(distance, c.position_buckets, c.relative_range)
+
+
 def relative_positions(c: DebertaV2Config, T: int):
     """The bucket of i - j for every query i and key j of a pair of T tokens: [T, T] int64."""
     distance = np.arange(T)[:, None] - np.arange(T)[None, :]                    # [T, T]
-    if c.position_buckets <= 0:
-        return distance
-    bucket = log_bucket(np.arange(-(T - 1), T), c.position_buckets, c.relative_range)  # [D], one per distance
-    return bucket[distance + (T - 1)]                                           # [T, T]
+    return distance_buckets(c, T)[distance + (T - 1)]                           # [T, T]
 
 
 def position_term(content, positions, index, scale):
@@ -345,10 +351,10 @@ def position_projections(p: EncoderLayer, c: DebertaV2Config, rel, ops):
     NH, pos_key, pos_query = c.num_attention_heads, None, None
     if "c2p" in c.pos_att_type:
         proj = p.pos_key if p.pos_key is not None else p.key
-        pos_key = heads(ops.linear(rel, proj.weight, proj.bias), NH)
+        pos_key = heads(linear(proj, rel, ops), NH)
     if "p2c" in c.pos_att_type:
         proj = p.pos_query if p.pos_query is not None else p.query
-        pos_query = heads(ops.linear(rel, proj.weight, proj.bias), NH)
+        pos_query = heads(linear(proj, rel, ops), NH)
     return pos_key, pos_query
 
 
@@ -356,27 +362,34 @@ def disentangled_attention(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, o
     """Self-attention within each pair, scored c2c + c2p + p2c; the context, [N, H]. With first_only,
     each pair's first query alone (against every key): its context, [B, H]."""
     NH = c.num_attention_heads
-    q = ops.linear(x[batch.first_tokens] if first_only else x, p.query.weight, p.query.bias)  # [N or B, H]
-    k = ops.linear(x, p.key.weight, p.key.bias)           # [N, H]
-    v = ops.linear(x, p.value.weight, p.value.bias)       # [N, H]
+    q = linear(p.query, x[batch.first_tokens] if first_only else x, ops)                    # [N or B, H]
+    k = linear(p.key, x, ops)                           # [N, H]
+    v = linear(p.value, x, ops)                         # [N, H]
     scale = score_scale(c)
     relative = c.relative_attention and bool(c.pos_att_type)
     pos_key, pos_query = position_projections(p, c, rel, ops)   # [NH, 2S, HD] each, or None
 
     context = np.empty_like(q)                            # [N or B, H]
-    buckets = {}                                          # pair length T -> its relative positions [T, T]
+    tables = {}                                           # pair length T -> distance_buckets, [2T - 1]
     for b, (start, end) in enumerate(zip(batch.offsets[:-1].tolist(), batch.offsets[1:].tolist())):
         T = end - start
-        if relative and T not in buckets:
-            buckets[T] = relative_positions(c, T)
-        r = r_keys = buckets.get(T)                                              # [T, T] or None
-        rows = slice(b, b + 1) if first_only else slice(start, end)              # the pair's queries in q
-        if first_only and r is not None:
-            r, r_keys = r[:1], r[:, :1]                   # b(0 - j): [1, T]; b(j - 0): [T, 1]
-        qh, kh, vh = heads(q[rows], NH), heads(k[start:end], NH), heads(v[start:end], NH)  # [NH, Tq or T, HD]
-        scores = pair_scores(qh, kh, pos_key, pos_query, r, c.span, scale, r_keys)       # [NH, Tq, T]
-        probs = ops.softmax(scores)                                                       # [NH, Tq, T]
-        context[rows] = (probs @ vh).transpose(1, 0, 2).reshape(len(qh[0]), -1)  # [NH, Tq, HD] -> [Tq, H]
+        if relative and T not in tables:
+            tables[T] = distance_buckets(c, T)
+        kh, vh = heads(k[start:end], NH), heads(v[start:end], NH)                          # [NH, T, HD] each
+        queries = 1 if first_only else T
+        block = max(1, SCORE_BLOCK_ELEMENTS // (NH * T))  # a long pair is scored a block of queries at a time
+        for q0 in range(0, queries, block):
+            q1 = min(queries, q0 + block)
+            r = r_keys = None
+            if relative:
+                i, j = np.arange(q0, q1), np.arange(T)
+                r = tables[T][i[:, None] - j[None, :] + T - 1]                              # b(i - j): [Tq, T]
+                r_keys = tables[T][j[:, None] - i[None, :] + T - 1]                         # b(j - i): [T, Tq]
+            rows = slice(b, b + 1) if first_only else slice(start + q0, start + q1)          # the block's rows in q
+            qh = heads(q[rows], NH)                                                         # [NH, Tq, HD]
+            scores = pair_scores(qh, kh, pos_key, pos_query, r, c.span, scale, r_keys)    # [NH, Tq, T]
+            probs = ops.softmax(scores)                                                   # [NH, Tq, T]
+            context[rows] = (probs @ vh).transpose(1, 0, 2).reshape(q1 - q0, -1)  # [NH, Tq, HD] -> [Tq, H]
     return context
 
 
@@ -387,7 +400,7 @@ def attention_probabilities(params: DebertaV2Params, c: DebertaV2Config, layer: 
     The forward pass keeps no attention weights; `minibert explain` shows these. They are computed as
     disentangled_attention and encoder compute them (the same projections, pair_scores and softmax)."""
     p, NH = params.layers[layer], c.num_attention_heads
-    q, k = (heads(ops.linear(x, w.weight, w.bias), NH) for w in (p.query, p.key))   # [NH, T, HD] each
+    q, k = (heads(linear(w, x, ops), NH) for w in (p.query, p.key))               # [NH, T, HD] each
     pos_key, pos_query = position_projections(p, c, relative_table(params, c, ops), ops)   # [NH, 2S, HD] or None
     r = relative_positions(c, len(x)) if c.relative_attention and c.pos_att_type else None  # [T, T]
     return ops.softmax(pair_scores(q, k, pos_key, pos_query, r, c.span, score_scale(c)))   # [NH, T, T]
@@ -396,12 +409,12 @@ def attention_probabilities(params: DebertaV2Params, c: DebertaV2Config, layer: 
 def encoder_layer(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, ops, first_only=False):
     # Post-LN, as BERT's layer; only the attention scores differ. first_only: [B, H] out, as bert's.
     context = disentangled_attention(p, c, x, rel, batch, ops, first_only)           # [N or B, H]
-    attended = ops.linear(context, p.attn_out.weight, p.attn_out.bias)               # [N or B, H]
+    attended = linear(p.attn_out, context, ops)                                    # [N or B, H]
     if first_only:
         x = x[batch.first_tokens]                                                    # the residual: [B, H]
     x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
-    h = ops.linear_gelu(x, p.ffn_in.weight, p.ffn_in.bias)                           # [N, H] -> [N, I]
-    h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                              # [N, I] -> [N, H]
+    h = linear(p.ffn_in, x, ops, gelu=True)                                        # [N, H] -> [N, I]
+    h = linear(p.ffn_out, h, ops)                                                  # [N, I] -> [N, H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, c.layer_norm_eps)
 
 
@@ -446,7 +459,7 @@ def encoder(params: DebertaV2Params, c: DebertaV2Config, batch, ops, stages=None
 
 
 def context_pooler(p: Linear, c: DebertaV2Config, first, ops):
-    return activation(c.pooler_hidden_act, ops.linear(first, p.weight, p.bias), ops)  # [B, H]
+    return activation(c.pooler_hidden_act, linear(p, first, ops), ops)              # [B, H]
 
 
 def forward(params: DebertaV2Params, c: DebertaV2Config, batch, ops, return_stages=False):
@@ -454,7 +467,7 @@ def forward(params: DebertaV2Params, c: DebertaV2Config, batch, ops, return_stag
     stages = {} if return_stages else None
     first = encoder(params, c, batch, ops, stages, first_only=True)              # [B, H]: the pooler reads [CLS] only
     pooled = context_pooler(params.pooler, c, first, ops)                        # [B, H]
-    logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, H] -> [B, L]
+    logits = linear(params.classifier, pooled, ops)                              # [B, H] -> [B, L]
     return with_stages(logits, stages, HEAD_STAGE, pooled)
 
 

@@ -32,6 +32,7 @@ from minibert.models.params import (
     LayerNorm,
     Linear,
     Spec,
+    linear,
     linear_spec,
     norm_spec,
     stacked,
@@ -156,8 +157,8 @@ def embeddings(p: Embeddings, c: DistilBertConfig, batch, ops):
 
 def feed_forward_in(p: Linear, c: DistilBertConfig, x, ops):
     if c.activation == "relu":
-        return ops.relu(ops.linear(x, p.weight, p.bias))  # [N, H] -> [N, I]
-    return ops.linear_gelu(x, p.weight, p.bias)           # [N, H] -> [N, I]
+        return ops.relu(linear(p, x, ops))              # [N, H] -> [N, I]
+    return linear(p, x, ops, gelu=True)                 # [N, H] -> [N, I]
 
 
 def encoder_layer(p: bert.EncoderLayer, c: DistilBertConfig, x, offsets, ops, first_only=False):
@@ -167,7 +168,7 @@ def encoder_layer(p: bert.EncoderLayer, c: DistilBertConfig, x, offsets, ops, fi
         x = x[offsets[:-1]]                                                 # the residual: [B, H]
     x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, LAYER_NORM_EPS)
     h = feed_forward_in(p.ffn_in, c, x, ops)                                # [N, H] -> [N, I]
-    h = ops.linear(h, p.ffn_out.weight, p.ffn_out.bias)                     # [N, I] -> [N, H]
+    h = linear(p.ffn_out, h, ops)                                         # [N, I] -> [N, H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, LAYER_NORM_EPS)
 
 
@@ -183,8 +184,8 @@ def forward(params: DistilBertParams, c: DistilBertConfig, batch, ops, return_st
     stages = {} if return_stages else None
     first = encoder(params, c, batch, ops, stages, first_only=True)             # [B, H]: the head reads [CLS] only
     # Where BERT has its pooler (dense + tanh), DistilBERT has pre_classifier + ReLU.
-    pooled = ops.relu(ops.linear(first, params.pre_classifier.weight, params.pre_classifier.bias))  # [B, H]
-    logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, L], raw logits
+    pooled = ops.relu(linear(params.pre_classifier, first, ops))                                  # [B, H]
+    logits = linear(params.classifier, pooled, ops)                              # [B, L], raw logits
     return with_stages(logits, stages, HEAD_STAGE, pooled)
 
 

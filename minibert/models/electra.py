@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from minibert.formats.config import check_sizes
 from minibert.models import bert
 from minibert.models.family import Family, with_stages
-from minibert.models.params import Linear, Spec, linear_spec, norm_spec
+from minibert.models.params import Linear, Spec, linear, linear_spec, norm_spec
 
 HEAD_STAGE = "pooled"  # ElectraClassificationHead's GELU(dense([CLS])), before out_proj
 
@@ -80,7 +80,7 @@ def skeleton(c: ElectraConfig, head: bool = True) -> ElectraParams:
 def embeddings(params: ElectraParams, c: ElectraConfig, batch, ops):
     x = bert.embeddings(params.embeddings, c, batch, ops)      # word + type + position, LayerNorm: [N, E]
     if params.project is not None:
-        x = ops.linear(x, params.project.weight, params.project.bias)  # [N, E] -> [N, H]
+        x = linear(params.project, x, ops)                           # [N, E] -> [N, H]
     return x
 
 
@@ -93,8 +93,8 @@ def encoder(params: ElectraParams, c: ElectraConfig, batch, ops, stages=None, fi
 
 def classification_head(p: ClassificationHead, first, ops):
     # Where BERT has its pooler (dense + tanh), ELECTRA has dense + GELU, and no pooler.
-    pooled = ops.linear_gelu(first, p.dense.weight, p.dense.bias)   # [B, H] -> [B, H]
-    return pooled, ops.linear(pooled, p.out_proj.weight, p.out_proj.bias)  # [B, H] -> [B, L], raw logits
+    pooled = linear(p.dense, first, ops, gelu=True)               # [B, H] -> [B, H]
+    return pooled, linear(p.out_proj, pooled, ops)                       # [B, H] -> [B, L], raw logits
 
 
 def forward(params: ElectraParams, c: ElectraConfig, batch, ops, return_stages=False):

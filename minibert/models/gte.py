@@ -51,8 +51,10 @@ from minibert.models.params import (
     LayerNorm,
     Linear,
     Spec,
+    linear,
     linear_spec,
     norm_spec,
+    rows,
     stacked,
 )
 
@@ -225,28 +227,26 @@ def attention(p: EncoderLayer, c: GteConfig, x, offsets, rotary, ops, first_only
     cos, sin = rotary                                         # [N, HD / 2] each
     if first_only:  # the first tokens' queries alone; keys and values of every token
         first = offsets[:-1]
-        q = ops.linear(x[first], p.qkv.weight[:H], p.qkv.bias[:H])                           # [B, H]
-        k, v = np.split(ops.linear(x, p.qkv.weight[H:], p.qkv.bias[H:]), 2, axis=1)         # 2 x [N, H]
+        q = linear(rows(p.qkv, 0, H), x[first], ops)                                         # [B, H]
+        k, v = np.split(linear(rows(p.qkv, H, 3 * H), x, ops), 2, axis=1)                 # 2 x [N, H]
         q = ops.apply_rotary(q, cos[first], sin[first], NH)                                   # [B, H]
     else:
-        qkv = ops.linear(x, p.qkv.weight, p.qkv.bias)         # [N, H] -> [N, 3H]: query | key | value
+        qkv = linear(p.qkv, x, ops)                         # [N, H] -> [N, 3H]: query | key | value
         q, k, v = np.split(qkv, 3, axis=1)                    # 3 x [N, H]
         q = ops.apply_rotary(q, cos, sin, NH)                 # [N, H], each head rotated by its token's position
     k = ops.apply_rotary(k, cos, sin, NH)                     # [N, H]
     # For each pair and head: softmax(q k^T / sqrt(HD)) v, over that pair's tokens only.
     context = ops.attention(q, k, v, offsets, NH, first_only=first_only)   # [N or B, H]
-    return ops.linear(context, p.attn_out.weight, p.attn_out.bias)         # [N or B, H]
+    return linear(p.attn_out, context, ops)                              # [N or B, H]
 
 
 def gated_mlp(p: EncoderLayer, c: GteConfig, x, ops):
     """down_proj(GELU(gate) * up), where up_gate_proj makes up | gate: [., H] -> [., H]."""
     I = c.intermediate_size
-    up, gate = p.mlp_in.weight[:I], p.mlp_in.weight[I:]      # [I, H] each: the checkpoint's rows are up, then gate
-    h = np.empty((len(x), 2 * I), np.float32)                # gate | up, the order ops.geglu reads
-    np.matmul(x, gate.T, out=h[:, :I])                       # [., H] -> [., I]
-    np.matmul(x, up.T, out=h[:, I:])                         # [., H] -> [., I]
+    up, gate = rows(p.mlp_in, 0, I), rows(p.mlp_in, I, 2 * I)   # [I, H] each: the checkpoint's rows are up, then gate
+    h = np.concatenate([linear(gate, x, ops), linear(up, x, ops)], axis=1)   # gate | up, the order ops.geglu reads: [., I2]
     h = ops.geglu(h)                                         # GELU(gate) * up: [., I2] -> [., I]
-    return ops.linear(h, p.mlp_out.weight, p.mlp_out.bias)   # [., I] -> [., H]
+    return linear(p.mlp_out, h, ops)                       # [., I] -> [., H]
 
 
 def encoder_layer(p: EncoderLayer, c: GteConfig, x, offsets, rotary, ops, first_only=False):

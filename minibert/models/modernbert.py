@@ -47,6 +47,7 @@ from minibert.models.params import (
     linear,
     linear_spec,
     norm_spec,
+    rows,
 )
 
 # transformers' ACT2FN["gelu"] is the exact erf GELU; the tanh approximations are other names.
@@ -267,8 +268,8 @@ def attention(p: EncoderLayer, c: ModernBertConfig, x, offsets, rotary, window, 
     cos, sin = rotary                                        # [N, HD / 2] each
     if first_only:  # the first tokens' queries alone; keys and values of every token
         first = offsets[:-1]
-        q = linear(Linear(p.qkv.weight[:H], None if p.qkv.bias is None else p.qkv.bias[:H]), x[first], ops)  # [B, H]
-        k, v = np.split(linear(Linear(p.qkv.weight[H:], None if p.qkv.bias is None else p.qkv.bias[H:]), x, ops),
+        q = linear(rows(p.qkv, 0, H), x[first], ops)                                                       # [B, H]
+        k, v = np.split(linear(rows(p.qkv, H, 3 * H), x, ops),
                         2, axis=1)                            # 2 x [N, H]
         q = ops.apply_rotary(q, cos[first], sin[first], NH)  # [B, H]
     else:
@@ -339,7 +340,7 @@ def forward(params: ModernBertParams, c: ModernBertConfig, batch, ops, return_st
     else:
         pooled_in = pool(c, encoder(params, c, batch, ops, stages), batch)    # [N, H] -> [B, H]
     pooled = head(params.head, c, pooled_in, ops)                       # [B, H]
-    logits = ops.linear(pooled, params.classifier.weight, params.classifier.bias)  # [B, L], raw logits
+    logits = linear(params.classifier, pooled, ops)                              # [B, L], raw logits
     return with_stages(logits, stages, HEAD_STAGE, pooled)
 
 

@@ -3,8 +3,15 @@
 The parameters are a small tree of frozen dataclasses holding float32 arrays. Each family's
 HuggingFace tensor names live in one table, its `skeleton` (the same tree with `Spec` leaves),
 in the family's own file, and nowhere else; this module maps a checkpoint's tensors onto it.
-Linear weights keep PyTorch's [out, in] layout, so `ops.linear` computes x @ W.T + b exactly
+Linear weights keep PyTorch's [out, in] layout, so `linear` computes x @ W.T + b exactly
 as nn.Linear does.
+
+Weights in memory: a float32 checkpoint's tensors are copied once, to owned float32 arrays. A
+bfloat16 or float16 checkpoint's matrices (Linear weights, embedding tables: every 2-D tensor a
+skeleton does not mark `widen`) stay at their stored precision, as a `HalfTensor` viewing the
+memory-mapped file, half the memory of float32; `linear` widens the matrix for each product
+and `table[ids]` the rows it gathers. Vectors (norms, biases) are widened at load. With widen=True
+everything is widened at load (faster products, twice the memory); the numbers are the same.
 """
 
 import dataclasses
@@ -14,13 +21,13 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert.errors import ModelFormatError, NotACrossEncoderError
-from minibert.formats.tensors import owns_memory
+from minibert.formats.tensors import HalfTensor, owns_memory
 
 
 @dataclass(frozen=True)
 class Linear:
-    weight: np.ndarray        # [out, in]
-    bias: np.ndarray | None   # [out]; None for a bias-free linear
+    weight: np.ndarray | HalfTensor   # [out, in]: float32, or kept at the checkpoint's half precision
+    bias: np.ndarray | None           # [out]; None for a bias-free linear
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,12 @@ class LayerNorm:
 
 
 class Spec(NamedTuple):
-    """A leaf of a skeleton: the HuggingFace tensor name (without the family's prefix) and its shape."""
+    """A leaf of a skeleton: the HuggingFace tensor name (without the family's prefix) and its shape.
+    widen=True: float32 in memory even from a half-precision checkpoint (a matrix the forward pass uses in
+    arithmetic of its own, not as the weights of a `linear` or a table read by `table[ids]`)."""
     name: str
     shape: tuple[int, ...]
+    widen: bool = False
 
 
 class Stack(NamedTuple):
@@ -40,9 +50,22 @@ class Stack(NamedTuple):
     parts: tuple
 
 
-def linear(p: Linear, x, ops):
-    """nn.Linear applied: x @ W.T (+ b where the layer has a bias, through ops.linear). [.., in] -> [.., out]."""
-    return ops.linear(x, p.weight, p.bias) if p.bias is not None else x @ p.weight.T
+def linear(p: Linear, x, ops, gelu: bool = False):
+    """nn.Linear applied: x @ W.T + b through ops.linear (a bias-free layer: x @ W.T); gelu=True: GELU of it,
+    through ops.linear_gelu. [.., in] -> [.., out], float32.
+
+    A half-precision weight (HalfTensor) is widened to float32 just for this product (a temporary of one
+    matrix, [out, in]), and the product is then the very call a float32 weight makes: a half checkpoint kept
+    as stored gives, bit for bit, the numbers of the same checkpoint widened at load."""
+    weight = ops.widen(p.weight.stored) if isinstance(p.weight, HalfTensor) else p.weight   # [out, in] float32
+    if p.bias is not None:
+        return (ops.linear_gelu if gelu else ops.linear)(x, weight, p.bias)
+    return ops.gelu(x @ weight.T) if gelu else x @ weight.T
+
+
+def rows(p: Linear, start: int, stop: int) -> Linear:
+    """Output rows [start, stop) of an nn.Linear, as a Linear (views; the query of a stacked qkv, say)."""
+    return Linear(p.weight[start:stop], None if p.bias is None else p.bias[start:stop])
 
 
 def linear_spec(name: str, n_out: int, n_in: int, bias: bool = True) -> Linear:
@@ -86,7 +109,10 @@ def map_leaves(fn, tree):
     if isinstance(tree, Spec):
         return fn(tree)
     if isinstance(tree, Stack):
-        return np.concatenate([fn(part) for part in tree.parts])
+        parts = [fn(part) for part in tree.parts]
+        if all(isinstance(part, HalfTensor) for part in parts):   # stacked at the stored precision
+            return HalfTensor(np.concatenate([part.stored for part in parts]))
+        return np.concatenate([np.asarray(part) for part in parts])
     if isinstance(tree, tuple):
         return tuple(map_leaves(fn, item) for item in tree)
     if dataclasses.is_dataclass(tree):
@@ -113,14 +139,16 @@ def _canonical(key: str, encoder_prefix: str) -> str:
     return key
 
 
-def params_from_tensors(tensors: dict[str, np.ndarray], family, config, source: str, head: bool = True):
+def params_from_tensors(tensors: dict[str, np.ndarray], family, config, source: str, head: bool = True,
+                        widen: bool = False):
     """Map HuggingFace-named tensors onto the family's parameter tree; every problem is reported at once.
 
     head=False maps the encoder alone (embeddings and layers), for sentence embeddings: a pooler or
-    classifier among the tensors is then not used and not checked.
+    classifier among the tensors is then not used and not checked. widen=True: half-precision matrices
+    are widened to float32 at load too, instead of kept as stored (the module docstring).
     """
     skeleton = family.skeleton(config, head)
-    expected = dict(leaves(skeleton))  # HF name (no prefix) -> shape
+    expected = {spec.name: spec.shape for spec in leaves(skeleton)}  # HF name (no prefix) -> shape
     # *ForSequenceClassification saves the encoder under the family's prefix ("bert."); a bare base
     # model saves none.
     prefix = family.prefix if any(k.startswith(family.prefix) for k in tensors) else ""
@@ -144,21 +172,24 @@ def params_from_tensors(tensors: dict[str, np.ndarray], family, config, source: 
             f"{family.classifier.rstrip('.')!r} head; as a sentence encoder, SentenceEncoder reads this one")
 
     shown = {name: name if name.startswith(family.top_level) else prefix + name for name in expected}
-    return _mapped(skeleton, expected, found, unexpected, shown, source, f"checkpoint does not match {config.source}")
+    return _mapped(skeleton, expected, found, unexpected, shown, source, f"checkpoint does not match {config.source}",
+                   widen)
 
 
-def tree_from_tensors(tensors: dict[str, np.ndarray], skeleton, source: str):
+def tree_from_tensors(tensors: dict[str, np.ndarray], skeleton, source: str, widen: bool = False):
     """Map tensors onto a parameter tree whose names they must have exactly (a sentence-transformers module's
-    weights); every problem is reported at once."""
-    expected = dict(leaves(skeleton))
+    weights); every problem is reported at once. widen: as params_from_tensors."""
+    expected = {spec.name: spec.shape for spec in leaves(skeleton)}
     found = {name: array for name, array in tensors.items() if name in expected}
     unexpected = [name for name in tensors if name not in expected]
     return _mapped(skeleton, expected, found, unexpected, {name: name for name in expected}, source,
-                   "the weights do not match the module's config")
+                   "the weights do not match the module's config", widen)
 
 
-def _mapped(skeleton, expected: dict, found: dict, unexpected: list, shown: dict, source: str, what: str):
-    """The skeleton with every leaf replaced by its float32 tensor, once every name and shape is checked."""
+def _mapped(skeleton, expected: dict, found: dict, unexpected: list, shown: dict, source: str, what: str,
+            widen: bool):
+    """The skeleton with every leaf replaced by its tensor as kept in memory (_kept), once every name and shape
+    is checked."""
     problems = []
     for name, shape in expected.items():
         if name not in found:
@@ -168,22 +199,37 @@ def _mapped(skeleton, expected: dict, found: dict, unexpected: list, shown: dict
     problems += [f"unexpected tensor {key}" for key in unexpected]
     if problems:
         raise ModelFormatError(f"{source}: {what}:\n  " + "\n  ".join(problems))
-    return map_leaves(lambda spec: _as_float32(found[spec.name], spec.name, source), skeleton)
+    return map_leaves(lambda spec: _kept(found[spec.name], spec, source, widen), skeleton)
+
+
+def _kept(array, spec: Spec, source: str, widen: bool):
+    """A checkpoint tensor as the parameters keep it: a bfloat16 or float16 matrix as a HalfTensor (the mapped
+    file's view; a 2-byte copy if the file's layout is not row-major), unless widen or spec.widen; anything
+    else as an owned float32 copy (_as_float32)."""
+    half = array if isinstance(array, HalfTensor) else HalfTensor(array) if array.dtype == np.float16 else None
+    if half is None or half.ndim != 2 or widen or spec.widen:
+        return _as_float32(array if half is None else np.asarray(half), spec.name, source)
+    _check_finite(half.nonfinite(), spec.name, source)
+    return half if half.stored.flags.c_contiguous else HalfTensor(np.ascontiguousarray(half.stored))
+
+
+def _check_finite(bad: int, name: str, source: str):
+    if bad:
+        raise ModelFormatError(f"{source}: tensor {name} has {bad} non-finite values (NaN or infinity); "
+                               "a model with them gives NaN scores")
 
 
 def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
     """An owned, C-contiguous float32 copy of a checkpoint tensor (float16/64 upcast or cast exactly as
-    torch's .float() does; bfloat16 arrives already converted). Checkpoint arrays are views of the
-    memory-mapped file, so this is the one copy; the parameters never depend on the file afterwards."""
+    torch's .float() does; a bfloat16 HalfTensor arrives widened). Checkpoint arrays are views of the
+    memory-mapped file, so this is the one copy; the parameter never depends on the file afterwards."""
     if array.dtype.kind != "f":
         raise ModelFormatError(f"{source}: tensor {name} has dtype {array.dtype}; expected a floating-point tensor")
     if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable \
             and owns_memory(array):
-        out = array  # already a private float32 array (a converted bfloat16 tensor)
+        out = array  # already a private float32 array (a widened bfloat16 tensor)
     else:
         out = np.array(array, dtype=np.float32, order="C")
-    if not np.isfinite(out).all():  # a float64 too large for float32 becomes inf here, so check after the cast
-        bad = int(np.size(out) - np.isfinite(out).sum())
-        raise ModelFormatError(f"{source}: tensor {name} has {bad} non-finite values (NaN or infinity); "
-                               "a model with them gives NaN scores")
+    # a float64 too large for float32 becomes inf here, so check after the cast
+    _check_finite(int(np.size(out) - np.isfinite(out).sum()), name, source)
     return out

@@ -32,7 +32,7 @@ from minibert.errors import ConfigError
 from minibert.models import bert
 from minibert.models.batch import padding_idx_positions
 from minibert.models.family import Family, with_stages
-from minibert.models.params import Linear, linear_spec
+from minibert.models.params import Linear, linear, linear_spec
 
 HEAD_STAGE = "head_dense"  # RobertaClassificationHead's hidden layer: tanh(dense(<s>))
 # XLMRobertaConfig and CamembertConfig default to BERT's vocab_size; RobertaConfig has its own.
@@ -118,8 +118,8 @@ def encoder(params: RobertaParams, c: RobertaConfig, batch, ops, stages=None, fi
 
 def classification_head(p: ClassificationHead, first, ops):
     """RobertaClassificationHead on the first token (<s>): (dense + tanh [B, H], logits [B, L])."""
-    hidden = np.tanh(ops.linear(first, p.dense.weight, p.dense.bias))     # [B, H]
-    return hidden, ops.linear(hidden, p.out_proj.weight, p.out_proj.bias)  # [B, H] -> [B, L], raw logits
+    hidden = np.tanh(linear(p.dense, first, ops))                       # [B, H]
+    return hidden, linear(p.out_proj, hidden, ops)                       # [B, H] -> [B, L], raw logits
 
 
 def forward(params: RobertaParams, c: RobertaConfig, batch, ops, return_stages=False):

@@ -76,7 +76,7 @@ def diagnose_logits_one(ctx, name):
 def diagnose_pooler_missing(ctx, name):
     """A head stage equal to the last layer's first-token hidden state: the pooler's dense + tanh is missing."""
     layers = [n for n in ctx.reference if n.startswith("layer_")]
-    if name in ("logits", "embeddings") or name.startswith("layer_") or not layers:
+    if name in ("logits", "embeddings") or name.startswith("layer_") or not layers or family_of(ctx.config).decoder:
         return None
     theirs = ctx.trace.stages[name]
     raw = ctx.reference[layers[-1]][ctx.batch.first_tokens]                  # [B, H] the raw first token
@@ -85,6 +85,61 @@ def diagnose_pooler_missing(ctx, name):
     if not bad_rows(raw, theirs, ctx.atol, ctx.rtol + STORAGE_ROUNDOFF[ctx.trace.dtypes[name]]).any():
         return (f"`{name}` equals the raw first-token ([CLS]) hidden state of {layers[-1]}: the pooler's "
                 "dense + tanh is missing")
+    return None
+
+
+def diagnose_head_row(ctx, name):
+    """A decoder's head stage (the last layer at the row its head reads, each pair's last token) that is the last
+    layer at another token of the pair: the backend reads the wrong row."""
+    family, layers = family_of(ctx.config), [n for n in ctx.reference if n.startswith("layer_")]
+    if not family.decoder or name != family.head_stage or not layers:
+        return None
+    last, theirs = ctx.reference[layers[-1]], ctx.trace.stages[name]                # [N, H], [B, H]
+    rtol = ctx.rtol + STORAGE_ROUNDOFF[ctx.trace.dtypes[name]]
+    read = []                                                                        # (pair, the row it read)
+    for b in np.flatnonzero(_bad_rows(ctx, name)).tolist():
+        rows = last[ctx.batch.offsets[b]:ctx.batch.offsets[b + 1]]                   # [T_b, H]
+        fits = ~bad_rows(rows, np.broadcast_to(theirs[b], rows.shape), ctx.atol, rtol)
+        if not fits.any():
+            return None
+        read.append((b, int(np.flatnonzero(fits)[0])))
+    b, token = read[0]
+    return (f"`{name}` of pair {b} is {layers[-1]} at the pair's token {token} of {int(ctx.batch.lengths[b])} (and so "
+            f"in all {len(read)} differing pairs): the backend's head reads the wrong row; a decoder reranker reads "
+            "each pair's last token (with left padding, the batch's last column)")
+
+
+def rotary_interleaved(x, cos, sin, num_heads):
+    """GPT-J's rotary embedding: each head's dimensions rotated in adjacent pairs (x0, x1), (x2, x3), ..., where
+    transformers' Llama, Qwen and Gemma rotate its two halves (x_i, x_{i + HD/2}) (ggml's "normal" rope mode
+    against "neox"). x [N, H] -> [N, H]."""
+    N, H = x.shape
+    pairs = x.reshape(N, num_heads, H // num_heads // 2, 2)          # [N, NH, HD / 2, 2]
+    x1, x2, c, s = pairs[..., 0], pairs[..., 1], cos[:, None, :], sin[:, None, :]
+    return np.stack([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).reshape(N, H)
+
+
+COMMON_ROPE_THETA = (10_000.0, 500_000.0, 1_000_000.0)
+
+
+def diagnose_rotary(ctx, name):
+    """A decoder's layers that match a recomputation with the rotary embedding done another way: adjacent pairs
+    rotated instead of halves, or another rope_theta (a backend that takes a default instead of the config's).
+    (A position shift common to a whole pair changes nothing: rotary attention sees only distances.)"""
+    if not name.startswith("layer_") or not family_of(ctx.config).decoder:
+        return None
+    if _fits(ctx, name, _recompute(ctx, NUMPY.replace(apply_rotary=rotary_interleaved))):
+        return (f"{name} matches a recomputation with the rotary embedding applied to adjacent pairs of dimensions "
+                "(GPT-J style, ggml's 'normal' mode): this model rotates each head's two halves (rotate_half, 'neox')")
+    own = getattr(ctx.config, "rope_parameters", {}).get("rope_theta")
+    for theta in COMMON_ROPE_THETA:
+        if theta == own:
+            continue
+        ops = NUMPY.replace(rotary_tables=lambda positions, head_dim, _theta, divisor=1.0, theta=theta:
+                            reference.rotary_tables(positions, head_dim, theta, divisor))
+        if _fits(ctx, name, _recompute(ctx, ops)):
+            return (f"{name} matches a recomputation with rope_theta {theta:g}: the backend's rotary base is not the "
+                    f"model's ({own if own is None else f'{own:g}'}, config.json's rope_parameters)")
     return None
 
 
@@ -219,8 +274,9 @@ def diagnose_rows(ctx, name):
     return None
 
 
-DIAGNOSES = (diagnose_logits_one, diagnose_pooler_missing, diagnose_token_types, diagnose_padding_mask,
-             diagnose_positions, diagnose_layer_norm_eps, diagnose_gelu_tanh, diagnose_rows)
+DIAGNOSES = (diagnose_logits_one, diagnose_pooler_missing, diagnose_head_row, diagnose_token_types,
+             diagnose_rotary, diagnose_padding_mask, diagnose_positions, diagnose_layer_norm_eps,
+             diagnose_gelu_tanh, diagnose_rows)
 
 
 def diagnose(ctx: Context, name: str) -> str | None:

@@ -15,7 +15,11 @@ from pathlib import Path
 
 from minibert.errors import ConfigError, ModelFormatError
 from minibert.formats import sentence_transformers as st
-from minibert.formats.chat import ChatPairTokenizer, read_chat_tokenizer
+from minibert.formats.chat import (
+    ChatPairTokenizer,
+    has_chat_template,
+    read_chat_tokenizer,
+)
 from minibert.formats.checkpoint import find_checkpoint, read_checkpoint
 from minibert.formats.config import read_json_object
 from minibert.formats.hub import resolve_model_dir
@@ -42,10 +46,10 @@ class LoadedModel:
     the Runner that runs its forward passes (minibert/runtime/runner.py: the op set, cores, batch budget)."""
 
     def __init__(self, model_name_or_path, *, cross_encoder: bool, max_length, ops, max_batch_tokens, threads,
-                 revision, token, cache_folder, local_files_only):
+                 revision, token, cache_folder, local_files_only, widen=False):
         path = resolve_model_dir(model_name_or_path, revision=revision, token=token, cache_folder=cache_folder,
                                  local_files_only=local_files_only)
-        model = load(path, cross_encoder=cross_encoder, max_length=max_length)
+        model = load(path, cross_encoder=cross_encoder, max_length=max_length, widen=widen)
         self.path, self.family, self.config, self.params, self.tokenizer, self.pipeline = (
             model.path, model.family, model.config, model.params, model.tokenizer, model.pipeline)
         self.width = model.width
@@ -56,14 +60,16 @@ class LoadedModel:
     max_batch_tokens = property(lambda self: self.runner.max_batch_tokens)
 
 
-def load(model_dir, *, cross_encoder: bool, max_length: int | None = None) -> Loaded:
+def load(model_dir, *, cross_encoder: bool, max_length: int | None = None, widen: bool = False) -> Loaded:
     """Read `model_dir` as a cross-encoder (pairs in, scores out) or a sentence encoder (texts in, embeddings
     out): its sentence-transformers modules if it has them, then config, tokenizer and checkpoints.
 
     A cross-encoder without modules.json (or whose only module is a sequence-classification Transformer) is
     its family's *ForSequenceClassification, head included; a sentence encoder without modules.json mean-pools
     its encoder. max_length: tokens per input, special tokens included (default: sentence_bert_config.json's
-    max_seq_length capped by the positions, else the tokenizer's model_max_length).
+    max_seq_length capped by the positions, else the tokenizer's model_max_length). widen: a bfloat16 or
+    float16 checkpoint's matrices are widened to float32 at load, instead of kept at their stored precision
+    and widened for each product (models/params.py: the same numbers, twice the memory, faster products).
     """
     model_dir = Path(model_dir)
     pipeline = st.read_pipeline(model_dir, cross_encoder=cross_encoder)
@@ -87,7 +93,7 @@ def load(model_dir, *, cross_encoder: bool, max_length: int | None = None) -> Lo
             "passage token type 1, so a cross-encoder needs at least 2 token types (query = 0, passage = 1)")
     if pipeline is not None and pipeline.do_lower_case:
         lowercase_first(tokenizer.tokenizer)
-    encoder = load_params(encoder_dir, config, head=own_head)
+    encoder = load_params(encoder_dir, config, head=own_head, widen=widen)
     if own_head:
         return Loaded(model_dir, family_of(config), config, encoder, tokenizer, pipeline, config.num_labels)
     modules, width = [], config.hidden_size
@@ -96,22 +102,28 @@ def load(model_dir, *, cross_encoder: bool, max_length: int | None = None) -> Lo
             checkpoint = read_checkpoint(find_checkpoint(encoder_dir))
             modules.append((module, family_of(config).lm_head_rows(checkpoint, config, module.token_ids)))
         else:
-            modules.append((module, load_module(module, width)))
+            modules.append((module, load_module(module, width, widen)))
         width = chain.output_width(module, width)
     return Loaded(model_dir, family_of(config), config, chain.Chain(encoder, tuple(modules)), tokenizer, pipeline,
                   width)
 
 
 def load_decoder_input(model_dir: Path, config, pipeline, cross_encoder: bool, max_length):
-    """A decoder reranker's tokenizer (its chat template) and pipeline: without modules.json, a *ForCausalLM is
-    scored as sentence-transformers scores it, from the logits of "yes" and "no" (st.causal_reranker)."""
+    """A decoder reranker's tokenizer and pipeline, as sentence-transformers reads them. The pair is a conversation
+    rendered through the chat template when the Transformer has a 'message' modality (a saved directory's
+    sentence_bert_config.json says so; a bare one has it when its tokenizer has a chat template); else it is the
+    tokenizer's own pair encoding (its post-processor's special tokens, both texts cut longest-first), as for an
+    encoder. Without modules.json, a *ForCausalLM is scored from the logits of "yes" and "no" (st.causal_reranker)."""
     if not cross_encoder:
         raise ConfigError(f"{config.source}: a {family_of(config).name} decoder is read as a reranker (CrossEncoder); "
                           "minibert's SentenceEncoder runs encoders")
-    if pipeline is not None and pipeline.message_format is None:
-        raise ConfigError(f"{pipeline.source}: the Transformer's modality_config has no 'message' modality; a decoder "
-                          "reranker's pair is read through its chat template only")
-    tokenizer = read_chat_tokenizer(model_dir, config, max_length, pipeline.message_format if pipeline else None)
+    family = family_of(config)
+    chat = pipeline.message_format is not None if pipeline is not None else has_chat_template(model_dir)
+    if chat:
+        tokenizer = read_chat_tokenizer(model_dir, config, family.tokenizer_class, max_length,
+                                        pipeline.message_format if pipeline else None)
+    else:
+        tokenizer = load_tokenizer(model_dir, config, max_length)
     architectures = read_json_object(model_dir / "config.json", ConfigError).get("architectures") or []
     if pipeline is None and any(isinstance(a, str) and a.endswith("ForCausalLM") for a in architectures):
         pipeline = st.causal_reranker(model_dir, tokenizer.tokenizer.token_to_id("yes"),
@@ -119,12 +131,12 @@ def load_decoder_input(model_dir: Path, config, pipeline, cross_encoder: bool, m
     return tokenizer, pipeline
 
 
-def load_module(module, width: int):
+def load_module(module, width: int, widen: bool = False):
     """The weights of one sentence-transformers module whose input is `width` wide (None: it has none)."""
     skeleton = chain.skeleton(module, width)
     if skeleton is None:
         return None
-    return tree_from_tensors(read_checkpoint(module.weights), skeleton, str(module.weights))
+    return tree_from_tensors(read_checkpoint(module.weights), skeleton, str(module.weights), widen)
 
 
 def load_config(model_dir):
@@ -139,8 +151,9 @@ def load_tokenizer(model_dir, config, max_length: int | None = None) -> PairToke
     return read_tokenizer(model_dir, config, family_of(config).tokenizer_class, max_length)
 
 
-def load_params(model_dir, config, head: bool = True):
+def load_params(model_dir, config, head: bool = True, widen: bool = False):
     """Read the checkpoint in `model_dir` and check it against `config`, tensor by tensor. head=False reads the
-    encoder alone (a pooler or classifier in the checkpoint is then not used and not checked)."""
+    encoder alone (a pooler or classifier in the checkpoint is then not used and not checked). widen: as load."""
     path = find_checkpoint(Path(model_dir))
-    return params_from_tensors(read_checkpoint(path), family_of(config), config, source=str(path), head=head)
+    return params_from_tensors(read_checkpoint(path), family_of(config), config, source=str(path), head=head,
+                               widen=widen)

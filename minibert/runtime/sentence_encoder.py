@@ -48,13 +48,14 @@ class SentenceEncoder(LoadedModel):
         max_batch_tokens: at most this many tokens go through one forward pass.
         threads: cores to encode on, as for CrossEncoder (streams of forward passes, BLAS at one
             thread in each). Default None: as many as BLAS's own setting.
+        widen: as for CrossEncoder (False: a half-precision checkpoint's matrices stay as stored).
     """
 
     def __init__(self, model_name_or_path, max_length=None, ops=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS,
-                 threads=None, *, revision=None, token=None, cache_folder=None, local_files_only=False):
+                 threads=None, *, widen=False, revision=None, token=None, cache_folder=None, local_files_only=False):
         super().__init__(model_name_or_path, cross_encoder=False, max_length=max_length, ops=ops,
                          max_batch_tokens=max_batch_tokens, threads=threads, revision=revision, token=token,
-                         cache_folder=cache_folder, local_files_only=local_files_only)
+                         cache_folder=cache_folder, local_files_only=local_files_only, widen=widen)
         self.dimension = self.width   # the modules' output width, before truncate_dim
 
     @property

@@ -53,7 +53,8 @@ __all__ = ["create_app", "serve"]
 def create_app(model, *, model_id: str | None = None, max_client_batch_size: int = 32,
                max_batch_tokens: int = 16384, max_batch_requests: int = 32, max_concurrent_requests: int = 512,
                payload_limit: int = 2_000_000, threads: int | None = None, api_key: str | None = None,
-               cors_allow_origins=(), long_passages: str = "truncate", stride: int = DEFAULT_STRIDE) -> Starlette:
+               cors_allow_origins=(), long_passages: str = "truncate", stride: int = DEFAULT_STRIDE,
+               widen: bool = False) -> Starlette:
     """The ASGI app serving `model`: a model directory (a sentence-transformers SentenceTransformer gives
     a sentence encoder, any other a cross-encoder, sentence-transformers' CrossEncoder chains included) or a
     loaded CrossEncoder / SentenceEncoder.
@@ -68,6 +69,7 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
     server from a page (CORS); none by default.
     long_passages, stride: CrossEncoder.predict's, for every pair a reranker scores (/rerank, /v1/rerank,
     /v2/rerank, /predict): "max" scores long passages whole, in windows.
+    widen: a model loaded here widens a half-precision checkpoint's weights at load (CrossEncoder's widen).
     """
     for name, value in (("max_client_batch_size", max_client_batch_size), ("max_batch_tokens", max_batch_tokens),
                         ("max_batch_requests", max_batch_requests),
@@ -80,7 +82,7 @@ def create_app(model, *, model_id: str | None = None, max_client_batch_size: int
     if isinstance(model, (CrossEncoder, SentenceEncoder)):
         backend = Backend(model, model_id, long_passages=long_passages, stride=stride)
     else:
-        backend = Backend.load(model, model_id, max_batch_tokens=max_batch_tokens, threads=threads,
+        backend = Backend.load(model, model_id, max_batch_tokens=max_batch_tokens, threads=threads, widen=widen,
                                long_passages=long_passages, stride=stride)
     if max_batch_tokens < backend.max_input_length:
         raise ConfigError(f"max_batch_tokens must be >= the model's max input length ({backend.max_input_length}), "

@@ -67,11 +67,11 @@ class Backend:
             model.predict([], long_passages=long_passages, stride=stride)   # checks both options now
 
     @classmethod
-    def load(cls, path, model_id=None, max_batch_tokens=16384, threads=None, **options) -> "Backend":
+    def load(cls, path, model_id=None, max_batch_tokens=16384, threads=None, widen=False, **options) -> "Backend":
         """A sentence encoder if the directory's modules.json lists a Pooling module, else a cross-encoder.
-        options: long_passages, stride."""
+        widen: as CrossEncoder's. options: long_passages, stride."""
         kind = SentenceEncoder if is_sentence_encoder(path) else CrossEncoder
-        return cls(kind(path, max_batch_tokens=max_batch_tokens, threads=threads), model_id, **options)
+        return cls(kind(path, max_batch_tokens=max_batch_tokens, threads=threads, widen=widen), model_id, **options)
 
     @property
     def id2label(self) -> dict[int, str]:

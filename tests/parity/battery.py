@@ -23,6 +23,7 @@ from minibert import ConfigError, CrossEncoder, ModelFormatError, SentenceEncode
 from minibert.models import Batch, forward
 from parity.harness import (
     BATCH,
+    GOLDENS,
     LONG_MAX_LENGTH,
     LONG_PAIRS,
     PAIRS,
@@ -73,16 +74,190 @@ def check_stages(ce: CrossEncoder, live: Live, what: str) -> None:
 
 @dataclass(frozen=True)
 class DecoderSpec:
-    """A decoder reranker family's spec: its model_type. Its test module builds its own models (a chat template,
-    a *ForCausalLM scored by LogitScore or a *ForSequenceClassification), not the battery's pair-tokenized ones."""
+    """A decoder reranker family's spec. Qwen3's test module builds its own models; the others give what the
+    DecoderParity battery below builds: tiny random models of the transformers classes `name` + "Config",
+    "ForSequenceClassification" and "ForCausalLM" with `shape` and each variant's overrides, the tokenizer files
+    and chat template of the golden `golden`, scored by LogitScore of `score_tokens` (true, false or None)."""
     model_type: str
-    variants: tuple = ()
+    variants: tuple = ()            # the encoders' Variant records: none here
+    seq_cls: tuple = ()             # (name, config overrides) of the *ForSequenceClassification models
+    name: str = ""                  # transformers' class prefix: "Qwen2"
+    shape: dict = None
+    golden: str = ""                # a golden fixture: its tokenizer files and chat template
+    score_tokens: tuple = ("yes", "no")
+    norm_center: float = 1.0        # random norm weights around it (Gemma's 1 + weight: 0)
+
+
+DECODER_PAIRS = [("what is the capital of France?", "Paris is the capital and largest city of France."),
+                 ("what is the capital of France?", "The cat sat on the mat."),
+                 ("how do I define a function?", "Functions are defined with the def keyword. " * 12),
+                 ("why is the sky blue? " * 10, "Rayleigh scattering."),
+                 ("", "an empty query"), ("an empty passage", ""), ("Yes", "No"), ("日本語 1 0", "🐍 emoji")]
+DECODER_PROMPT = "Find the passage that answers the question"
+DECODER_MAX_LENGTH = 120
+
+
+def randomize_decoder(model, seed, norm_center=1.0):
+    """Weights far from their initialization (norm weights too), so a missing norm or a swapped tensor shows."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            is_norm = "norm" in name
+            p.copy_((norm_center if is_norm else 0.0) + (0.3 if is_norm else 0.2) * torch.randn(p.shape, generator=g))
+
+
+def scores_within(got, want, what):
+    """max |diff| / (1 + |score|) within 1e-5; returns it."""
+    worst = float(np.max(np.abs(np.asarray(got) - want) / (1 + np.abs(want))))
+    assert worst <= 1e-5, f"{what}: max |diff| / (1 + |score|) {worst:.2e}"
+    return worst
 
 
 class DecoderParity:
-    """A decoder reranker family's live parity against transformers and sentence-transformers' CrossEncoder, in its
-    own test module (tests/parity/test_qwen3.py); a subclass names its DecoderSpec, which test_registry counts."""
+    """A decoder reranker family's live parity against transformers and sentence-transformers' CrossEncoder; a
+    subclass names its DecoderSpec, which test_registry counts. Qwen3's module (tests/parity/test_qwen3.py) has its
+    own tests; DecoderBattery's are the other families'."""
     spec = None
+
+
+class DecoderBattery(DecoderParity):
+    """Live parity of a decoder family whose spec names its transformers classes (`name`): against transformers
+    (eager, float32) and sentence-transformers 6's CrossEncoder (activation off)."""
+
+    @classmethod
+    def transformers_class(cls, suffix):
+        import transformers
+
+        return getattr(transformers, cls.spec.name + suffix)
+
+    @classmethod
+    def build(cls, path, seq_cls, overrides=None, template=True):
+        """A random model with the golden's tokenizer files (and chat template, unless template=False), saved as
+        transformers saves it: what a Hub repository holds."""
+        import json
+
+        import torch
+
+        golden = GOLDENS / cls.spec.golden
+        path.mkdir(parents=True)
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            if (golden / name).is_file() and (template or name != "chat_template.jinja"):
+                shutil.copy(golden / name, path / name)
+        tc = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+        tc["model_max_length"] = DECODER_MAX_LENGTH
+        (path / "tokenizer_config.json").write_text(json.dumps(tc), encoding="utf-8")
+        golden_config = json.loads((golden / "config.json").read_text(encoding="utf-8"))
+        config = cls.transformers_class("Config")(**{**cls.spec.shape, **(overrides or {})},
+                                                   vocab_size=golden_config["vocab_size"], num_labels=1,
+                                                   pad_token_id=golden_config.get("pad_token_id"),
+                                                   attn_implementation="eager")
+        torch.manual_seed(0)
+        model = cls.transformers_class("ForSequenceClassification" if seq_cls else "ForCausalLM")(config).eval()
+        randomize_decoder(model, 11, cls.spec.norm_center)
+        model.save_pretrained(path)
+        return path, model
+
+    @classmethod
+    def score_ids(cls, tokenizer):
+        return [None if t is None else tokenizer.convert_tokens_to_ids(t) for t in cls.spec.score_tokens]
+
+    @classmethod
+    def saved_reranker(cls, bare, out):
+        """sentence-transformers' CrossEncoder of a bare *ForCausalLM with LogitScore(score_tokens), saved to out."""
+        from sentence_transformers import CrossEncoder as STCrossEncoder
+        from sentence_transformers.cross_encoder.modules import LogitScore, Transformer
+
+        transformer = Transformer(str(bare), transformer_task="text-generation")
+        true, false = cls.score_ids(transformer.tokenizer)
+        st = STCrossEncoder(modules=[transformer, LogitScore(true_token_id=true, false_token_id=false)], device="cpu")
+        st.save(str(out))
+        return st
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def rerankers(cls, tmp_path_factory):
+        """{"chat" | "text": (the directory sentence-transformers saved, its CrossEncoder)}: with the chat template,
+        and without one (the tokenizer's own pair encoding)."""
+        root = tmp_path_factory.mktemp(cls.spec.model_type)
+        out = {}
+        for kind in ("chat", "text"):
+            bare, _ = cls.build(root / f"bare-{kind}", seq_cls=False, template=kind == "chat")
+            out[kind] = (root / kind, cls.saved_reranker(bare, root / kind))
+        return out
+
+    @pytest.mark.parametrize("kind", ["chat", "text"])
+    @pytest.mark.parametrize("ops", OP_SETS)
+    def test_predict_matches_sentence_transformers(self, rerankers, kind, ops):
+        """Raw scores with and without a prompt, pairs cut at max_length (the template's tail written back), empty
+        texts; the token ids sentence-transformers makes."""
+        import torch
+
+        directory, st = rerankers[kind]
+        ce = CrossEncoder(directory, ops=ops)
+        assert ce.max_length == st.max_seq_length == DECODER_MAX_LENGTH
+        enc = st.preprocess(DECODER_PAIRS)
+        want_ids = [row[mask == 1].tolist() for row, mask in zip(enc["input_ids"], enc["attention_mask"])]
+        assert [ids.tolist() for ids, _ in ce.tokenizer.encode_pairs(DECODER_PAIRS)] == want_ids
+        assert max(map(len, want_ids)) == DECODER_MAX_LENGTH, "no pair reaches max_length"
+        for prompt in (None, DECODER_PROMPT):
+            kwargs = {"prompt": prompt} if prompt else {}
+            want = st.predict(DECODER_PAIRS, activation_fn=torch.nn.Identity(), **kwargs)
+            worst = scores_within(ce.predict(DECODER_PAIRS, batch_size=3, **kwargs), want,
+                                  f"{self.spec.model_type} {kind} [{ops}] prompt {prompt!r}")
+            print(f"{self.spec.model_type} {kind} [{ops}] prompt {prompt!r}: max |diff| / (1 + |score|) {worst:.1e}")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def seq_cls_models(cls, tmp_path_factory):
+        """Per seq_cls variant: (name, directory, sentence-transformers' token ids, transformers' outputs on them
+        with hidden states, sentence-transformers' raw scores)."""
+        import torch
+        from sentence_transformers import CrossEncoder as STCrossEncoder
+
+        out = []
+        for name, overrides in cls.spec.seq_cls:
+            path, model = cls.build(tmp_path_factory.mktemp(name) / "seq-cls", seq_cls=True, overrides=overrides)
+            st = STCrossEncoder(str(path), device="cpu")
+            enc = st.preprocess(DECODER_PAIRS)
+            ids = [row[mask == 1] for row, mask in zip(enc["input_ids"], enc["attention_mask"])]
+            with torch.no_grad():
+                theirs = [model(row[None], output_hidden_states=True) for row in ids]
+            out.append((name, path, [row.tolist() for row in ids], theirs, st.predict(DECODER_PAIRS, activation_fn=torch.nn.Identity())))
+        return out
+
+    @pytest.mark.parametrize("ops", OP_SETS)
+    def test_sequence_classification_matches_transformers(self, seq_cls_models, ops):
+        """*ForSequenceClassification, every variant: every stage and the logits against transformers, pair by pair
+        on sentence-transformers' ids, then the scores of text against sentence-transformers' CrossEncoder."""
+        for name, path, st_ids, theirs, st_scores in seq_cls_models:
+            ce = CrossEncoder(path, ops=ops)
+            ids = [ids for ids, _ in ce.tokenizer.encode_pairs(DECODER_PAIRS)]
+            assert [i.tolist() for i in ids] == st_ids, f"{name}: token ids"
+            batch = Batch.pack([(i, np.zeros_like(i)) for i in ids])
+            logits, stages = forward(ce.params, ce.config, batch, ce.ops, return_stages=True)
+            scores_within(logits, np.concatenate([o.logits.numpy() for o in theirs]), f"{name} [{ops}] logits")
+            for b, o in enumerate(theirs):
+                rows = slice(batch.offsets[b], batch.offsets[b + 1])
+                for i, hidden in enumerate(o.hidden_states):
+                    stage = "embeddings" if i == 0 else f"layer_{i - 1}"
+                    np.testing.assert_allclose(stages[stage][rows], hidden[0].numpy(), atol=2e-5, rtol=1e-5,
+                                               err_msg=f"{name} pair {b} {stage}")
+            worst = scores_within(ce.predict(DECODER_PAIRS), st_scores, f"{name} [{ops}] sentence-transformers")
+            print(f"{self.spec.model_type} seq-cls {name} [{ops}]: max |diff| / (1 + |score|) {worst:.1e}")
+
+    def test_unimplemented_configs_are_named(self, rerankers, tmp_path):
+        """A rope_scaling minibert does not implement: a ConfigError naming the field and config.json."""
+        import json
+
+        scaled = tmp_path / "rope-scaling"
+        shutil.copytree(rerankers["chat"][0], scaled)
+        config = json.loads((scaled / "config.json").read_text(encoding="utf-8"))
+        config["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 1000.0, "factor": 4.0}
+        (scaled / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        with pytest.raises(ConfigError, match=r"config.json: unsupported rope_parameters rope_type 'yarn'"):
+            CrossEncoder(scaled)
 
 
 class ParityBattery:

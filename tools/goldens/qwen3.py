@@ -43,8 +43,6 @@ TEMPLATE = (
     "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
 # Enough of "yes" and "no" that the trainer makes each one token, as in Qwen's vocabulary.
 YES_NO = ["yes"] * 5000 + ["no"] * 5000
-STAGE_NOTES = ("layer_i is transformers' hidden_states[i + 1] (the last after the final norm); last_token is the "
-               "last layer at each pair's last token; logits is logit('yes') - logit('no') there (LogitScore)")
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,15 @@ class DecoderFixture(core.Fixture):
 
 
 class Qwen3(core.Family):
+    """A decoder reranker's goldens; the other decoder families (qwen2.py, gemma.py, ...) subclass it and say what
+    differs: their transformers classes, tokenizer, chat template and LogitScore tokens."""
     head = core.Head("last_token", "lm_head", reads=True)
+    config_class, model_class = Qwen3Config, Qwen3ForCausalLM
+    score_tokens = ("yes", "no")   # LogitScore's true and false tokens (None: no false token)
+    template = TEMPLATE
+    norm_center = 1.0   # the norm weights are drawn around it (Gemma's norm scales by 1 + weight: 0)
+    weight_scale = 0.4  # every parameter's random spread (without Qwen3's q/k norm, larger weights make attention
+                        # so peaked that float32 summation order alone moves the stages by 1e-4)
     fixtures = (
         DecoderFixture(
             name="qwen3-reranker", seed=SEED, model_max_length=160,
@@ -66,25 +72,44 @@ class Qwen3(core.Family):
     )
 
     def build(self, fx: DecoderFixture, out: Path) -> None:
-        from sentence_transformers import CrossEncoder
 
         core.fresh_dir(out)
         with tempfile.TemporaryDirectory() as tmp:
             bare = Path(tmp) / "bare"
             vocab = self.write_tokenizer(fx, bare)
-            config = Qwen3Config(vocab_size=len(vocab), pad_token_id=vocab["<|endoftext|>"],
-                                 eos_token_id=vocab["<|im_end|>"], bos_token_id=None, **fx.config)
+            config = self.config_class(vocab_size=len(vocab), **self.special_ids(vocab), **fx.config)
             torch.manual_seed(fx.seed)
-            model = Qwen3ForCausalLM(config).eval()
+            model = self.model_class(config).eval()
             g = torch.Generator().manual_seed(fx.seed)
             with torch.no_grad():
                 for name, p in sorted(model.named_parameters()):   # norms near 1, the rest far from their init
-                    p.copy_((1.0 if "norm" in name else 0.0) + 0.4 * torch.randn(p.shape, generator=g))
+                    p.copy_((self.norm_center if "norm" in name else 0.0) + self.weight_scale * torch.randn(p.shape, generator=g))
             model.save_pretrained(bare)
-            ce = CrossEncoder(str(bare), device="cpu")   # no modules.json: Transformer(text-generation) + LogitScore
-            ce.save(str(out))
+            self.cross_encoder(bare, vocab).save(str(out))
         (out / "README.md").unlink(missing_ok=True)   # the model card: it records the date
         self.write_golden(fx, out)
+
+    @property
+    def stage_notes(self) -> str:
+        true, false = self.score_tokens
+        score = f"logit({true!r})" + ("" if false is None else f" - logit({false!r})")
+        return ("layer_i is transformers' hidden_states[i + 1] (the last after the final norm); last_token is the "
+                f"last layer at each pair's last token; logits is {score} there (LogitScore)")
+
+    def special_ids(self, vocab: dict[str, int]) -> dict:
+        return {"pad_token_id": vocab["<|endoftext|>"], "eos_token_id": vocab["<|im_end|>"], "bos_token_id": None}
+
+    def cross_encoder(self, bare: Path, vocab: dict[str, int]):
+        """sentence-transformers' CrossEncoder of the bare directory: by itself (no modules.json: Transformer
+        (text-generation) + LogitScore('yes', 'no')), or with a LogitScore of this family's tokens."""
+        from sentence_transformers import CrossEncoder
+        from sentence_transformers.cross_encoder.modules import LogitScore, Transformer
+
+        if self.score_tokens == ("yes", "no"):
+            return CrossEncoder(str(bare), device="cpu")
+        true, false = (None if t is None else vocab[t] for t in self.score_tokens)
+        return CrossEncoder(modules=[Transformer(str(bare), transformer_task="text-generation"),
+                                     LogitScore(true_token_id=true, false_token_id=false)], device="cpu")
 
     def write_tokenizer(self, fx: DecoderFixture, out: Path) -> dict[str, int]:
         tok = Tokenizer(BPE())
@@ -95,7 +120,7 @@ class Qwen3(core.Family):
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         tok.train_from_iterator(core.CORPUS + YES_NO, trainer)
         hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                     model_max_length=fx.model_max_length, chat_template=TEMPLATE)
+                                     model_max_length=fx.model_max_length, chat_template=self.template)
         hf.save_pretrained(out)
         vocab = hf.get_vocab()
         assert "yes" in vocab and "no" in vocab, "the vocabulary needs the tokens 'yes' and 'no'"
@@ -107,7 +132,7 @@ class Qwen3(core.Family):
         ce = CrossEncoder(str(out), device="cpu")
         model = AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager", dtype=torch.float32).eval()
         score = json.loads((out / "1_LogitScore" / "config.json").read_text())
-        yes, no = score["true_token_id"], score["false_token_id"]
+        yes, no = score["true_token_id"], score["false_token_id"]   # no: None for logit(true) alone
         ids = self.token_ids(ce, fx.pairs)
         hidden, last, logits = [], [], []
         with torch.no_grad():
@@ -115,7 +140,8 @@ class Qwen3(core.Family):
                 o = model(torch.tensor([row]), output_hidden_states=True)
                 hidden.append([h[0] for h in o.hidden_states])
                 last.append(o.hidden_states[-1][0, -1])
-                logits.append((o.logits[0, -1, yes] - o.logits[0, -1, no]).reshape(1))
+                logit = o.logits[0, -1, yes] - (0 if no is None else o.logits[0, -1, no])
+                logits.append(logit.reshape(1))
         n_layers = model.config.num_hidden_layers
         arrays = {
             "lengths": np.array([len(r) for r in ids], dtype=np.int64),
@@ -133,12 +159,13 @@ class Qwen3(core.Family):
         tok = ce.tokenizer
         stages = ["embeddings", *(f"layer_{i}" for i in range(n_layers)), "last_token", "logits"]
         meta = {
-            **core.provenance(fx, "model", self.generator), "family": "qwen3", "architecture": "Qwen3ForCausalLM",
+            **core.provenance(fx, "model", self.generator), "family": self.name,
+            "architecture": self.model_class.__name__,
             "modules": ["Transformer (text-generation)", f"LogitScore(true_token_id={yes}, false_token_id={no})"],
             "attn_implementation": "eager", "dtype": "float32",
             "sentence_transformers_vs_golden_max_abs_diff": st_diff,
-            "stages": stages, "stage_notes": STAGE_NOTES,
-            "config": {"model_type": "qwen3", "vocab_size": model.config.vocab_size, "num_labels": 1,
+            "stages": stages, "stage_notes": self.stage_notes,
+            "config": {"model_type": model.config.model_type, "vocab_size": model.config.vocab_size, "num_labels": 1,
                        **{k: v for k, v in fx.config.items()}},
             "tokenizer": {"class": type(tok).__name__, "files": core.tokenizer_files(out),
                           "model_max_length": fx.model_max_length, "chat_template": "chat_template.jinja"},
@@ -156,7 +183,7 @@ class Qwen3(core.Family):
         }
         core.write_npz(out / "golden.npz", arrays)
         core.write_json(out / "golden.json", meta)
-        print(f"{fx.name}: Qwen3ForCausalLM + LogitScore, B={len(ids)} N={len(arrays['input_ids'])} "
+        print(f"{fx.name}: {self.model_class.__name__} + LogitScore, B={len(ids)} N={len(arrays['input_ids'])} "
               f"max_length={ce.max_length} ({sum(len(r) == ce.max_length for r in ids)} pairs at the limit), "
               f"sentence-transformers={st_diff:.1e}, logits[:4] {arrays['logits'][:4, 0]}")
 
