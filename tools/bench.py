@@ -473,11 +473,7 @@ def main():
                f"Python {platform.python_version()}, numpy {np.__version__}, BLAS: {blas_info()}, "
                f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
     if args.profile:
-        text = "\n\n".join([machine, *(profile(model_dir, args.threads, name) for name in names)])
-        print("\n" + text)
-        if args.markdown:
-            Path(args.markdown).write_text(text + "\n")
-        return
+        return report([machine, *(f"\n{profile(model_dir, args.threads, name)}" for name in names)], args.markdown)
 
     runners, notes = [], []
     for runner in args.runners.split(","):
@@ -494,10 +490,15 @@ def main():
             for r in runners}
     lines += ["cold start (s, a new process: import, load, score 8 pairs): "
               + ", ".join(f"{r} {cold[r]:.2f}" for r in runners), *notes]
+    report(lines, args.markdown)
+
+
+def report(lines, markdown=None):
+    """Print the tables, and write them to `markdown` too when given."""
     text = "\n".join(lines)
     print("\n" + text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
+    if markdown:
+        Path(markdown).write_text(text + "\n")
 
 
 if __name__ == "__main__":

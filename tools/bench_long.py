@@ -1,26 +1,38 @@
-"""Peak memory and time of one long pair: an 8,192-token pair on a model of bge-reranker-v2-m3's shape.
+"""Single long pairs at real Hub shapes, minibert against transformers (fp32 sdpa), with FLOP accounting.
 
-    python tools/bench_long.py                        # XLM-RoBERTa, 24 layers, hidden 1024, 16 heads, 8,192 tokens
-    python tools/bench_long.py --tokens 2048 --layers 4 --threads 2
-    python tools/bench_long.py --model-type modernbert   # gte-reranker-modernbert-base's shape instead
+    python tools/bench_long.py                  # 1k, 2k, 4k, 8k tokens; bge-reranker-v2-m3 and gte-reranker-modernbert-base shapes
+    python tools/bench_long.py --quick          # 2 layers, 1k and 2k tokens, one round: a couple of minutes
+    python tools/bench_long.py --tokens 8192 --model-types xlm-roberta --runners minibert
+    python tools/bench_long.py --threads 2 --rounds 3 --markdown long.md
 
-bge-reranker-v2-m3 (an XLMRobertaForSequenceClassification) and ModernBERT rerankers take pairs of up to
-8,192 tokens. Scoring one must not hold a whole [heads, T, T] score matrix (16 x 8192 x 8192 float32 is
-4 GiB per layer): minibert's attention works in blocks of queries (minibert/ops.py). This measures it.
+In one run: the machine's large-sgemm rate (NumPy, [4096, 1024] x [1024, 4096], best of 5, a fresh process),
+each model's FLOPs per pair (the dense layers and attention apart), and for every shape, length and runner the
+time of one pair, pairs/s, the achieved GFLOP/s as a share of the sgemm rate, and the peak RSS. Every
+measurement is a fresh process; rounds alternate the runners (A B A B ...) and the table gives the median.
 
-The weights are random (seeded), at the real model's shape, vocabulary included, built in memory from
-the family's own tensor table, so no checkpoint is needed; memory and time do not depend on the values.
-The measurement runs in a fresh process: the RSS once the weights are built, then the peak RSS (VmHWM,
-reset after the build) over the forward pass, the time of the forward pass (tokenization is not part of it: the ids are random), and the
-BLAS library and kernel in use (threadpoolctl).
+Shapes (random seeded weights, vocabulary included, built in memory, so no checkpoint is needed; time and
+memory do not depend on the values):
+- xlm-roberta: BAAI/bge-reranker-v2-m3 (24 layers, hidden 1024, 16 heads), an 8,192-token model;
+- modernbert: Alibaba-NLP/gte-reranker-modernbert-base (22 layers, hidden 768, 12 heads, a 128-token window
+  in two layers of three, mean pooling).
+Runners: minibert (its default op set: the Numba kernels when installed) and transformers
+(AutoModelForSequenceClassification.from_config, float32, attn_implementation="sdpa", inference mode).
+FLOPs count what a forward pass must do on every token (matrix products: q, k, v, output, feed-forward,
+q k^T and p v; a sliding-window layer only the band each query sees); minibert's last layer computes the
+first token's row only where the head reads it alone, so its real work is a little below the count.
+The peak RSS is the process's VmHWM over the build of the weights, the warm-up and the timed pair (the
+weights' RSS is given apart in the JSON of each child).
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 SHAPES = {
     # BAAI/bge-reranker-v2-m3's config.json
@@ -52,20 +64,37 @@ def vm_rss_mib() -> float:
     return float("nan")
 
 
-def child(args):
-    import numpy as np
-    from threadpoolctl import threadpool_info
 
+def pair_flops(raw: dict, T: int) -> tuple[float, float]:
+    """(dense, attention) FLOPs of one pair of T tokens at a shape: 2 per multiply-add of the matrix products."""
+    H, I, L = raw["hidden_size"], raw["intermediate_size"], raw["num_hidden_layers"]
+    ffn = 3 * H * I if raw["model_type"] == "modernbert" else 2 * H * I    # GeGLU: Wi is H -> 2I
+    dense = L * 2 * T * (4 * H * H + ffn)                                  # q, k, v, out; ffn in, ffn out
+    i = np.arange(T)
+    attention = 0.0
+    for layer in range(L):
+        if raw["model_type"] == "modernbert" and layer % raw["global_attn_every_n_layers"]:
+            w = raw["local_attention"] // 2                                 # keys |i - j| <= w
+            keys = float((np.minimum(T - 1, i + w) - np.maximum(0, i - w) + 1).sum())
+        else:
+            keys = float(T) * T
+        attention += 4 * keys * H                                          # q k^T and p v, all heads
+    return float(dense), attention
+
+
+def random_ids(rng, vocab_size, n):
+    ids = rng.integers(5, vocab_size, n)
+    ids[0] = 0
+    return ids.astype(np.int64)
+
+
+def minibert_runner(raw, rng):
+    """(score one pair of ids, a description) for minibert at the shape, random weights."""
     from minibert.models import Batch, config_from_dict, family_of, forward
     from minibert.models.params import map_leaves
     from minibert.ops import default_ops
-    from minibert.runtime.runner import limit_threads
 
-    raw = dict(SHAPES[args.model_type])
-    if args.layers:
-        raw["num_hidden_layers"] = args.layers
-    config = config_from_dict(raw, source=f"<{args.model_type} shape>")
-    rng = np.random.default_rng(0)
+    config = config_from_dict(raw, source=f"<{raw['model_type']} shape>")
 
     def random_leaf(spec):  # small values, norm weights near 1, as in a trained model; in place, no temporaries
         leaf = rng.standard_normal(spec.shape, dtype=np.float32)
@@ -74,51 +103,133 @@ def child(args):
             leaf += 1
         return leaf
 
-    params = map_leaves(random_leaf, family_of(config).skeleton(config, True))
+    params, ops = map_leaves(random_leaf, family_of(config).skeleton(config, True)), default_ops()
+    return lambda ids: forward(params, config, Batch.pack([(ids, np.zeros(len(ids), np.int64))]), ops), ops.name
+
+
+def transformers_runner(raw, threads):
+    """(score one pair of ids, a description) for transformers' model at the shape, float32, sdpa."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    if threads:
+        torch.set_num_threads(threads)
+    config = AutoConfig.for_model(raw["model_type"], **{k: v for k, v in raw.items() if k != "model_type"})
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa",
+                                                           dtype=torch.float32).eval()
+
+    def score(ids):
+        with torch.inference_mode():
+            return model(input_ids=torch.from_numpy(ids)[None]).logits.numpy()
+    return score, f"torch {torch.__version__} sdpa"
+
+
+def child(args):
+    from threadpoolctl import threadpool_info
+
+    from minibert.runtime.runner import limit_threads
+
+    raw = dict(SHAPES[args.model_types])
+    if args.layers:
+        raw["num_hidden_layers"] = args.layers
+    rng = np.random.default_rng(0)
+    if args.child == "minibert":
+        score, what = minibert_runner(raw, rng)
+    else:
+        score, what = transformers_runner(raw, args.threads)
     weights_mib = vm_rss_mib()
-
-    def pair(n):
-        ids = rng.integers(5, config.vocab_size, n)
-        ids[0] = 0
-        return Batch.pack([(ids.astype(np.int64), np.zeros(n, np.int64))])
-
-    batch, ops = pair(args.tokens), default_ops()
+    ids = random_ids(rng, raw["vocab_size"], int(args.tokens))
     with limit_threads(args.threads):
-        forward(params, config, pair(16), ops)  # warm-up: Numba's kernels loaded, BLAS's buffers made
-        warm_mib = vm_rss_mib()
-        with open("/proc/self/clear_refs", "w") as f:  # VmHWM := VmRSS: the peak below is the long pair's
-            f.write("5")
+        score(random_ids(rng, raw["vocab_size"], 16))  # warm-up: kernels loaded, BLAS's buffers made
         start = time.perf_counter()
-        logits = forward(params, config, batch, ops)
+        logits = score(ids)
         seconds = time.perf_counter() - start
-    blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+    blas = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} x{i.get('num_threads')}"
             for i in threadpool_info() if i.get("user_api") == "blas"]
-    print(json.dumps({"model_type": args.model_type, "layers": config.num_hidden_layers,
-                      "hidden": config.hidden_size, "tokens": args.tokens, "ops": ops.name,
-                      "seconds": round(seconds, 2), "rss_mib_weights": round(weights_mib), "rss_mib_warm": round(warm_mib),
-                      "peak_rss_mib": round(vm_hwm_mib()), "logit": float(logits[0, 0]),
-                      "finite": bool(np.isfinite(logits).all()), "blas": blas,
-                      "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}))
+    print(json.dumps({"runner": args.child, "what": what, "seconds": seconds, "rss_mib_weights": round(weights_mib),
+                      "peak_rss_mib": round(vm_hwm_mib()), "logit": float(np.ravel(logits)[0]),
+                      "finite": bool(np.isfinite(logits).all()), "blas": blas}))
+
+
+def sgemm_gflops(env) -> float:
+    """NumPy's float32 rate on a large product, [4096, 1024] x [1024, 4096], best of 5, in a fresh process."""
+    code = ("import numpy as np, time\n"
+            "a = np.random.rand(4096, 1024).astype(np.float32); b = np.random.rand(1024, 4096).astype(np.float32)\n"
+            "a @ b; best = 1e9\n"
+            "for _ in range(5):\n"
+            "    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)\n"
+            "print(2 * 4096 * 1024 * 4096 / best / 1e9)\n")
+    return float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+
+
+def spawn(runner, model_type, tokens, args, env):
+    argv = [sys.executable, __file__, "--child", runner, "--model-types", model_type, "--tokens", str(tokens)]
+    for flag, value in (("--layers", args.layers), ("--threads", args.threads)):
+        if value:
+            argv += [flag, str(value)]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{runner} {model_type} {tokens} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def row(model_type, raw, T, runner, runs, seconds, rate):
+    dense, attention = pair_flops(raw, T)
+    gflops = (dense + attention) / seconds[runner] / 1e9
+    versus = f"{seconds['transformers'] / seconds[runner]:.2f}x" if "transformers" in seconds else "-"
+    return (f"| {model_type} ({raw['num_hidden_layers']} layers) | {T} | {(dense + attention) / 1e9:,.1f} "
+            f"({dense / 1e9:,.1f} + {attention / 1e9:,.1f}) | {runner} ({runs[0]['what']}) | {seconds[runner]:.2f} | "
+            f"{1 / seconds[runner]:.3f} | {gflops:.1f} | {gflops / rate:.0%} | {versus} | "
+            f"{max(x['peak_rss_mib'] for x in runs)} |")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-type", choices=sorted(SHAPES), default="xlm-roberta")
-    parser.add_argument("--tokens", type=int, default=8192)
+    parser.add_argument("--model-types", default="xlm-roberta,modernbert", help=f"of {', '.join(sorted(SHAPES))}")
+    parser.add_argument("--tokens", default="1024,2048,4096,8192", help="pair lengths, comma-separated")
+    parser.add_argument("--runners", default="minibert,transformers", help="of minibert, transformers")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--layers", type=int, default=None, help="fewer layers than the real model, for a quick run")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None, help="BLAS, OpenMP, Numba and torch threads (default: all)")
+    parser.add_argument("--quick", action="store_true", help="2 layers, 1k and 2k tokens, one round")
+    parser.add_argument("--markdown", default=None, help="also write the table to this file")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
-    argv = [sys.executable, __file__, "--child", "--model-type", args.model_type, "--tokens", str(args.tokens)]
-    if args.layers:
-        argv += ["--layers", str(args.layers)]
+    if args.quick:
+        args.layers, args.tokens, args.rounds = args.layers or 2, "1024,2048", 1
+    runners = args.runners.split(",")
+    env = dict(os.environ)
     if args.threads:
-        argv += ["--threads", str(args.threads)]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    print(json.dumps(result, indent=2))
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            env[var] = str(args.threads)
+    rate = sgemm_gflops(env)
+    lines = [(f"large sgemm: {rate:.1f} GFLOP/s (NumPy, [4096, 1024] x [1024, 4096]), threads {args.threads or 'all'}, "
+              f"OPENBLAS_CORETYPE {env.get('OPENBLAS_CORETYPE', 'unset')}"), "",
+             ("| shape | tokens | GFLOP per pair (dense + attention) | runner | s per pair | pairs/s | GFLOP/s | "
+              "share of sgemm | vs transformers | peak RSS (MiB) |"), "|---|---|---|---|---|---|---|---|---|---|"]
+    print(lines[0], flush=True)
+    blas = set()
+    for model_type in args.model_types.split(","):
+        raw = dict(SHAPES[model_type], **({"num_hidden_layers": args.layers} if args.layers else {}))
+        for T in (int(t) for t in args.tokens.split(",")):
+            runs = {r: [] for r in runners}
+            for _ in range(args.rounds):
+                for r in runners:  # alternating: a slow moment of the machine hits every runner alike
+                    runs[r].append(spawn(r, model_type, T, args, env))
+            seconds = {r: statistics.median(x["seconds"] for x in runs[r]) for r in runners}
+            for r in runners:
+                blas.update(runs[r][0]["blas"])
+                lines.append(row(model_type, raw, T, r, runs[r], seconds, rate))
+                print(lines[-1], flush=True)
+    lines += ["", f"BLAS: {'; '.join(sorted(blas))}"]
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ compiles the Numba kernels (cache=True): it is reported apart from the median of
 sentence-transformers' CrossEncoder gets the same measurement in its venv. The installs run
 first; with --lock FILE (a shared machine's CPU lock) only the timed runs hold it, exclusively:
 `python tools/footprint.py --lock /work/cpu.lock`.
+
+Weights in memory (no venvs, this checkout): `python tools/footprint.py --weights --model DIR [--as-bf16]`
+loads DIR's cross-encoder in a new process twice, with its half-precision matrices kept as stored (the
+default) and widened at load (widen=True), scores one pair with each, and reports the parameters' bytes
+and the process's peak RSS (VmHWM). --as-bf16 first saves a bfloat16 copy of DIR's weights in a
+temporary folder (a float32 model measured as its bf16 checkpoint would be).
 """
 
 import argparse
@@ -72,6 +78,62 @@ def first_score(venv: Path, runner: str, model: Path, rounds: int, env: dict) ->
     return runs
 
 
+WEIGHTS = ("import json, numpy as np\n"
+           "from minibert import CrossEncoder\n"
+           "from minibert.formats.tensors import HalfTensor\n"
+           "from minibert.models.params import leaves\n"
+           "model = CrossEncoder({model!r}, widen={widen!r})\n"
+           "score = model.predict([{pair!r}])\n"
+           "arrays = [a for a in leaves(model.params) if isinstance(a, (np.ndarray, HalfTensor))]\n"
+           "kept = sum(a.nbytes for a in arrays if isinstance(a, HalfTensor))\n"
+           "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+           "print(json.dumps({{'param_mib': sum(a.nbytes for a in arrays) / 2**20, 'kept_mib': kept / 2**20,\n"
+           "                  'peak_rss_mib': int(status['VmHWM'].split()[0]) / 1024,\n"
+           "                  'rss_mib': int(status['VmRSS'].split()[0]) / 1024, 'score': float(score[0])}}))\n")
+
+
+def bf16_copy(model: Path, into: Path) -> Path:
+    """model's directory with its floating-point weights saved in bfloat16 (nearest, ties to even)."""
+    import shutil
+
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    from minibert.formats.checkpoint import find_checkpoint, read_checkpoint
+    from minibert.formats.safetensors import write_safetensors
+    from minibert.formats.tensors import HalfTensor
+
+    shutil.copytree(model, into, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.index.json"))
+    tensors = {}
+    for name, array in read_checkpoint(find_checkpoint(model)).items():
+        if isinstance(array, HalfTensor) or array.dtype.kind == "f":
+            bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32).astype(np.uint64)
+            array = HalfTensor(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16))
+        tensors[name] = array
+    write_safetensors(into / "model.safetensors", tensors, {"format": "pt"})
+    return into
+
+
+def weights_in_memory(model: Path, as_bf16: bool, env: dict) -> int:
+    """--weights: the same checkpoint kept at its stored precision and widened at load, one process each."""
+    env = dict(env, PYTHONPATH=str(REPO))
+    with tempfile.TemporaryDirectory(prefix="minibert-weights-") as tmp:
+        if as_bf16:
+            model = bf16_copy(model, Path(tmp) / "bf16")
+        print(f"model: {model}")
+        print("| weights | parameters (MiB) | of which kept half (MiB) | peak RSS (MiB) | RSS after (MiB) | score |")
+        print("|---|---|---|---|---|---|")
+        for widen in (False, True):
+            code = WEIGHTS.format(model=str(model), widen=widen, pair=PAIR)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+            if out.returncode != 0:
+                raise SystemExit(f"footprint: widen={widen} failed:\n{out.stderr[-2000:]}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"| {'widened at load' if widen else 'kept as stored'} | {r['param_mib']:.0f} | {r['kept_mib']:.0f} | "
+                  f"{r['peak_rss_mib']:.0f} | {r['rss_mib']:.0f} | {r['score']:.6g} |")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a cross-encoder directory (default: bench.py's MiniLM-L6)")
@@ -79,6 +141,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="first-score processes per venv (default 4)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--lock", type=Path, help="hold this file's exclusive flock during the timed runs")
+    parser.add_argument("--weights", action="store_true",
+                        help="only the weights' memory: kept as stored against widened at load (see above)")
+    parser.add_argument("--as-bf16", action="store_true", help="with --weights: measure a bfloat16 copy of --model")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "tools"))
     import bench
@@ -86,6 +151,8 @@ def main() -> int:
     model = (args.model or bench.make_model()).resolve()
     env = bench.child_env(args.threads)
     env.pop("PYTHONPATH", None)
+    if args.weights:
+        return weights_in_memory(model, args.as_bf16, env)
     rows = []
     with tempfile.TemporaryDirectory(prefix="minibert-footprint-") as tmp:
         tmp = Path(tmp)
