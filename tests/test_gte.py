@@ -135,8 +135,9 @@ def test_options_that_only_choose_the_references_kernels_change_nothing(tmp_path
 # the rotary inverse frequencies
 
 
-# (head_dim, rope_theta, NTK factor, ulps): torch's float32 pow (SLEEF) and NumPy's can differ by an ulp or two
-# for some bases; not for these configs but the last, whose divisor is still applied exactly as the reference's.
+# (head_dim, rope_theta, NTK factor, ulps): torch's float32 pow (SLEEF) is within an ulp of the nearest float32,
+# which rotary_inv_freq takes (the power in float64, rounded): the two agree on these configs but the last, whose
+# divisor is still applied exactly as the reference's.
 ROPES = [
     (64, 20000.0, 8.0, 0),     # gte-multilingual-reranker-base / -base
     (64, 160000.0, None, 0),   # gte-multilingual-mlm-base (no scaling)

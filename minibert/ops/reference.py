@@ -166,9 +166,15 @@ def relu(x):
 def rotary_inv_freq(head_dim, theta, divisor=1.0):
     """The rotary inverse frequencies, [HD / 2] float32: transformers' default RoPE, 1 / theta^(2i / HD) in
     float32; then divided by `divisor` in float32, as NTK-scaled RoPE does (gte's NTKScalingRotaryEmbedding:
-    theta * factor, then / factor^(2 / HD)). A divisor of 1 changes nothing."""
-    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)  # [HD / 2]
-    return np.float32(1.0) / np.float32(theta) ** exponents / np.float32(divisor)    # [HD / 2]
+    theta * factor, then / factor^(2 / HD)). A divisor of 1 changes nothing.
+
+    The power is taken in float64 and rounded to float32: the float32 nearest to it, which torch's float32 pow
+    (within an ulp) gives almost always. NumPy's float32 power differs from it by an ulp on some CPUs (its own
+    SIMD code), and an ulp of inv_freq moves a rotary angle by position x ulp: 3.5e-5 in a layer's output at
+    position 1,309 (tests/parity/test_modernbert.py's long pairs)."""
+    exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)          # [HD / 2]
+    power = (np.float64(np.float32(theta)) ** exponents.astype(np.float64)).astype(np.float32)  # theta^(2i / HD)
+    return np.float32(1.0) / power / np.float32(divisor)                                     # [HD / 2]
 
 
 def rotary_tables(positions, head_dim, theta, divisor=1.0):
