@@ -69,7 +69,20 @@ def check_stages(ce: CrossEncoder, live: Live, what: str) -> None:
 
     for name, want in ref.stages.items():
         rows = token if len(want) == ref.offsets[-1] else (lambda i: f"pair {ref.probe[i[0]]} column {i[1]}")
-        assert_close(stages[name], want, f"{what} {name}", where=rows)
+        assert_close_or_nearer_exact(stages[name], want, ref.exact_stages[name], f"{what} {name}", rows)
+
+
+def assert_close_or_nearer_exact(got, want, exact, what: str, where) -> None:
+    """A stage within tolerance of transformers' float32 one; or, where float32 rounding carries the two apart by
+    more (a pair of thousands of tokens, whose sums run in another order on another CPU's kernels), minibert's
+    stage at most twice as far from float64 (transformers' model in double) as transformers' float32 is."""
+    try:
+        assert_close(got, want, what, where)
+    except AssertionError:
+        ours, theirs = float(np.abs(got - exact).max()), float(np.abs(want - exact).max())
+        print(f"{what}: vs float64, minibert {ours:.2e}, transformers' float32 {theirs:.2e}")
+        if not ours <= 2 * theirs + 1e-7:
+            raise
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,7 @@ class Reference:
     stages: dict        # stage -> [N, H] over the probe pairs' tokens, or [B, H] / [B, L] per probe pair
     offsets: np.ndarray  # [B + 1]: probe pair b owns rows offsets[b]:offsets[b + 1] of a token stage
     exact: np.ndarray   # [B, L] float64 logits of the probe pairs
+    exact_stages: dict  # stage -> float64 (transformers' model in double, one pair at a time), as `stages`
 
 
 TINY = 5_000_000  # parameters: a model built here, not real weights
@@ -297,10 +298,14 @@ def reference(spec: Spec, model, tokenizer, max_length: int, probe=()) -> Refere
               for name in per_pair[probe[0]]} if probe else {}
     lengths = [len(unpadded["input_ids"][i]) for i in probe]
     # float64 one pair at a time: padding's masks turn some families' float64 paths to NaN (ModernBERT's)
-    exact, _ = run(spec, copy.deepcopy(model).double(), tokenizer, [PAIRS[i] for i in probe], max_length, batch=1)
+    exact, per_pair = run(spec, copy.deepcopy(model).double(), tokenizer, [PAIRS[i] for i in probe], max_length,
+                          set(range(len(probe))), batch=1)
+    exact_stages = {name: np.concatenate([np.atleast_2d(per_pair[k][name].numpy()) for k in range(len(probe))])
+                    for name in stages}
     return Reference(
         max_length, unpadded["input_ids"], core.type_ids(unpadded), "token_type_ids" in unpadded,
-        logits.astype(np.float32), list(probe), stages, np.concatenate([[0], np.cumsum(lengths)]), exact)
+        logits.astype(np.float32), list(probe), stages, np.concatenate([[0], np.cumsum(lengths)]), exact,
+        exact_stages)
 
 
 @dataclass
