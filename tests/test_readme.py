@@ -72,3 +72,14 @@ def test_trace_and_compare_walk_through_runs_as_written(tmp_path):
 def test_the_test_command_says_which_test_needs_chromium():
     setup = " ".join(section("Set up").split())
     assert "Chromium" in setup and "apt-get install chromium" in setup and "`.ci/run` installs it" in setup
+
+
+def test_the_architecture_table_has_a_row_for_every_family():
+    """Every registered family's model_type is named in a row of the Architectures table."""
+    from minibert.models import FAMILIES
+
+    start = README.index("\n### Architectures")
+    table = [line for line in README[start:README.index("\n### ", start + 1)].splitlines() if line.startswith("| ")]
+    missing = [t for f in FAMILIES for t in f.model_types
+               if not any(f"(`{t}`" in row or f"`{t}`)" in row or f"(`{t}`," in row for row in table)]
+    assert not missing, f"model_types without a row in the README's Architectures table: {missing}"
