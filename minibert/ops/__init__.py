@@ -32,7 +32,7 @@ class OpSet:
     linear_gelu: Callable     # GELU(linear(x, weight, bias))
     relu: Callable            # max(x, 0), elementwise
     softmax: Callable         # over the last axis
-    attention: Callable       # (q, k, v, offsets, num_heads, window=None, first_only=False) -> context
+    attention: Callable       # (q, k, v, offsets, num_heads, window=None, first_only=False, ..., workers=1) -> context
     rotary_tables: Callable   # (positions [N], head_dim, theta, divisor=1) -> cos, sin [N, HD / 2]
     apply_rotary: Callable    # (x [N, H], cos, sin, num_heads) -> [N, H]
     geglu: Callable           # (h [N, 2I]) -> GELU(input) * gate, [N, I]

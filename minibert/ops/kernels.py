@@ -300,14 +300,25 @@ def block_shape(queries, keys, G, NKV, elements=ATTENTION_BLOCK_ELEMENTS):
 
 
 def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, causal=False,
-              last_only=False, block_elements=ATTENTION_BLOCK_ELEMENTS):
+              last_only=False, block_elements=ATTENTION_BLOCK_ELEMENTS, workers=1):
     """reference.attention, in cache-sized blocks (see above); the same arguments and result. block_elements:
-    the scores one block holds."""
+    the scores one block holds. workers: threads the blocks of a long pair share (see attention_workers)."""
     q, k, v, G, HD = reference.head_views(q, k, v, num_heads, kv_heads)   # [NH, N or B, HD], [NKV, N, HD] x 2
-    NKV = len(k)
     context = np.empty_like(q)
-    scale = np.float32(HD ** -0.5)
+    blocks = list(attention_blocks(offsets, len(k), G, window, first_only, last_only, causal, block_elements))
+    work = sum(hb * G * (q1 - q0) * (k1 - k0) for _, _, q0, q1, k0, k1, _, _, _, hb in blocks)   # scores computed
+    if workers > 1 and work >= PARALLEL_SCORES and len(blocks) > 1:
+        return attention_workers(q, k, v, context, blocks, G, HD, workers)
     scratch = np.empty(0, np.float32)                                       # the scores of a block, reused
+    for block in blocks:
+        scratch = attention_block(q, k, v, context, block, G, HD, scratch)
+    return context.transpose(1, 0, 2).reshape(len(context[0]), -1)  # [NH, N or B, HD] -> [N or B, NH * HD]
+
+
+def attention_blocks(offsets, NKV, G, window, first_only, last_only, causal, block_elements):
+    """The blocks of a packed batch's attention: (start, rows, q0, q1, k0, k1, lo, hi, h0, hb) for the queries
+    q0 .. q1 - 1 of the pair at `start` (q's row of position i: rows + i), against its keys k0 .. k1 - 1 (all
+    that any of them sees), for key/value heads h0 .. h0 + hb - 1; row i sees keys k0 + lo[i] .. k0 + hi[i] - 1."""
     for start, T, first, last, rows in reference.pair_queries(offsets, first_only, last_only):
         if window is None:
             Tq, hb = block_shape(last - first, T, G, NKV, block_elements)
@@ -318,27 +329,57 @@ def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_
             q1 = min(last, q0 + Tq)
             k0 = 0 if window is None else max(0, q0 - window)
             k1 = q1 if causal else T if window is None else min(T, q1 + window)
-            n, Tk = q1 - q0, k1 - k0
             position = np.arange(q0, q1)                                                   # [n]
-            lo = np.maximum(position - window, k0) if window is not None else np.full(n, k0)
-            hi = np.minimum(position + window + 1, T) if window is not None else np.full(n, T)
+            lo = np.maximum(position - window, k0) if window is not None else np.full(q1 - q0, k0)
+            hi = np.minimum(position + window + 1, T) if window is not None else np.full(q1 - q0, T)
             if causal:
                 hi = np.minimum(hi, position + 1)
-            lo, hi = lo - k0, hi - k0                    # [n] each: the keys row i sees, k0 + lo[i] .. k0 + hi[i] - 1
-            if scratch.size < hb * G * n * Tk:
-                scratch = np.empty(hb * G * n * Tk, np.float32)
             for h0 in range(0, NKV, hb):
-                h1 = min(NKV, h0 + hb)
-                scores = scratch[:(h1 - h0) * G * n * Tk].reshape(h1 - h0, G * n, Tk)           # [hb, G n, Tk]
-                grouped = q[h0 * G:h1 * G, rows + q0:rows + q1].reshape(h1 - h0, G * n, HD)     # [hb, G n, HD]
-                np.matmul(grouped, k[h0:h1, start + k0:start + k1].transpose(0, 2, 1), out=scores)
-                band_softmax(scores.reshape(-1, Tk), scale, lo, hi)                  # [hb G n, Tk]
-                values = v[h0:h1, start + k0:start + k1]                                          # [hb, Tk, HD]
-                if G == 1:  # written in place
-                    np.matmul(scores, values, out=context[h0:h1, rows + q0:rows + q1])
-                else:
-                    context[h0 * G:h1 * G, rows + q0:rows + q1] = (scores @ values).reshape((h1 - h0) * G, n, HD)
-    return context.transpose(1, 0, 2).reshape(len(context[0]), -1)  # [NH, N or B, HD] -> [N or B, NH * HD]
+                yield start, rows, q0, q1, k0, k1, lo - k0, hi - k0, h0, min(hb, NKV - h0)
+
+
+def attention_block(q, k, v, context, block, G, HD, scratch):
+    """One block's softmax(q k^T / sqrt(HD)) v into context (q, context [NH, ., HD]; k, v [NKV, N, HD]); its
+    scores in `scratch` (grown when too small: returned)."""
+    start, rows, q0, q1, k0, k1, lo, hi, h0, hb = block
+    n, Tk, h1 = q1 - q0, k1 - k0, h0 + hb
+    if scratch.size < hb * G * n * Tk:
+        scratch = np.empty(hb * G * n * Tk, np.float32)
+    scores = scratch[:hb * G * n * Tk].reshape(hb, G * n, Tk)                                # [hb, G n, Tk]
+    grouped = q[h0 * G:h1 * G, rows + q0:rows + q1].reshape(hb, G * n, HD)                   # [hb, G n, HD]
+    np.matmul(grouped, k[h0:h1, start + k0:start + k1].transpose(0, 2, 1), out=scores)
+    band_softmax(scores.reshape(-1, Tk), np.float32(HD ** -0.5), lo, hi)                    # [hb G n, Tk]
+    values = v[h0:h1, start + k0:start + k1]                                                 # [hb, Tk, HD]
+    if G == 1:  # written in place
+        np.matmul(scores, values, out=context[h0:h1, rows + q0:rows + q1])
+    else:
+        context[h0 * G:h1 * G, rows + q0:rows + q1] = (scores @ values).reshape(hb * G, n, HD)
+    return scratch
+
+
+# A pair whose attention computes at least this many scores (a 1,024-token pair with 16 heads) shares its blocks
+# between `workers` threads, each with BLAS at one thread: the softmax then runs on every core too, not on one
+# between products that BLAS spreads over the cores. Below it, threads cost more than they save.
+PARALLEL_SCORES = 1 << 24
+
+
+def attention_workers(q, k, v, context, blocks, G, HD, workers):
+    """attention's blocks shared by `workers` threads (each its own scratch, every block's output its own rows
+    of context, so the result is the serial one exactly), BLAS at one thread meanwhile. Only where nothing
+    else runs BLAS in the process (the runner's single stream: runtime/runner.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    def share(w):
+        scratch = np.empty(0, np.float32)
+        for block in blocks[w::workers]:
+            scratch = attention_block(q, k, v, context, block, G, HD, scratch)
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(share, w) for w in range(workers)]:
+            done.result()
+    return context.transpose(1, 0, 2).reshape(len(context[0]), -1)
 
 
 # ---------------------------------------------------------------------------------------------

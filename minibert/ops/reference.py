@@ -81,7 +81,7 @@ ATTENTION_BLOCK_ELEMENTS = 1 << 24
 
 
 def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, causal=False,
-              last_only=False):
+              last_only=False, workers=1):
     """Scaled dot-product self-attention, within each pair of a packed batch.
 
     q: [N, NH * HD]; k, v: [N, NKV * HD]; pair b owns rows offsets[b]:offsets[b + 1]. Returns the
@@ -94,6 +94,8 @@ def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_
     never computed.
     first_only / last_only: q is [B, NH * HD], the query of each pair's first / last token alone;
     returns its context, [B, NH * HD].
+    workers: the cores a long pair's attention may use (kernels.py shares its blocks between threads); the
+    reference runs on one.
     """
     q, k, v, G, HD = head_views(q, k, v, num_heads, kv_heads)     # [NH, N or B, HD], [NKV, N, HD] x 2
     NKV = len(k)

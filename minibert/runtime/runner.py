@@ -12,6 +12,7 @@ and a character budget), never by timing, so the same input always gives the sam
 """
 
 import contextlib
+import functools
 import math
 import sys
 from collections import deque
@@ -171,8 +172,12 @@ class Runner:
         counts = np.bincount(where, minlength=len(items)) if where is not None else None   # [len(items)]
         streams = stream_count(self.threads, len(items))
         passes = forward_batches(items, encode, batch_size, self.max_batch_tokens, streams)
+        # One stream: each pass has every core, BLAS's threads for its products and, for a long pair, attention's
+        # blocks shared between them too (ops/kernels.py); several streams: one core each.
+        ops = self.ops if streams > 1 else self.ops.replace(
+            attention=functools.partial(self.ops.attention, workers=self.threads or blas_threads()))
         with limit_threads(1 if streams > 1 else self.threads):
-            for (start, end, _), result in run_streams(passes, lambda job: work(job[2], self.ops), streams):
+            for (start, end, _), result in run_streams(passes, lambda job: work(job[2], ops), streams):
                 yield start, end, result
                 if progress is not None:
                     progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
@@ -181,9 +186,12 @@ class Runner:
 def stream_count(threads: int | None, n_items: int) -> int:
     """How many forward passes run at once: one per core the caller gives (threads; None: as many as
     BLAS would use), and no more than there are inputs."""
-    if threads is None:
-        threads = max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
-    return max(1, min(threads, n_items))
+    return max(1, min(threads or blas_threads(), n_items))
+
+
+def blas_threads() -> int:
+    """The threads BLAS would use now (its own setting: OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, the cores)."""
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
 
 
 @contextlib.contextmanager
