@@ -172,15 +172,20 @@ class Runner:
         counts = np.bincount(where, minlength=len(items)) if where is not None else None   # [len(items)]
         streams = stream_count(self.threads, len(items))
         passes = forward_batches(items, encode, batch_size, self.max_batch_tokens, streams)
-        # One stream: each pass has every core, BLAS's threads for its products and, for a long pair, attention's
-        # blocks shared between them too (ops/kernels.py); several streams: one core each.
-        ops = self.ops if streams > 1 else self.ops.replace(
-            attention=functools.partial(self.ops.attention, workers=self.threads or blas_threads()))
+        ops = self.pass_ops(streams)
         with limit_threads(1 if streams > 1 else self.threads):
             for (start, end, _), result in run_streams(passes, lambda job: work(job[2], ops), streams):
                 yield start, end, result
                 if progress is not None:
                     progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
+
+
+    def pass_ops(self, streams: int) -> OpSet:
+        """The op set of each pass. One stream: a pass has every core, BLAS's threads for its products and, for a
+        long pair, attention's blocks shared between them too (ops/kernels.py); several streams: one core each."""
+        if streams > 1:
+            return self.ops
+        return self.ops.replace(attention=functools.partial(self.ops.attention, workers=self.threads or blas_threads()))
 
 
 def stream_count(threads: int | None, n_items: int) -> int:
