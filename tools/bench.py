@@ -5,6 +5,7 @@
     python tools/bench.py --rounds 5 --threads 2 --runners minibert,sentence-transformers
     python tools/bench.py --markdown bench.md  # also write the table(s) as Markdown
     python tools/bench.py --profile --workload both   # where minibert's time goes, per op
+    python tools/bench.py --reranker bge-reranker-base --workload both   # XLM-R base at its real shape
 
 Runners (each skipped with a note when its packages are missing):
 - minibert                  Numba kernels (the default op set)
@@ -26,6 +27,10 @@ Dense(no bias, GELU) -> LayerNorm -> Dense), saved by sentence-transformers itse
 (weights/bench-ettin-68m-chain/, needs torch and sentence-transformers to build), tokenized with
 all-MiniLM-L6-v2's WordPiece (the real Ettin tokenizer is on the Hub, not reachable here: pair lengths
 differ a little from the real model's, the work per token is the real model's).
+With --reranker bge-reranker-base, nli-deberta-v3-base or gte-reranker-modernbert-base: random weights at that
+model's real shape (XLM-RoBERTa base, DeBERTa-v3 base, ModernBERT base with mean pooling), saved by transformers
+(weights/bench-NAME/), tokenized with the same WordPiece for the same reason. The sgemm roofline is taken at
+the model's own feed-forward shape ([2048, H] x [H, I]).
 
 Method: every measurement is a fresh process. Rounds alternate the runners (A B C A B C ...),
 so that a slow moment of the machine hits all of them alike; the table gives the median.
@@ -65,6 +70,28 @@ ETTIN = REPO / "weights" / "bench-ettin-68m-chain"
 ETTIN_68M = dict(vocab_size=50368, hidden_size=512, intermediate_size=768, num_hidden_layers=19, num_attention_heads=8,
                  max_position_embeddings=7999, global_attn_every_n_layers=3, local_attention=128,
                  global_rope_theta=160000.0, local_rope_theta=160000.0)
+# Rerankers at their real Hub shape (config.json's fields that set the work), random weights, 1 label, built by
+# make_shaped: (model_type, config, the Hub model whose shape it is).
+SHAPED = {
+    "bge-reranker-base": ("xlm-roberta", dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12,
+                                              num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514,
+                                              type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2),
+                          "BAAI/bge-reranker-base (XLM-RoBERTa base)"),
+    "nli-deberta-v3-base": ("deberta-v2", dict(vocab_size=128100, hidden_size=768, num_hidden_layers=12,
+                                               num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512,
+                                               type_vocab_size=0, relative_attention=True, position_buckets=256,
+                                               norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+                                               max_relative_positions=-1, position_biased_input=False, pad_token_id=0),
+                            "cross-encoder/nli-deberta-v3-base (DeBERTa-v3 base; 1 label here, not 3)"),
+    "gte-reranker-modernbert-base": ("modernbert", dict(vocab_size=50368, hidden_size=768, num_hidden_layers=22,
+                                                        num_attention_heads=12, intermediate_size=1152,
+                                                        max_position_embeddings=8192, global_attn_every_n_layers=3,
+                                                        local_attention=128, global_rope_theta=160000.0,
+                                                        local_rope_theta=160000.0, classifier_pooling="mean",
+                                                        pad_token_id=0, cls_token_id=101, sep_token_id=102),
+                                     "Alibaba-NLP/gte-reranker-modernbert-base (ModernBERT base, mean pooling)"),
+}
+RERANKERS = ("minilm", "ettin-68m", *SHAPED)
 RUNNERS = ("minibert", "minibert-numpy", "sentence-transformers", "onnxruntime")
 QUERIES = ("how do I catch an exception", "what does the with statement do",
            "how are integers divided", "what is a generator function")
@@ -165,24 +192,65 @@ def make_ettin_chain(dst=ETTIN, seed=SEED):
     return dst
 
 
+def make_shaped(name, seed=SEED):
+    """Random weights at one of SHAPED's real shapes, saved by transformers as its *ForSequenceClassification with
+    1 label (weights/bench-NAME/), tokenized with all-MiniLM-L6-v2's WordPiece (the real tokenizers are on the Hub:
+    pair lengths differ a little from the real model's; the work per token is the real model's). No token type
+    ids reach the model (none of these three has a second token type)."""
+    dst = REPO / "weights" / f"bench-{name}"
+    if (dst / "model.safetensors").is_file():
+        return dst
+    if not (MINILM / "tokenizer.json").is_file():
+        sys.exit(f"bench: {MINILM} is missing; run `python tools/get_minilm.py` first (its tokenizer is used)")
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model_type, fields, _ = SHAPED[name]
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(model_type, num_labels=1, **fields)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    AutoModelForSequenceClassification.from_config(config).eval().save_pretrained(tmp)
+    for file in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copyfile(MINILM / file, tmp / file)
+    tokenizer_config = json.loads((MINILM / "tokenizer_config.json").read_text())
+    tokenizer_config.update(tokenizer_class="BertTokenizer", model_max_length=512,
+                            model_input_names=["input_ids", "attention_mask"])
+    (tmp / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return dst
+
+
+def bench_model(reranker):
+    """The model directory of --reranker, built on first use."""
+    if reranker == "minilm":
+        return make_model()
+    return make_ettin_chain() if reranker == "ettin-68m" else make_shaped(reranker)
+
+
 def export_onnx(model_dir):
     """The model as ONNX, exported once by torch (TorchScript exporter) and cached beside it."""
     path = model_dir / "model.onnx"
     if path.is_file():
         return path
     import torch
-    from transformers import BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     if (model_dir / "modules.json").is_file():
         return _export_chain(model_dir, path)
 
-    model = BertForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
     ids = torch.ones(2, 16, dtype=torch.long)
     axes = {0: "batch", 1: "tokens"}
-    torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(path) + ".tmp",
-                      input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
-                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
-                                    "logits": {0: "batch"}},
+    names = json.loads((model_dir / "tokenizer_config.json").read_text()).get(
+        "model_input_names", ["input_ids", "token_type_ids", "attention_mask"])
+    inputs = ["input_ids", "attention_mask", *(["token_type_ids"] if "token_type_ids" in names else [])]
+    args = (ids, torch.ones_like(ids), torch.zeros_like(ids))[:len(inputs)]
+    torch.onnx.export(model, args, str(path) + ".tmp", input_names=inputs, output_names=["logits"],
+                      dynamic_axes={**{name: axes for name in inputs}, "logits": {0: "batch"}},
                       opset_version=17, dynamo=False)
     os.replace(str(path) + ".tmp", path)
     return path
@@ -226,6 +294,12 @@ def useful_flops(lengths, config):
     lengths = np.asarray(lengths, dtype=np.float64)
     dense = 2 * lengths.sum() * (4 * H * H + ffn)         # q, k, v, out; ffn in, ffn out
     attention = 4 * (lengths ** 2).sum() * H              # q k^T and p v, all heads
+    if config.get("model_type") == "deberta-v2" and config.get("relative_attention"):
+        # c2p and p2c: each token's query (key) against the 2S relative position keys (queries), all heads
+        span = config.get("position_buckets", -1) if config.get("position_buckets", -1) > 0 \
+            else config.get("max_relative_positions", -1) if config.get("max_relative_positions", -1) > 0 \
+            else config["max_position_embeddings"]
+        attention += 2 * 2 * lengths.sum() * 2 * span * H * len(config.get("pos_att_type") or [])
     return L * (dense + attention)
 
 
@@ -306,14 +380,15 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sgemm_gflops(threads):
-    """NumPy's float32 matrix-product rate here, at MiniLM's feed-forward shape; best of 10."""
+def sgemm_gflops(threads, H=384, I=1536):
+    """NumPy's float32 matrix-product rate here, at the model's feed-forward shape ([2048, H] x [H, I]; MiniLM's by
+    default); best of 10."""
     code = ("import numpy as np, time\n"
-            "a = np.random.rand(2048, 384).astype(np.float32); w = np.random.rand(1536, 384).astype(np.float32)\n"
+            f"a = np.random.rand(2048, {H}).astype(np.float32); w = np.random.rand({I}, {H}).astype(np.float32)\n"
             "a @ w.T; best = 1e9\n"
             "for _ in range(10):\n"
             "    t = time.perf_counter(); a @ w.T; best = min(best, time.perf_counter() - t)\n"
-            "print(2 * 2048 * 384 * 1536 / best / 1e9)\n")
+            f"print(2 * 2048 * {H} * {I} / best / 1e9)\n")
     out = subprocess.run([sys.executable, "-c", code], env=child_env(threads), capture_output=True, text=True, check=True)
     return float(out.stdout)
 
@@ -367,7 +442,7 @@ def profile(model_dir, threads, workload_name):
     import threading
 
     from minibert import CrossEncoder
-    from minibert.ops import OpSet, numba_ops, reference
+    from minibert.ops import OpSet, numba_ops
 
     pairs = workload(workload_name)
     seconds, lock = {}, threading.Lock()
@@ -382,13 +457,12 @@ def profile(model_dir, threads, workload_name):
                     seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
         return wrapper
 
-    from minibert.ops import kernels  # the Numba kernels' module: its compiled softmax, timed on its own
+    from minibert.ops import kernels  # the Numba kernels' module: attention's softmax, timed on its own
 
     numba = numba_ops()
     ops = numba.replace(**{f.name: timed(f.name, getattr(numba, f.name)) for f in dataclasses.fields(OpSet)[1:]})
     softmax = "attention's softmax (within attention)"
-    timed_softmax = timed(softmax, kernels.scaled_softmax)
-    ops = ops.replace(attention=timed("attention", lambda *a, **k: reference.attention(*a, **k, weights=timed_softmax)))
+    kernels.band_softmax = timed(softmax, kernels.band_softmax)   # what each block of attention calls
     ce = CrossEncoder(model_dir, ops=ops, threads=threads)
     ce.tokenizer.encode_pairs = timed("tokenization", ce.tokenizer.encode_pairs)
     ce.predict(pairs, batch_size=BATCH_SIZE)  # warm-up
@@ -457,9 +531,9 @@ def main():
     parser.add_argument("--workload", choices=(*WORKLOADS, "both"), default="short")
     parser.add_argument("--profile", action="store_true", help="minibert's time per op instead of the comparison")
     parser.add_argument("--markdown", help="also write the table(s) to this Markdown file")
-    parser.add_argument("--reranker", choices=("minilm", "ettin-68m"), default="minilm",
-                        help="the model: the MiniLM-L6 cross-encoder, or an Ettin module chain at ettin-reranker-68m's "
-                             "shape (random weights)")
+    parser.add_argument("--reranker", choices=RERANKERS, default="minilm",
+                        help="the model: the MiniLM-L6 cross-encoder, an Ettin module chain at ettin-reranker-68m's "
+                             "shape, or one of " + ", ".join(SHAPED) + " at its real shape (random weights)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", default=str(MODEL), help=argparse.SUPPRESS)
     parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
@@ -467,7 +541,7 @@ def main():
     if args.child:
         return child(args)
 
-    model_dir = make_ettin_chain() if args.reranker == "ettin-68m" else make_model()
+    model_dir = bench_model(args.reranker)
     names = WORKLOADS if args.workload == "both" else (args.workload,)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
                f"Python {platform.python_version()}, numpy {np.__version__}, BLAS: {blas_info()}, "
@@ -480,10 +554,17 @@ def main():
         reason = available(runner)
         (notes.append(f"{runner}: skipped, {reason}") if reason else runners.append(runner))
     if "onnxruntime" in runners:
-        export_onnx(model_dir)
-    gflops = sgemm_gflops(args.threads)
-    print(f"NumPy sgemm {gflops:.0f} GFLOP/s; threads {args.threads}", flush=True)
-    lines = [machine, ""]
+        try:
+            export_onnx(model_dir)
+        except Exception as exc:  # torch.onnx's exporter fails on some architectures: say so, bench the rest
+            runners.remove("onnxruntime")
+            notes.append(f"onnxruntime: skipped, the export failed ({type(exc).__name__}: {str(exc)[:200]})")
+    config = json.loads((model_dir / "config.json").read_text())
+    H, I = config["hidden_size"], config["intermediate_size"]
+    gflops = sgemm_gflops(args.threads, H, I)
+    print(f"NumPy sgemm {gflops:.0f} GFLOP/s at [2048, {H}] x [{H}, {I}]; threads {args.threads}", flush=True)
+    what = SHAPED[args.reranker][2] + "'s shape, random weights" if args.reranker in SHAPED else args.reranker
+    lines = [machine, f"model: {what}; NumPy sgemm {gflops:.0f} GFLOP/s at [2048, {H}] x [{H}, {I}] (the roofline)", ""]
     for name in names:
         lines += bench_workload(name, runners, model_dir, args, gflops)
     cold = {r: statistics.median(spawn(r, model_dir, args.threads, cold=True)["wall_s"] for _ in range(args.rounds))

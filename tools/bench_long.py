@@ -92,7 +92,7 @@ def minibert_runner(raw, rng):
     """(score one pair of ids, a description) for minibert at the shape, random weights."""
     from minibert.models import Batch, config_from_dict, family_of, forward
     from minibert.models.params import map_leaves
-    from minibert.ops import default_ops
+    from minibert.runtime.runner import Runner
 
     config = config_from_dict(raw, source=f"<{raw['model_type']} shape>")
 
@@ -103,7 +103,8 @@ def minibert_runner(raw, rng):
             leaf += 1
         return leaf
 
-    params, ops = map_leaves(random_leaf, family_of(config).skeleton(config, True)), default_ops()
+    # the op set CrossEncoder runs one pair with (its default: the Numba kernels, attention on every core)
+    params, ops = map_leaves(random_leaf, family_of(config).skeleton(config, True)), Runner().pass_ops(1)
     return lambda ids: forward(params, config, Batch.pack([(ids, np.zeros(len(ids), np.int64))]), ops), ops.name
 
 
