@@ -50,23 +50,27 @@ _SQRT_HALF = np.float32(math.sqrt(0.5))
 # variance (so it vectorizes them: 2.9x faster on MiniLM's [N, 384]), which moves them by float64
 # rounding only; every other fastmath assumption (no NaN, no inf, approximate functions) stays off.
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
-def _add_layer_norm_rows(x, residual, weight, bias, eps, out):
-    # out = LayerNorm(x + residual), row by row; x, residual, out: [R, H]. The sum is float32, as
-    # in the reference (x + residual); the statistics are float64, in two passes (mean, then squares).
+def _add_layer_norm_rows(x, residual, weight, bias, eps, out, add):
+    # out = LayerNorm(x + residual) (add=True) or LayerNorm(x) (add=False: residual is not read), row by row;
+    # x, residual, out: [R, H], contiguous. The sum is float32, as in the reference (x + residual); the statistics
+    # are float64, in two passes (mean, then squares). `add` is the same for every element: LLVM takes the test
+    # out of the loops and vectorizes each version (a broadcast zero residual instead would be a strided array,
+    # which it does not: 2.4x slower).
     rows, width = x.shape
     for r in range(rows):
         mean = 0.0
         for j in range(width):
-            mean += x[r, j] + residual[r, j]
+            mean += x[r, j] + residual[r, j] if add else x[r, j]
         mean /= width
         var = 0.0
         for j in range(width):
-            d = (x[r, j] + residual[r, j]) - mean
+            d = (x[r, j] + residual[r, j] if add else x[r, j]) - mean
             var += d * d
         var /= width
         inv_std = 1.0 / math.sqrt(var + eps)
         for j in range(width):
-            out[r, j] = np.float32(((x[r, j] + residual[r, j]) - mean) * inv_std) * weight[j] + bias[j]
+            v = x[r, j] + residual[r, j] if add else x[r, j]
+            out[r, j] = np.float32((v - mean) * inv_std) * weight[j] + bias[j]
 
 
 @numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -104,14 +108,17 @@ def _rows(a):
 
 
 def layer_norm(x, weight, bias, eps):
-    return add_layer_norm(x, np.zeros((1, x.shape[-1]), np.float32), weight, bias, eps)
+    return add_layer_norm(x, None, weight, bias, eps)
 
 
 def add_layer_norm(x, residual, weight, bias, eps):
     rows = _rows(x)
-    residual = np.broadcast_to(residual, x.shape).reshape(rows.shape)  # a zero row broadcasts, no copy
     out = np.empty(x.shape, np.float32)
-    _add_layer_norm_rows(rows, residual, weight, bias, float(eps), out.reshape(rows.shape))
+    if residual is None:   # LayerNorm(x): the kernel's add=False, rows given again as a residual it does not read
+        _add_layer_norm_rows(rows, rows, weight, bias, float(eps), out.reshape(rows.shape), False)
+    else:
+        residual = _rows(np.broadcast_to(residual, x.shape))
+        _add_layer_norm_rows(rows, residual, weight, bias, float(eps), out.reshape(rows.shape), True)
     return out
 
 
@@ -309,7 +316,10 @@ def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_
     context = np.empty_like(q)
     blocks = list(attention_blocks(offsets, len(k), G, window, first_only, last_only, causal, block_elements))
     work = sum(hb * G * (q1 - q0) * (k1 - k0) for _, _, q0, q1, k0, k1, _, _, _, hb in blocks)   # scores computed
-    if workers > 1 and work >= PARALLEL_SCORES and len(blocks) > 1:
+    if workers > 1 and work >= PARALLEL_SCORES:
+        if len(blocks) < 4 * workers:   # too few to share evenly between the threads: smaller ones
+            blocks = list(attention_blocks(offsets, len(k), G, window, first_only, last_only, causal,
+                                           max(1, work // (4 * workers))))
         return attention_workers(q, k, v, context, blocks, G, HD, workers)
     scratch = np.empty(0, np.float32)                                       # the scores of a block, reused
     for block in blocks:
@@ -359,10 +369,12 @@ def attention_block(q, k, v, context, block, G, HD, scratch):
     return scratch
 
 
-# A pair whose attention computes at least this many scores (a 1,024-token pair with 16 heads) shares its blocks
+# Attention that computes at least this many scores (a pair of about 3,000 tokens with 16 heads) shares its blocks
 # between `workers` threads, each with BLAS at one thread: the softmax then runs on every core too, not on one
-# between products that BLAS spreads over the cores. Below it, threads cost more than they save.
-PARALLEL_SCORES = 1 << 24
+# between products that BLAS spreads over the cores. Switching BLAS to one thread and back costs something each
+# layer (its threads spin a while after a product): in a whole forward pass on 2 cores, heads of 64, a pair of
+# 4,096 tokens ran 1.05x-1.17x faster this way (8,192: 1.35x), one of 2,048 tokens 0.94x-0.99x, of 1,024 0.95x.
+PARALLEL_SCORES = 1 << 27
 
 
 def attention_workers(q, k, v, context, blocks, G, HD, workers):
