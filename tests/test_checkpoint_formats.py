@@ -220,6 +220,28 @@ def test_params_own_their_memory_so_the_file_can_be_replaced(tiny_model_dir, tmp
     np.testing.assert_array_equal(params.embeddings.word, before)
 
 
+def test_loading_holds_a_float32_checkpoint_once_not_twice(tmp_path):
+    """The file's pages are let go as each block of rows is copied (formats/tensors.release_pages): loading 128 MiB of
+    float32 weights raises the peak resident memory by about 128 MiB and a block (with every page of the file kept
+    as well: 256 MiB and more)."""
+    import subprocess
+    import sys
+
+    save_file({"w": np.ones((8192, 4096), np.float32)}, str(tmp_path / "w.safetensors"))
+    code = ("import numpy as np\n"
+            "from minibert.formats.checkpoint import read_checkpoint\n"
+            "from minibert.models.params import Spec, tree_from_tensors\n"
+            "def peak():\n"
+            "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024\n"
+            f"tensors = read_checkpoint({str(tmp_path / 'w.safetensors')!r})\n"
+            "before = peak()\n"
+            "w = tree_from_tensors(tensors, Spec('w', (8192, 4096)), 'w.safetensors')\n"
+            "assert w.flags.owndata and float(w.sum()) == 8192 * 4096\n"
+            "print(peak() - before)\n")
+    grew = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 128 <= grew < 240, f"loading 128 MiB of float32 weights raised the peak RSS by {grew} MiB"
+
+
 @pytest.mark.parametrize("variant", BIN_VARIANTS)
 def test_params_are_private_writable_float32(variant):
     # A float32 checkpoint's always; a half-precision one's widened at load (kept: tests/test_precision.py).

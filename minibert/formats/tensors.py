@@ -87,6 +87,23 @@ class HalfTensor:
         return f"HalfTensor({self.dtype_name}, shape={list(self.shape)})"
 
 
+def release_pages(array: np.ndarray) -> None:
+    """Once a tensor read from a memory-mapped file has been copied, let the kernel drop the file's pages it
+    touched from this process's resident memory (madvise MADV_DONTNEED: the file is read-only and unchanged, so
+    a later read of them simply maps them again). Without it, loading a float32 checkpoint holds every weight
+    twice at its peak, the file's pages and their copies. Anything not backed by a mapped file: nothing."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    mapped = base.obj if isinstance(base, memoryview) else base
+    if not isinstance(mapped, mmap.mmap) or array.nbytes == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = array.__array_interface__["data"][0] - np.frombuffer(mapped, np.uint8, count=1).__array_interface__["data"][0]
+    first = start - start % mmap.PAGESIZE
+    end = min(len(mapped), start + array.nbytes)   # a C-contiguous or transposed tensor: its bytes in one range
+    mapped.madvise(mmap.MADV_DONTNEED, first, end - first)
+
+
 def owns_memory(array: np.ndarray) -> bool:
     """True when the array's memory is a NumPy allocation (a converted tensor), not the mapped file."""
     while isinstance(array.base, np.ndarray):

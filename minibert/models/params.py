@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minibert.errors import ModelFormatError, NotACrossEncoderError
-from minibert.formats.tensors import HalfTensor, owns_memory
+from minibert.formats.tensors import HalfTensor, owns_memory, release_pages
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,9 @@ def _kept(array, spec: Spec, source: str, widen: bool):
     else as an owned float32 copy (_as_float32)."""
     half = array if isinstance(array, HalfTensor) else HalfTensor(array) if array.dtype == np.float16 else None
     if half is None or half.ndim != 2 or widen or spec.widen:
-        return _as_float32(array if half is None else np.asarray(half), spec.name, source)
+        kept = _as_float32(array if half is None else np.asarray(half), spec.name, source)
+        release_pages(array if half is None else half.stored)   # copied: the file's pages can go
+        return kept
     _check_finite(half.nonfinite(), spec.name, source)
     return half if half.stored.flags.c_contiguous else HalfTensor(np.ascontiguousarray(half.stored))
 
@@ -217,6 +219,12 @@ def _check_finite(bad: int, name: str, source: str):
     if bad:
         raise ModelFormatError(f"{source}: tensor {name} has {bad} non-finite values (NaN or infinity); "
                                "a model with them gives NaN scores")
+
+
+# A large tensor (an embedding table of 250,002 x 1,024 floats is 1 GB) is copied out of the mapped file this many
+# bytes at a time, the file's pages of each block released once copied (formats/tensors.release_pages): the load's
+# peak is then the weights once, not the table twice.
+COPY_BLOCK_BYTES = 32 << 20
 
 
 def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
@@ -228,6 +236,12 @@ def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
     if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable \
             and owns_memory(array):
         out = array  # already a private float32 array (a widened bfloat16 tensor)
+    elif array.ndim and array.flags.c_contiguous:  # copied a block of rows at a time, each block's file pages let go
+        out = np.empty(array.shape, np.float32)
+        step = max(1, COPY_BLOCK_BYTES // max(1, array[:1].nbytes))
+        for i in range(0, len(array), step):
+            out[i:i + step] = array[i:i + step]
+            release_pages(array[i:i + step])
     else:
         out = np.array(array, dtype=np.float32, order="C")
     # a float64 too large for float32 becomes inf here, so check after the cast
