@@ -7,6 +7,7 @@
 Each package set is installed with pip into a fresh venv under a temporary folder (deleted at the
 end). Installed size: the bytes of the files the install added to site-packages (a fresh venv's
 pip and setuptools not counted). Peers: sentence-transformers with torch (the CPU wheel),
+onnxruntime with tokenizers and numpy (the model exported to ONNX beside it, as bench.py exports it),
 FlashRank and fastembed (onnxruntime-based; their models come from the Hub at run time, so only
 their size is measured here).
 
@@ -38,6 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = {"sentence-transformers+torch": ["torch==2.13.0", "sentence-transformers"],
+         "onnxruntime": ["onnxruntime", "tokenizers", "numpy"],
          "flashrank": ["flashrank"], "fastembed": ["fastembed"]}
 PAIR = ("what is the capital of france?", "Paris is the capital and largest city of France.")
 
@@ -45,6 +47,14 @@ FIRST_SCORE = {
     "minibert": "from minibert import CrossEncoder\nscore = CrossEncoder({model!r}).predict([{pair!r}])\n",
     "sentence-transformers": ("from sentence_transformers import CrossEncoder\n"
                               "score = CrossEncoder({model!r}, device='cpu').predict([{pair!r}])\n"),
+    # onnxruntime as its leanest user runs it: the model exported to ONNX (bench.export_onnx, beside the model),
+    # tokenized by the tokenizers package from tokenizer.json, one session, one pair.
+    "onnxruntime": ("import numpy as np, onnxruntime as ort\n"
+                    "from tokenizers import Tokenizer\n"
+                    "enc = Tokenizer.from_file({model!r} + '/tokenizer.json').encode(*{pair!r})\n"
+                    "session = ort.InferenceSession({model!r} + '/model.onnx', providers=['CPUExecutionProvider'])\n"
+                    "feed = {{'input_ids': [enc.ids], 'attention_mask': [enc.attention_mask], 'token_type_ids': [enc.type_ids]}}\n"
+                    "score = session.run(None, {{i.name: np.array(feed[i.name], np.int64) for i in session.get_inputs()}})[0][:, 0]\n"),
 }
 REPORT = ("import json\nrss = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
           "print(json.dumps({{'peak_rss_mib': int(rss) / 1024, 'score': float(score[0])}}))\n")
@@ -153,6 +163,8 @@ def main() -> int:
     env.pop("PYTHONPATH", None)
     if args.weights:
         return weights_in_memory(model, args.as_bf16, env)
+    if "onnxruntime" in args.peers.split(","):
+        bench.export_onnx(model)   # needs torch and transformers here, in the venv running this tool
     rows = []
     with tempfile.TemporaryDirectory(prefix="minibert-footprint-") as tmp:
         tmp = Path(tmp)
