@@ -30,10 +30,10 @@ from minibert.formats.checkpoint import (
 )
 from minibert.formats.safetensors import read_safetensors
 from minibert.formats.tensors import owns_memory
-from minibert.ops.reference import widen
 from minibert.formats.torch_pickle import read_torch_bin
 from minibert.models import Batch, forward
 from minibert.ops import NUMPY
+from minibert.ops.reference import widen
 from minibert.runtime.load import load_config, load_params
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"

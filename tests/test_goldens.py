@@ -28,8 +28,8 @@ from op_sets import OP_SETS
 from minibert import CrossEncoder
 from minibert.models import Batch, forward
 from minibert.models.chain import Chain
-from minibert.models.params import LayerNorm
 from minibert.models.llama import RMSNorm
+from minibert.models.params import LayerNorm
 
 # The golden pairs include ones longer than max_length on purpose: their truncation is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::minibert.TruncationWarning")

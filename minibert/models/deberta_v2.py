@@ -38,7 +38,14 @@ from minibert.formats.config import (
     check_token_id,
 )
 from minibert.models.family import Family, with_stages
-from minibert.models.params import LayerNorm, Linear, Spec, linear, linear_spec, norm_spec
+from minibert.models.params import (
+    LayerNorm,
+    Linear,
+    Spec,
+    linear,
+    linear_spec,
+    norm_spec,
+)
 
 POSITION_TERMS = ("c2p", "p2c")   # the disentangled attention's position terms
 ACTIVATIONS = {"gelu": "exact erf GELU, as transformers' 'gelu'", "tanh": "tanh"}
