@@ -207,9 +207,11 @@ def _kept(array, spec: Spec, source: str, widen: bool):
     file's view; a 2-byte copy if the file's layout is not row-major), unless widen or spec.widen; anything
     else as an owned float32 copy (_as_float32)."""
     half = array if isinstance(array, HalfTensor) else HalfTensor(array) if array.dtype == np.float16 else None
-    if half is None or half.ndim != 2 or widen or spec.widen:
-        kept = _as_float32(array if half is None else np.asarray(half), spec.name, source)
-        release_pages(array if half is None else half.stored)   # copied: the file's pages can go
+    if half is None:
+        return _as_float32(array, spec.name, source)
+    if half.ndim != 2 or widen or spec.widen:
+        kept = _as_float32(np.asarray(half), spec.name, source)
+        release_pages(half.stored)   # widened into a copy: the file's pages can go
         return kept
     _check_finite(half.nonfinite(), spec.name, source)
     return half if half.stored.flags.c_contiguous else HalfTensor(np.ascontiguousarray(half.stored))
@@ -230,7 +232,8 @@ COPY_BLOCK_BYTES = 32 << 20
 def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
     """An owned, C-contiguous float32 copy of a checkpoint tensor (float16/64 upcast or cast exactly as
     torch's .float() does; a bfloat16 HalfTensor arrives widened). Checkpoint arrays are views of the
-    memory-mapped file, so this is the one copy; the parameter never depends on the file afterwards."""
+    memory-mapped file, so this is the one copy; the parameter never depends on the file afterwards, and the
+    file's pages are released as they are copied (release_pages)."""
     if array.dtype.kind != "f":
         raise ModelFormatError(f"{source}: tensor {name} has dtype {array.dtype}; expected a floating-point tensor")
     if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.writeable \
@@ -244,6 +247,7 @@ def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
             release_pages(array[i:i + step])
     else:
         out = np.array(array, dtype=np.float32, order="C")
+        release_pages(array)
     # a float64 too large for float32 becomes inf here, so check after the cast
     _check_finite(int(np.size(out) - np.isfinite(out).sum()), name, source)
     return out

@@ -315,15 +315,16 @@ def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_
     q, k, v, G, HD = reference.head_views(q, k, v, num_heads, kv_heads)   # [NH, N or B, HD], [NKV, N, HD] x 2
     context = np.empty_like(q)
     blocks = list(attention_blocks(offsets, len(k), G, window, first_only, last_only, causal, block_elements))
-    work = sum(hb * G * (q1 - q0) * (k1 - k0) for _, _, q0, q1, k0, k1, _, _, _, hb in blocks)   # scores computed
-    if workers > 1 and work >= PARALLEL_SCORES:
+    work = sum(hb * G * (q1 - q0) * (k1 - k0) for _, _, q0, q1, k0, k1, _, _, _, hb in blocks) if workers > 1 else 0
+    if workers > 1 and work >= PARALLEL_SCORES:   # work: the scores computed
         if len(blocks) < 4 * workers:   # too few to share evenly between the threads: smaller ones
             blocks = list(attention_blocks(offsets, len(k), G, window, first_only, last_only, causal,
                                            max(1, work // (4 * workers))))
-        return attention_workers(q, k, v, context, blocks, G, HD, workers)
-    scratch = np.empty(0, np.float32)                                       # the scores of a block, reused
-    for block in blocks:
-        scratch = attention_block(q, k, v, context, block, G, HD, scratch)
+        attention_workers(q, k, v, context, blocks, G, HD, workers)
+    else:
+        scratch = np.empty(0, np.float32)                                   # the scores of a block, reused
+        for block in blocks:
+            scratch = attention_block(q, k, v, context, block, G, HD, scratch)
     return context.transpose(1, 0, 2).reshape(len(context[0]), -1)  # [NH, N or B, HD] -> [N or B, NH * HD]
 
 
@@ -378,8 +379,8 @@ PARALLEL_SCORES = 1 << 27
 
 
 def attention_workers(q, k, v, context, blocks, G, HD, workers):
-    """attention's blocks shared by `workers` threads (each its own scratch, every block's output its own rows
-    of context, so the result is the serial one exactly), BLAS at one thread meanwhile. Only where nothing
+    """attention's blocks shared by `workers` threads, into context (each thread its own scratch, every block's
+    output its own rows of context, so the result is the serial one exactly), BLAS at one thread meanwhile. Only where nothing
     else runs BLAS in the process (the runner's single stream: runtime/runner.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -393,7 +394,6 @@ def attention_workers(q, k, v, context, blocks, G, HD, workers):
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         for done in [pool.submit(share, w) for w in range(workers)]:
             done.result()
-    return context.transpose(1, 0, 2).reshape(len(context[0]), -1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,7 +179,6 @@ class Runner:
                 if progress is not None:
                     progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
 
-
     def pass_ops(self, streams: int) -> OpSet:
         """The op set of each pass. One stream: a pass has every core, BLAS's threads for its products and, for a
         long pair, attention's blocks shared between them too (ops/kernels.py); several streams: one core each."""
