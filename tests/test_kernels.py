@@ -184,26 +184,6 @@ def test_attention_in_blocks(block_elements, window, causal, kv_heads):
                            f"attention blocks={block_elements} {args} {extra}")
 
 
-@pytest.mark.parametrize("window, causal, kv_heads", [
-    (None, False, None), (None, True, 2), (5, False, None), (200, True, None),
-])
-def test_attention_blocks_shared_by_threads_give_the_serial_result(monkeypatch, window, causal, kv_heads):
-    """workers=2 (a long pair's blocks shared by two threads, BLAS at one thread meanwhile): bit for bit the
-    serial result, whatever the masks; the threshold lowered so that these small pairs take that path."""
-    monkeypatch.setattr(kernels, "PARALLEL_SCORES", 0)
-    rng = np.random.default_rng(12)
-    lengths, NH, HD = [150, 1, 67], 4, 8
-    NKV = kv_heads or NH
-    N = sum(lengths)
-    q = rng.standard_normal((N, NH * HD)).astype(np.float32)
-    k, v = (rng.standard_normal((N, NKV * HD)).astype(np.float32) for _ in range(2))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    args = {"window": window, "causal": causal, "kv_heads": kv_heads, "block_elements": 700}
-    serial = kernels.attention(q, k, v, offsets, NH, **args)
-    assert np.array_equal(kernels.attention(q, k, v, offsets, NH, workers=2, **args), serial)
-    assert np.array_equal(kernels.attention(q, k, v, offsets, NH, workers=3, **args), serial)
-
-
 def test_attention_blocks_fit_the_cache_and_skip_no_pair():
     # an 8,192-token pair at 16 heads: 512 queries x 8,192 keys of one head, 16 MiB; a short pair: one block, all heads
     assert kernels.block_shape(8192, 8192, 1, 16) == (512, 1)

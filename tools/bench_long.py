@@ -15,7 +15,8 @@ memory do not depend on the values):
 - xlm-roberta: BAAI/bge-reranker-v2-m3 (24 layers, hidden 1024, 16 heads), an 8,192-token model;
 - modernbert: Alibaba-NLP/gte-reranker-modernbert-base (22 layers, hidden 768, 12 heads, a 128-token window
   in two layers of three, mean pooling).
-Runners: minibert (its default op set: the Numba kernels when installed) and transformers
+Runners: minibert (its default op set, the Numba kernels when installed, shared between the cores as CrossEncoder
+runs a single pair: minibert/ops/shared.py) and transformers
 (AutoModelForSequenceClassification.from_config, float32, attn_implementation="sdpa", inference mode).
 FLOPs count what a forward pass must do on every token (matrix products: q, k, v, output, feed-forward,
 q k^T and p v; a sliding-window layer only the band each query sees); minibert's last layer computes the
@@ -88,8 +89,8 @@ def random_ids(rng, vocab_size, n):
     return ids.astype(np.int64)
 
 
-def minibert_runner(raw, rng):
-    """(score one pair of ids, a description) for minibert at the shape, random weights."""
+def minibert_runner(raw, rng, threads):
+    """(score one pair of ids, a description, BLAS's threads for it) for minibert at the shape, random weights."""
     from minibert.models import Batch, config_from_dict, family_of, forward
     from minibert.models.params import map_leaves
     from minibert.runtime.runner import Runner
@@ -103,9 +104,10 @@ def minibert_runner(raw, rng):
             leaf += 1
         return leaf
 
-    # the op set CrossEncoder runs one pair with (its default: the Numba kernels, attention on every core)
-    params, ops = map_leaves(random_leaf, family_of(config).skeleton(config, True)), Runner().pass_ops(1)
-    return lambda ids: forward(params, config, Batch.pack([(ids, np.zeros(len(ids), np.int64))]), ops), ops.name
+    # the op set CrossEncoder runs one pair with (its default: the Numba kernels, shared between the cores) and
+    # BLAS's threads meanwhile (one)
+    params, (ops, blas) = map_leaves(random_leaf, family_of(config).skeleton(config, True)), Runner(threads=threads).pass_ops(1)
+    return lambda ids: forward(params, config, Batch.pack([(ids, np.zeros(len(ids), np.int64))]), ops), ops.name, blas
 
 
 def transformers_runner(raw, threads):
@@ -136,12 +138,12 @@ def child(args):
         raw["num_hidden_layers"] = args.layers
     rng = np.random.default_rng(0)
     if args.child == "minibert":
-        score, what = minibert_runner(raw, rng)
+        score, what, blas_threads = minibert_runner(raw, rng, args.threads)
     else:
-        score, what = transformers_runner(raw, args.threads)
+        (score, what), blas_threads = transformers_runner(raw, args.threads), args.threads
     weights_mib = vm_rss_mib()
     ids = random_ids(rng, raw["vocab_size"], int(args.tokens))
-    with limit_threads(args.threads):
+    with limit_threads(blas_threads):
         score(random_ids(rng, raw["vocab_size"], 16))  # warm-up: kernels loaded, BLAS's buffers made
         start = time.perf_counter()
         logits = score(ids)

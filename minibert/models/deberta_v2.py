@@ -378,25 +378,29 @@ def disentangled_attention(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, o
 
     context = np.empty_like(q)                            # [N or B, H]
     tables = {}                                           # pair length T -> distance_buckets, [2T - 1]
+    blocks = []                                           # (pair, its first row, length, queries q0 .. q1 - 1)
     for b, (start, end) in enumerate(zip(batch.offsets[:-1].tolist(), batch.offsets[1:].tolist())):
         T = end - start
         if relative and T not in tables:
             tables[T] = distance_buckets(c, T)
-        kh, vh = heads(k[start:end], NH), heads(v[start:end], NH)                          # [NH, T, HD] each
         queries = 1 if first_only else T
         block = max(1, SCORE_BLOCK_ELEMENTS // (NH * T))  # a long pair is scored a block of queries at a time
-        for q0 in range(0, queries, block):
-            q1 = min(queries, q0 + block)
-            r = r_keys = None
-            if relative:
-                i, j = np.arange(q0, q1), np.arange(T)
-                r = tables[T][i[:, None] - j[None, :] + T - 1]                              # b(i - j): [Tq, T]
-                r_keys = tables[T][j[:, None] - i[None, :] + T - 1]                         # b(j - i): [T, Tq]
-            rows = slice(b, b + 1) if first_only else slice(start + q0, start + q1)          # the block's rows in q
-            qh = heads(q[rows], NH)                                                         # [NH, Tq, HD]
-            scores = pair_scores(qh, kh, pos_key, pos_query, r, c.span, scale, r_keys)    # [NH, Tq, T]
-            probs = ops.softmax(scores)                                                   # [NH, Tq, T]
-            context[rows] = (probs @ vh).transpose(1, 0, 2).reshape(q1 - q0, -1)  # [NH, Tq, HD] -> [Tq, H]
+        blocks += [(b, start, T, q0, min(queries, q0 + block)) for q0 in range(0, queries, block)]
+
+    def attend(block):   # one block of queries against its pair's keys, into its own rows of context
+        b, start, T, q0, q1 = block
+        kh, vh = heads(k[start:start + T], NH), heads(v[start:start + T], NH)              # [NH, T, HD] each
+        r = r_keys = None
+        if relative:
+            i, j = np.arange(q0, q1), np.arange(T)
+            r = tables[T][i[:, None] - j[None, :] + T - 1]                                  # b(i - j): [Tq, T]
+            r_keys = tables[T][j[:, None] - i[None, :] + T - 1]                             # b(j - i): [T, Tq]
+        rows = slice(b, b + 1) if first_only else slice(start + q0, start + q1)              # the block's rows in q
+        qh = heads(q[rows], NH)                                                             # [NH, Tq, HD]
+        scores = pair_scores(qh, kh, pos_key, pos_query, r, c.span, scale, r_keys)        # [NH, Tq, T]
+        probs = ops.softmax(scores)                                                       # [NH, Tq, T]
+        context[rows] = (probs @ vh).transpose(1, 0, 2).reshape(q1 - q0, -1)      # [NH, Tq, HD] -> [Tq, H]
+    ops.each(attend, blocks)   # the blocks write apart: a pass on several cores runs them side by side
     return context
 
 

@@ -51,8 +51,8 @@ class Stack(NamedTuple):
 
 
 def linear(p: Linear, x, ops, gelu: bool = False):
-    """nn.Linear applied: x @ W.T + b through ops.linear (a bias-free layer: x @ W.T); gelu=True: GELU of it,
-    through ops.linear_gelu. [.., in] -> [.., out], float32.
+    """nn.Linear applied: x @ W.T + b through ops.linear (a bias-free layer: x @ W.T, bias None); gelu=True:
+    GELU of it, through ops.linear_gelu. [.., in] -> [.., out], float32.
 
     A half-precision weight (HalfTensor) is widened to float32 just for this product (a temporary of one
     matrix, [out, in]), and the product is then the very call a float32 weight makes: a half checkpoint kept
@@ -60,7 +60,7 @@ def linear(p: Linear, x, ops, gelu: bool = False):
     weight = ops.widen(p.weight.stored) if isinstance(p.weight, HalfTensor) else p.weight   # [out, in] float32
     if p.bias is not None:
         return (ops.linear_gelu if gelu else ops.linear)(x, weight, p.bias)
-    return ops.gelu(x @ weight.T) if gelu else x @ weight.T
+    return ops.gelu(ops.linear(x, weight, None)) if gelu else ops.linear(x, weight, None)
 
 
 def rows(p: Linear, start: int, stop: int) -> Linear:

@@ -9,6 +9,7 @@ two, computing the same numbers (within 1e-6; tests/test_kernels.py checks each 
 A family's forward pass takes the op set as an argument, so the tests run both and compare them,
 and a tool can swap one op for another (`OpSet.replace`: the oracle recomputes a stage with a
 planted difference, explain records attention). Matrix products stay with NumPy's BLAS in both.
+Either op set runs one pass on several cores as `shared(ops, workers)` (minibert/ops/shared.py).
 """
 
 import dataclasses
@@ -25,20 +26,21 @@ OP_SET_NAMES = ("numpy", "numba")
 @dataclass(frozen=True)
 class OpSet:
     name: str
-    linear: Callable          # (x [.., in], weight [out, in], bias [out]) -> x @ W.T + b, [.., out]
+    linear: Callable          # (x [.., in], weight [out, in], bias [out] or None, out=None) -> x @ W.T + b, [.., out]
     layer_norm: Callable      # (x [.., H], weight [H], bias [H], eps) -> [.., H]
     add_layer_norm: Callable  # (x, residual, weight, bias, eps) -> LayerNorm(x + residual)
     gelu: Callable            # exact erf GELU, elementwise
-    linear_gelu: Callable     # GELU(linear(x, weight, bias))
+    linear_gelu: Callable     # (x, weight, bias, out=None) -> GELU(linear(x, weight, bias))
     relu: Callable            # max(x, 0), elementwise
     softmax: Callable         # over the last axis
-    attention: Callable       # (q, k, v, offsets, num_heads, window=None, first_only=False, ..., workers=1) -> context
+    attention: Callable       # (q, k, v, offsets, num_heads, window=None, first_only=False, ...) -> context
     rotary_tables: Callable   # (positions [N], head_dim, theta, divisor=1) -> cos, sin [N, HD / 2]
     apply_rotary: Callable    # (x [N, H], cos, sin, num_heads) -> [N, H]
     geglu: Callable           # (h [N, 2I]) -> GELU(input) * gate, [N, I]
     swiglu: Callable          # (gate [N, I], up [N, I]) -> SiLU(gate) * up, [N, I]
     gelu_tanh_gate: Callable  # (gate [N, I], up [N, I]) -> tanh-GELU(gate) * up, [N, I] (Gemma)
     widen: Callable           # (stored half-precision weights: bfloat16 bits as uint16, or float16) -> float32
+    each: Callable            # (fn, items) -> None: fn(item) for every item, items independent (own output rows)
 
     def replace(self, **ops) -> "OpSet":
         """This op set with some ops replaced; its name says which."""

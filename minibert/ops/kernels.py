@@ -11,11 +11,12 @@ and a per-op timer on the MiniLM workload, 2 cores):
   loop ran at 5.6 ns per element, with it at 0.7 ns).
 - Serial, not parallel=True: these loops run between BLAS calls, and a parallel Numba region
   then fights OpenBLAS's spinning worker threads for the cores; the whole forward pass went from
-  ~170 to ~95 pairs/s with parallel kernels. BLAS keeps the cores for the matrix products. So does
-  attention's softmax on a long pair: a parallel version (rows split over the cores) was tried and
-  measured slower in every block size, 1.1x to 3x (tools/bench_attention.py, 8,192 tokens, 16 heads).
+  ~170 to ~95 pairs/s with parallel kernels. So does attention's softmax on a long pair with BLAS at
+  several threads: rows split over the cores measured 1.1x to 3x slower (tools/bench_attention.py). A
+  pass on several cores instead keeps BLAS at one thread and gives whole parts of each op to its own
+  threads (minibert/ops/shared.py): no one spins on a core another thread wants.
 - nogil=True: the kernels release the GIL, so that the streams of forward passes (minibert/runtime/runner.py,
-  one per core) run them at the same time.
+  one per core) and the parts of a shared pass (minibert/ops/shared.py) run them at the same time.
 - cache=True writes the compiled code to disk so that a second process does not compile again.
 """
 
@@ -36,6 +37,7 @@ from minibert.ops.reference import (  # noqa: F401
     ERF_P,
     ERF_Q,
     ERF_X_MAX,
+    each,
     gelu_tanh_gate,
     linear,
     relu,
@@ -129,8 +131,8 @@ def gelu(x):
     return out
 
 
-def linear_gelu(x, weight, bias):
-    h = x @ weight.T  # [N, in] -> [N, out], a fresh array: the bias and GELU go in place
+def linear_gelu(x, weight, bias, out=None):
+    h = np.matmul(x, weight.T, out=out)  # [N, in] -> [N, out], a fresh array (or out): the bias and GELU go in place
     _bias_gelu_rows(h, bias)
     return h
 
@@ -309,22 +311,14 @@ def block_shape(queries, keys, G, NKV, elements=ATTENTION_BLOCK_ELEMENTS):
 
 
 def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, causal=False,
-              last_only=False, block_elements=ATTENTION_BLOCK_ELEMENTS, workers=1):
+              last_only=False, block_elements=ATTENTION_BLOCK_ELEMENTS):
     """reference.attention, in cache-sized blocks (see above); the same arguments and result. block_elements:
-    the scores one block holds. workers: threads the blocks of a long pair share (see attention_workers)."""
+    the scores one block holds."""
     q, k, v, G, HD = reference.head_views(q, k, v, num_heads, kv_heads)   # [NH, N or B, HD], [NKV, N, HD] x 2
     context = np.empty_like(q)
-    blocks = list(attention_blocks(offsets, len(k), G, window, first_only, last_only, causal, block_elements))
-    work = sum(hb * G * (q1 - q0) * (k1 - k0) for _, _, q0, q1, k0, k1, _, _, _, hb in blocks) if workers > 1 else 0
-    if workers > 1 and work >= PARALLEL_SCORES:   # work: the scores computed
-        if len(blocks) < 4 * workers:   # too few to share evenly between the threads: smaller ones
-            blocks = list(attention_blocks(offsets, len(k), G, window, first_only, last_only, causal,
-                                           max(1, work // (4 * workers))))
-        attention_workers(q, k, v, context, blocks, G, HD, workers)
-    else:
-        scratch = np.empty(0, np.float32)                                   # the scores of a block, reused
-        for block in blocks:
-            scratch = attention_block(q, k, v, context, block, G, HD, scratch)
+    scratch = np.empty(0, np.float32)                                       # the scores of a block, reused
+    for block in attention_blocks(offsets, len(k), G, window, first_only, last_only, causal, block_elements):
+        scratch = attention_block(q, k, v, context, block, G, HD, scratch)
     return context.transpose(1, 0, 2).reshape(len(context[0]), -1)  # [NH, N or B, HD] -> [N or B, NH * HD]
 
 
@@ -368,32 +362,6 @@ def attention_block(q, k, v, context, block, G, HD, scratch):
     else:
         context[h0 * G:h1 * G, rows + q0:rows + q1] = (scores @ values).reshape(hb * G, n, HD)
     return scratch
-
-
-# Attention that computes at least this many scores (a pair of about 3,000 tokens with 16 heads) shares its blocks
-# between `workers` threads, each with BLAS at one thread: the softmax then runs on every core too, not on one
-# between products that BLAS spreads over the cores. Switching BLAS to one thread and back costs something each
-# layer (its threads spin a while after a product): in a whole forward pass on 2 cores, heads of 64, a pair of
-# 4,096 tokens ran 1.05x-1.17x faster this way (8,192: 1.35x), one of 2,048 tokens 0.94x-0.99x, of 1,024 0.95x.
-PARALLEL_SCORES = 1 << 27
-
-
-def attention_workers(q, k, v, context, blocks, G, HD, workers):
-    """attention's blocks shared by `workers` threads, into context (each thread its own scratch, every block's
-    output its own rows of context, so the result is the serial one exactly), BLAS at one thread meanwhile. Only where nothing
-    else runs BLAS in the process (the runner's single stream: runtime/runner.py)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    def share(w):
-        scratch = np.empty(0, np.float32)
-        for block in blocks[w::workers]:
-            scratch = attention_block(q, k, v, context, block, G, HD, scratch)
-
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        for done in [pool.submit(share, w) for w in range(workers)]:
-            done.result()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ products stay with NumPy's BLAS in both.
 import numpy as np
 
 
-def linear(x, weight, bias):
-    """nn.Linear: x @ W.T + b, with W in PyTorch's [out, in] layout."""
-    out = x @ weight.T  # [..., in] -> [..., out]
-    out += bias         # in place: no second [..., out] array
+def linear(x, weight, bias, out=None):
+    """nn.Linear: x @ W.T + b, with W in PyTorch's [out, in] layout (bias None: x @ W.T); into `out` if given."""
+    out = np.matmul(x, weight.T, out=out)   # [..., in] -> [..., out]
+    if bias is not None:
+        out += bias                         # in place: no second [..., out] array
     return out
 
 
@@ -36,9 +37,13 @@ def gelu(x):
     return np.float32(0.5) * x * (np.float32(1.0) + erf(t).astype(np.float32))
 
 
-def linear_gelu(x, weight, bias):
-    """GELU(x @ W.T + b): the first half of the feed-forward network."""
-    return gelu(linear(x, weight, bias))
+def linear_gelu(x, weight, bias, out=None):
+    """GELU(x @ W.T + b): the first half of the feed-forward network; into `out` if given."""
+    h = gelu(linear(x, weight, bias))
+    if out is None:
+        return h
+    out[...] = h
+    return out
 
 
 def softmax(x):
@@ -81,7 +86,7 @@ ATTENTION_BLOCK_ELEMENTS = 1 << 24
 
 
 def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, causal=False,
-              last_only=False, workers=1):
+              last_only=False):
     """Scaled dot-product self-attention, within each pair of a packed batch.
 
     q: [N, NH * HD]; k, v: [N, NKV * HD]; pair b owns rows offsets[b]:offsets[b + 1]. Returns the
@@ -94,8 +99,6 @@ def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_
     never computed.
     first_only / last_only: q is [B, NH * HD], the query of each pair's first / last token alone;
     returns its context, [B, NH * HD].
-    workers: the cores a long pair's attention may use (kernels.py shares its blocks between threads); the
-    reference runs on one.
     """
     q, k, v, G, HD = head_views(q, k, v, num_heads, kv_heads)     # [NH, N or B, HD], [NKV, N, HD] x 2
     NKV = len(k)
@@ -227,6 +230,13 @@ def gelu_tanh_gate(gate, up):
 
 # ---------------------------------------------------------------------------------------------
 # Half-precision weights: a bfloat16 or float16 matrix kept as stored, widened for each product
+
+
+def each(fn, items):
+    """fn(item) for every item, in order: the blocks of a family's own loop, which write apart (a pass on
+    several cores runs them on its threads: minibert/ops/shared.py)."""
+    for item in items:
+        fn(item)
 
 
 def widen(stored):

@@ -12,7 +12,6 @@ and a character budget), never by timing, so the same input always gives the sam
 """
 
 import contextlib
-import functools
 import math
 import sys
 from collections import deque
@@ -25,6 +24,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from minibert.errors import ConfigError, InputError
 from minibert.models.batch import Batch
 from minibert.ops import OpSet, op_set
+from minibert.ops.shared import shared
 
 DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens per forward pass: about 100 MB of activations for MiniLM
 TOKENIZE_CHUNK = 1024             # sequences tokenized at a time, so memory stays bounded on long inputs
@@ -150,7 +150,8 @@ class Runner:
     threads: the cores to score on. The passes run in that many streams at once, each whole forward
     passes with BLAS at one thread: that keeps both cores busier than one pass whose every small matrix
     product is split across them (and no stream waits on another's elementwise work). A single input
-    runs as one stream with BLAS at `threads`. None: as many as BLAS's own setting.
+    is one pass on every core: BLAS still at one thread, its products' rows and attention's heads split
+    between `threads` threads (minibert/ops/shared.py). None: as many as BLAS's own setting.
     max_batch_tokens: at most this many tokens in one forward pass; the streams share it and the batch
     size (forward_batches), so the passes held at once are bounded as one pass would be.
     """
@@ -172,19 +173,23 @@ class Runner:
         counts = np.bincount(where, minlength=len(items)) if where is not None else None   # [len(items)]
         streams = stream_count(self.threads, len(items))
         passes = forward_batches(items, encode, batch_size, self.max_batch_tokens, streams)
-        ops = self.pass_ops(streams)
-        with limit_threads(1 if streams > 1 else self.threads):
+        ops, blas = self.pass_ops(streams)
+        with limit_threads(blas):
             for (start, end, _), result in run_streams(passes, lambda job: work(job[2], ops), streams):
                 yield start, end, result
                 if progress is not None:
                     progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
 
-    def pass_ops(self, streams: int) -> OpSet:
-        """The op set of each pass. One stream: a pass has every core, BLAS's threads for its products and, for a
-        long pair, attention's blocks shared between them too (ops/kernels.py); several streams: one core each."""
+    def pass_ops(self, streams: int) -> tuple[OpSet, int | None]:
+        """The op set of each pass and BLAS's threads meanwhile. Several streams: the runner's op set, BLAS at
+        one thread (a core each). One stream on several cores: the op set shared between them (ops/shared.py),
+        BLAS at one thread still. One stream on one core: the runner's op set, BLAS at `threads`."""
+        workers = self.threads or blas_threads()
         if streams > 1:
-            return self.ops
-        return self.ops.replace(attention=functools.partial(self.ops.attention, workers=self.threads or blas_threads()))
+            return self.ops, 1
+        if workers == 1:
+            return self.ops, self.threads
+        return shared(self.ops, workers), 1
 
 
 def stream_count(threads: int | None, n_items: int) -> int:

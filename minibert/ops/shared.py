@@ -1,0 +1,125 @@
+"""One forward pass on several cores: an op set whose work is split between threads, BLAS at one thread.
+
+The runner scores many inputs as streams of whole forward passes, one per core, each with BLAS at one
+thread (minibert/runtime/runner.py). A single input, one long pair, is one pass, and handing its matrix
+products to BLAS's own threads leaves everything between them (attention's softmax above all: a third of
+a long pair's attention) on one core while the other waits. Switching BLAS to one thread for attention
+and back for the dense layers does not help either: OpenBLAS's idle threads spin for a while after each
+product, on the cores the next op wants. So a pass that has the cores to itself keeps BLAS at one thread
+throughout, and this op set splits the work itself, in parts that never write the same rows:
+
+    linear, linear_gelu   the rows of x, `workers` contiguous parts, each its own product into its rows
+                          of one output
+    attention             the heads, in groups of whole key/value heads (or of query heads, when all share
+                          one key/value head), each group the base op's attention on its own
+    each                  the independent blocks of a family's own loop (DeBERTa's attention), round robin
+
+Each part is the base op on a slice, so every number is the base op's: a row of a product does not depend
+on the other rows, nor a head of attention on the other heads (tests/test_shared.py checks it bit for bit).
+Everything else (LayerNorm, GELU, the gates) is the base op, on the calling thread.
+"""
+
+import dataclasses
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from minibert.ops import OpSet
+
+MIN_PART_ROWS = 32   # rows of a product per part at least: a smaller product is not worth a thread's hand-off
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+_inside = threading.local()   # set while a thread runs a part: a shared op called from a part runs serially
+
+
+def shared(ops: OpSet, workers: int) -> OpSet:
+    """ops for one forward pass with `workers` cores to itself, whose caller keeps BLAS at one thread
+    (runtime/runner.py does). workers == 1: ops itself."""
+    if workers == 1:
+        return ops
+
+    def linear(x, weight, bias=None, out=None):
+        return _split_rows(lambda rows, into: ops.linear(rows, weight, bias, out=into), x, len(weight), out, workers)
+
+    def linear_gelu(x, weight, bias, out=None):
+        return _split_rows(lambda rows, into: ops.linear_gelu(rows, weight, bias, out=into), x, len(weight), out,
+                           workers)
+
+    def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, **mask):
+        return _split_heads(ops.attention, q, k, v, offsets, num_heads, kv_heads or num_heads, workers,
+                            window=window, first_only=first_only, **mask)
+
+    def each(fn, items):
+        items = list(items)
+        if len(items) < 2 or getattr(_inside, "part", False):
+            return ops.each(fn, items)
+        _run([(lambda part=items[w::workers]: ops.each(fn, part)) for w in range(min(workers, len(items)))], workers)
+
+    split = {"linear": linear, "linear_gelu": linear_gelu, "attention": attention, "each": each}
+    return dataclasses.replace(ops, name=f"{ops.name} x{workers} threads", **split)
+
+
+def ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    """0 .. n split into `parts` contiguous ranges as even as can be (none empty when parts <= n)."""
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _split_rows(op, x, width, out, workers):
+    """op(rows of x, into: rows of out) over `workers` parts of x's rows, into out [N, width] (new if None)."""
+    parts = min(workers, len(x) // MIN_PART_ROWS) if x.ndim == 2 else 1
+    if parts < 2 or getattr(_inside, "part", False):
+        return op(x, out)
+    out = np.empty((len(x), width), np.float32) if out is None else out
+    _run([(lambda a=a, b=b: op(x[a:b], out[a:b])) for a, b in ranges(len(x), parts)], workers)
+    return out
+
+
+def _split_heads(attention, q, k, v, offsets, NH, NKV, workers, **mask):
+    """attention over groups of heads, each group on its own part, into one context [N or B, NH * HD]."""
+    HD = q.shape[1] // NH
+    G = NH // NKV
+    if NKV > 1:   # whole key/value heads, with their G query heads each
+        groups = [(a * G, b * G, a, b) for a, b in ranges(NKV, min(workers, NKV))]
+    else:         # one key/value head: groups of query heads against it, two at least (one query head's
+        # product with a single query row is a matrix-vector product, which BLAS sums in another order)
+        groups = [(a, b, 0, 1) for a, b in ranges(NH, min(workers, NH // 2))]
+    if len(groups) < 2 or getattr(_inside, "part", False):
+        return attention(q, k, v, offsets, NH, kv_heads=NKV, **mask)
+    context = np.empty((len(q), NH * HD), np.float32)
+
+    def group(h0, h1, g0, g1):
+        qs, kv = slice(h0 * HD, h1 * HD), slice(g0 * HD, g1 * HD)
+        context[:, qs] = attention(q[:, qs], k[:, kv], v[:, kv], offsets, h1 - h0, kv_heads=g1 - g0, **mask)
+    _run([(lambda g=g: group(*g)) for g in groups], workers)
+    return context
+
+
+def _run(parts, workers):
+    """Call every part: the first on this thread, the others on the pool's; return when all are done."""
+    pool = _pool(workers)
+    pending = [pool.submit(_as_part, part) for part in parts[1:]]
+    try:
+        _as_part(parts[0])
+    finally:
+        for done in pending:
+            done.result()
+
+
+def _as_part(part):
+    _inside.part = True
+    try:
+        part()
+    finally:
+        _inside.part = False
+
+
+def _pool(workers):
+    """The threads that run parts beside the caller: workers - 1 of them, made once per process."""
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(workers - 1, thread_name_prefix="minibert-part")
+        return _pools[workers]
