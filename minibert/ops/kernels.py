@@ -224,10 +224,10 @@ def _float64_sum(row):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _softmax_row(row, scale):
-    # row = softmax(row * scale), in place: the maximum, exp (_exp_shifted), the float64 sum, the division.
+def _exp_row(row, scale):
+    # row = exp(row * scale - max(row * scale)), in place; returns their sum (in float64, rounded to float32).
     # NaN propagates as in NumPy without a test of its own: a NaN score (or inf - inf, from an infinite
-    # maximum) gives t = NaN, so its weight, the row's sum and so the row are NaN.
+    # maximum) gives t = NaN, so its weight and the row's sum are NaN.
     # The maximum runs in 8 independent lanes: one would make every step wait for the one before; it is the
     # same in any order.
     n = row.shape[0]
@@ -241,8 +241,14 @@ def _softmax_row(row, scale):
     for i in range(j, n):
         top = max(top, row[i])
     _exp_shifted(row, scale, top * scale)
-    total32 = np.float32(_float64_sum(row))
-    for j in range(n):
+    return np.float32(_float64_sum(row))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _softmax_row(row, scale):
+    # row = softmax(row * scale), in place: exp (_exp_row), then each weight divided by the row's sum.
+    total32 = _exp_row(row, scale)
+    for j in range(row.shape[0]):
         row[j] = row[j] / total32
 
 
@@ -272,8 +278,11 @@ def softmax(x):
 # in one scratch array reused block after block, so that the scores the first product writes are still
 # in the cache when the softmax and the second product read them. The keys a block cannot see (causal,
 # sliding window) are not computed at all, and the mask is a range of keys per query row given to the
-# softmax (lo, hi), so no boolean array is built. The summation is the reference's: a whole row of
-# scores is softmaxed at once (no online softmax), so the results agree to float32 rounding.
+# softmax (lo, hi), so no boolean array is built. A row's weights are those of the whole row at once, as
+# in the reference (no online softmax), but left unnormalized: exp(s - max) goes into the second product,
+# and its result is divided by the row's sum, HD divisions a row instead of one a key (flash attention's
+# order; a fifth of the softmax's time at 8,192 keys). The results agree with the reference's to float32
+# rounding (tests/test_kernels.py measures both against float64).
 
 # Scores of one block: 16 MiB of float32. Measured at 8,192 tokens (16 heads of 64, tools/bench_attention.py):
 # 2^22 elements 10.8 s, 2^20 11.6 s, 2^18 12.7 s, the reference's 2^24 with boolean masks 15.8 s.
@@ -281,26 +290,24 @@ ATTENTION_BLOCK_ELEMENTS = 1 << 22
 MIN_BLOCK_ROWS = 64                 # queries per block at least: fewer rows leave BLAS's kernel underused
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _softmax_band_row(x, r, scale, lo, hi):
-    # x[r] = softmax over the keys lo .. hi - 1 of (x[r] * scale), 0 elsewhere; lo, hi: [Tq], row r is query r % Tq.
-    a, b = lo[r % lo.shape[0]], hi[r % lo.shape[0]]
-    _softmax_row(x[r, a:b], scale)
-    x[r, :a] = 0
-    x[r, b:] = 0
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _softmax_band(x, scale, lo, hi):
+def _exp_band(x, scale, lo, hi, sums):
+    # x[r] = exp(x[r] * scale - its maximum) over the keys lo .. hi - 1, 0 elsewhere, sums[r] their sum, for
+    # each row r of x [R, Tk]; lo, hi: [Tq], row r is query r % Tq.
     for r in range(x.shape[0]):
-        _softmax_band_row(x, r, scale, lo, hi)
+        a, b = lo[r % lo.shape[0]], hi[r % lo.shape[0]]
+        sums[r] = _exp_row(x[r, a:b], scale)
+        x[r, :a] = 0
+        x[r, b:] = 0
 
 
-def band_softmax(scores, scale, lo, hi):
-    """scores [R, Tk] = softmax(scores * scale) over keys lo[r % Tq] .. hi[r % Tq] - 1 of each row, the other
-    weights exactly 0; in place. lo, hi: [Tq] int64."""
-    _softmax_band(scores, np.float32(scale), lo, hi)
-    return scores
+def band_exp(scores, scale, lo, hi):
+    """scores [R, Tk] = exp(scores * scale - the row's maximum) over keys lo[r % Tq] .. hi[r % Tq] - 1 of each
+    row, exactly 0 elsewhere, in place; returns each row's sum, [R] float32 (softmax = scores / sums).
+    lo, hi: [Tq] int64."""
+    sums = np.empty(len(scores), np.float32)
+    _exp_band(scores, np.float32(scale), lo, hi, sums)
+    return sums
 
 
 def block_shape(queries, keys, G, NKV, elements=ATTENTION_BLOCK_ELEMENTS):
@@ -355,12 +362,16 @@ def attention_block(q, k, v, context, block, G, HD, scratch):
     scores = scratch[:hb * G * n * Tk].reshape(hb, G * n, Tk)                                # [hb, G n, Tk]
     grouped = q[h0 * G:h1 * G, rows + q0:rows + q1].reshape(hb, G * n, HD)                   # [hb, G n, HD]
     np.matmul(grouped, k[h0:h1, start + k0:start + k1].transpose(0, 2, 1), out=scores)
-    band_softmax(scores.reshape(-1, Tk), np.float32(HD ** -0.5), lo, hi)                    # [hb G n, Tk]
+    sums = band_exp(scores.reshape(-1, Tk), np.float32(HD ** -0.5), lo, hi).reshape(hb, G * n, 1)   # [hb, G n, 1]
     values = v[h0:h1, start + k0:start + k1]                                                 # [hb, Tk, HD]
     if G == 1:  # written in place
-        np.matmul(scores, values, out=context[h0:h1, rows + q0:rows + q1])
+        out = context[h0:h1, rows + q0:rows + q1]                                            # [hb, n, HD]
+        np.matmul(scores, values, out=out)
+        out /= sums
     else:
-        context[h0 * G:h1 * G, rows + q0:rows + q1] = (scores @ values).reshape(hb * G, n, HD)
+        weighted = scores @ values                                                           # [hb, G n, HD]
+        weighted /= sums
+        context[h0 * G:h1 * G, rows + q0:rows + q1] = weighted.reshape(hb * G, n, HD)
     return scratch
 
 
