@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from minibert import CrossEncoder
 from minibert.ops import op_set
 from minibert.ops import shared as shared_module
-from minibert.ops.shared import MIN_PART_ROWS, ranges, shared
+from minibert.ops.shared import MIN_PART_ELEMENTS, MIN_PART_ROWS, ranges, shared
 from minibert.runtime.runner import Runner
 
 GOLDENS = __import__("pathlib").Path(__file__).parent / "fixtures" / "goldens"
@@ -42,6 +42,36 @@ def test_products_split_by_rows_are_the_whole_product(ops, rows):
             out = np.full((rows, 80), np.nan, np.float32)
             assert split.linear(x, w, b, out=out) is out
             np.testing.assert_array_equal(out, base.linear(x, w, b))
+
+
+@pytest.mark.parametrize("ops", OP_SETS)
+def test_row_ops_split_by_rows_are_the_whole_op(ops, monkeypatch):
+    """LayerNorm (with a residual of every row, of one row, or none), GELU, GeGLU, rotary: split when a part has
+    MIN_PART_ELEMENTS, each row the base op's."""
+    base = op_set(ops)
+    rng = np.random.default_rng(2)
+    width, NH = 48, 4
+    rows = 2 * MIN_PART_ELEMENTS // width + 5
+    x, residual = (rng.standard_normal((rows, width), dtype=np.float32) for _ in range(2))
+    w, b = rng.standard_normal(width, dtype=np.float32), rng.standard_normal(width, dtype=np.float32)
+    h = rng.standard_normal((rows, 2 * width), dtype=np.float32)
+    angles = rng.standard_normal((rows, width // NH // 2), dtype=np.float32)
+    cos, sin = np.cos(angles), np.sin(angles)
+    calls = {
+        "layer_norm": lambda o: o.layer_norm(x, w, b, 1e-5),
+        "add_layer_norm": lambda o: o.add_layer_norm(x, residual, w, b, 1e-5),
+        "add_layer_norm, one row": lambda o: o.add_layer_norm(x, residual[:1], w, b, 1e-12),
+        "gelu": lambda o: o.gelu(x),
+        "geglu": lambda o: o.geglu(h),
+        "apply_rotary": lambda o: o.apply_rotary(x, cos, sin, NH),
+        "apply_rotary, strided": lambda o: o.apply_rotary(h[:, :width], cos, sin, NH),
+    }
+    parts = []
+    monkeypatch.setattr(shared_module, "_run", lambda work, workers, run=shared_module._run: (
+        parts.append(len(work)), run(work, workers))[1])
+    for name, call in calls.items():
+        np.testing.assert_array_equal(call(shared(base, 2)), call(base), err_msg=name)
+    assert parts == [2] * len(calls)
 
 
 @pytest.mark.parametrize("ops", OP_SETS)

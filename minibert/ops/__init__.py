@@ -27,16 +27,16 @@ OP_SET_NAMES = ("numpy", "numba")
 class OpSet:
     name: str
     linear: Callable          # (x [.., in], weight [out, in], bias [out] or None, out=None) -> x @ W.T + b, [.., out]
-    layer_norm: Callable      # (x [.., H], weight [H], bias [H], eps) -> [.., H]
-    add_layer_norm: Callable  # (x, residual, weight, bias, eps) -> LayerNorm(x + residual)
-    gelu: Callable            # exact erf GELU, elementwise
+    layer_norm: Callable      # (x [.., H], weight [H], bias [H], eps, out=None) -> [.., H]
+    add_layer_norm: Callable  # (x, residual, weight, bias, eps, out=None) -> LayerNorm(x + residual)
+    gelu: Callable            # (x, out=None): exact erf GELU, elementwise
     linear_gelu: Callable     # (x, weight, bias, out=None) -> GELU(linear(x, weight, bias))
     relu: Callable            # max(x, 0), elementwise
     softmax: Callable         # over the last axis
     attention: Callable       # (q, k, v, offsets, num_heads, window=None, first_only=False, ...) -> context
     rotary_tables: Callable   # (positions [N], head_dim, theta, divisor=1) -> cos, sin [N, HD / 2]
-    apply_rotary: Callable    # (x [N, H], cos, sin, num_heads) -> [N, H]
-    geglu: Callable           # (h [N, 2I]) -> GELU(input) * gate, [N, I]
+    apply_rotary: Callable    # (x [N, H], cos, sin, num_heads, out=None) -> [N, H]
+    geglu: Callable           # (h [N, 2I], out=None) -> GELU(input) * gate, [N, I]
     swiglu: Callable          # (gate [N, I], up [N, I]) -> SiLU(gate) * up, [N, I]
     gelu_tanh_gate: Callable  # (gate [N, I], up [N, I]) -> tanh-GELU(gate) * up, [N, I] (Gemma)
     widen: Callable           # (stored half-precision weights: bfloat16 bits as uint16, or float16) -> float32

@@ -109,13 +109,13 @@ def _rows(a):
     return np.ascontiguousarray(a, dtype=np.float32).reshape(-1, a.shape[-1])
 
 
-def layer_norm(x, weight, bias, eps):
-    return add_layer_norm(x, None, weight, bias, eps)
+def layer_norm(x, weight, bias, eps, out=None):
+    return add_layer_norm(x, None, weight, bias, eps, out)
 
 
-def add_layer_norm(x, residual, weight, bias, eps):
+def add_layer_norm(x, residual, weight, bias, eps, out=None):
     rows = _rows(x)
-    out = np.empty(x.shape, np.float32)
+    out = np.empty(x.shape, np.float32) if out is None else out   # given: contiguous, x's shape
     if residual is None:   # LayerNorm(x): the kernel's add=False, rows given again as a residual it does not read
         _add_layer_norm_rows(rows, rows, weight, bias, float(eps), out.reshape(rows.shape), False)
     else:
@@ -124,9 +124,9 @@ def add_layer_norm(x, residual, weight, bias, eps):
     return out
 
 
-def gelu(x):
+def gelu(x, out=None):
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty_like(x)
+    out = np.empty_like(x) if out is None else out
     _gelu_flat(x.reshape(-1), out.reshape(-1))
     return out
 
@@ -156,8 +156,8 @@ def _rotate_rows(x, cos, sin, num_heads, out):
                 out[r, base + half + i] = x2 * cos[r, i] + x1 * sin[r, i]
 
 
-def apply_rotary(x, cos, sin, num_heads):
-    out = np.empty(x.shape, np.float32)  # x may be a strided view (q of the fused qkv): no copy
+def apply_rotary(x, cos, sin, num_heads, out=None):
+    out = np.empty(x.shape, np.float32) if out is None else out  # x may be a strided view (q of the fused qkv): no copy
     _rotate_rows(x, np.ascontiguousarray(cos), np.ascontiguousarray(sin), num_heads, out)
     return out
 
@@ -170,11 +170,11 @@ def _geglu_rows(h, out):
             out[r, j] = _gelu(h[r, j]) * h[r, width + j]
 
 
-def geglu(h):
+def geglu(h, out=None):
     rows = _rows(h)
-    out = np.empty((rows.shape[0], rows.shape[1] // 2), np.float32)
-    _geglu_rows(rows, out)
-    return out.reshape(*h.shape[:-1], out.shape[1])
+    out = np.empty((*h.shape[:-1], rows.shape[1] // 2), np.float32) if out is None else out
+    _geglu_rows(rows, out.reshape(rows.shape[0], -1))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,34 +16,39 @@ def linear(x, weight, bias, out=None):
     return out
 
 
-def layer_norm(x, weight, bias, eps):
+def into(result, out):
+    """result, or a copy of it into `out` when given (the ops' out= argument: one pass on several cores has
+    each of its parts write its own rows of one array, minibert/ops/shared.py)."""
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def layer_norm(x, weight, bias, eps, out=None):
     """LayerNorm over the last axis. Statistics in float64 and in two passes (mean, then the
     squared deviations): one pass, E[x^2] - E[x]^2 in float32, loses ~3e-4 relative."""
     x64 = x.astype(np.float64)
     centered = x64 - x64.mean(axis=-1, keepdims=True)                  # [..., H]
     var = (centered * centered).mean(axis=-1, keepdims=True)           # [..., 1]
     normed = (centered * (1.0 / np.sqrt(var + eps))).astype(np.float32)
-    return normed * weight + bias                                      # float32
+    return into(normed * weight + bias, out)                           # float32
 
 
-def add_layer_norm(x, residual, weight, bias, eps):
+def add_layer_norm(x, residual, weight, bias, eps, out=None):
     """LayerNorm(x + residual): the residual connection of a post-LN encoder layer."""
-    return layer_norm(x + residual, weight, bias, eps)
+    return layer_norm(x + residual, weight, bias, eps, out)
 
 
-def gelu(x):
+def gelu(x, out=None):
     """Exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)), as transformers' "gelu"."""
     t = x * np.float32(np.sqrt(0.5))
-    return np.float32(0.5) * x * (np.float32(1.0) + erf(t).astype(np.float32))
+    return into(np.float32(0.5) * x * (np.float32(1.0) + erf(t).astype(np.float32)), out)
 
 
 def linear_gelu(x, weight, bias, out=None):
     """GELU(x @ W.T + b): the first half of the feed-forward network; into `out` if given."""
-    h = gelu(linear(x, weight, bias))
-    if out is None:
-        return h
-    out[...] = h
-    return out
+    return gelu(linear(x, weight, bias), out)
 
 
 def softmax(x):
@@ -193,7 +198,7 @@ def rotary_tables(positions, head_dim, theta, divisor=1.0):
     return np.cos(angles, dtype=np.float64).astype(np.float32), np.sin(angles, dtype=np.float64).astype(np.float32)
 
 
-def apply_rotary(x, cos, sin, num_heads):
+def apply_rotary(x, cos, sin, num_heads, out=None):
     """Rotate each head's halves (x1, x2) of x [N, H] by the angles of its row: the head's first half
     becomes x1 cos - x2 sin, its second x2 cos + x1 sin (transformers' x * cos + rotate_half(x) * sin,
     the same angle for dimension i and i + HD / 2). cos, sin: [N, HD / 2]. Returns a new [N, H]."""
@@ -201,16 +206,16 @@ def apply_rotary(x, cos, sin, num_heads):
     heads = x.reshape(N, num_heads, 2, H // num_heads // 2)      # [N, NH, 2, HD / 2] view: (x1, x2) per head
     x1, x2 = heads[:, :, 0], heads[:, :, 1]                       # [N, NH, HD / 2] each
     c, s = cos[:, None, :], sin[:, None, :]                       # [N, 1, HD / 2]
-    out = np.empty_like(heads)
-    out[:, :, 0] = x1 * c - x2 * s
-    out[:, :, 1] = x2 * c + x1 * s
-    return out.reshape(N, H)
+    rotated = np.empty_like(heads) if out is None else out.reshape(heads.shape)
+    rotated[:, :, 0] = x1 * c - x2 * s
+    rotated[:, :, 1] = x2 * c + x1 * s
+    return rotated.reshape(N, H)
 
 
-def geglu(h):
+def geglu(h, out=None):
     """GELU(input) * gate, where h [N, 2I] is input | gate (ModernBERT's MLP: Wi's output chunked in two)."""
     half = h.shape[-1] // 2
-    return gelu(h[..., :half]) * h[..., half:]   # [N, 2I] -> [N, I]
+    return into(gelu(h[..., :half]) * h[..., half:], out)   # [N, 2I] -> [N, I]
 
 
 def swiglu(gate, up):

@@ -10,13 +10,15 @@ throughout, and this op set splits the work itself, in parts that never write th
 
     linear, linear_gelu   the rows of x, `workers` contiguous parts, each its own product into its rows
                           of one output
+    layer_norm, add_layer_norm, gelu, geglu, apply_rotary
+                          the same, by rows (each row's numbers depend on that row alone)
     attention             the heads, in groups of whole key/value heads (or of query heads, when all share
                           one key/value head), each group the base op's attention on its own
     each                  the independent blocks of a family's own loop (DeBERTa's attention), round robin
 
 Each part is the base op on a slice, so every number is the base op's: a row of a product does not depend
 on the other rows, nor a head of attention on the other heads (tests/test_shared.py checks it bit for bit).
-Everything else (LayerNorm, GELU, the gates) is the base op, on the calling thread.
+The rest (the decoders' gates, NumPy's own arithmetic in a family's code) runs on the calling thread.
 """
 
 import dataclasses
@@ -28,7 +30,8 @@ import numpy as np
 
 from minibert.ops import OpSet
 
-MIN_PART_ROWS = 32   # rows of a product per part at least: a smaller product is not worth a thread's hand-off
+MIN_PART_ROWS = 32            # rows of a product per part at least: a smaller one is not worth a thread's hand-off
+MIN_PART_ELEMENTS = 1 << 16   # elements of an elementwise op's part (LayerNorm, GELU, ...) at least, likewise
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -42,11 +45,34 @@ def shared(ops: OpSet, workers: int) -> OpSet:
         return ops
 
     def linear(x, weight, bias=None, out=None):
-        return _split_rows(lambda rows, into: ops.linear(rows, weight, bias, out=into), x, len(weight), out, workers)
+        return _split_rows(lambda a, b, into: ops.linear(x[a:b], weight, bias, out=into), x, len(weight), out,
+                           workers)
 
     def linear_gelu(x, weight, bias, out=None):
-        return _split_rows(lambda rows, into: ops.linear_gelu(rows, weight, bias, out=into), x, len(weight), out,
+        return _split_rows(lambda a, b, into: ops.linear_gelu(x[a:b], weight, bias, out=into), x, len(weight), out,
                            workers)
+
+    def layer_norm(x, weight, bias, eps, out=None):
+        return _split_rows(lambda a, b, into: ops.layer_norm(x[a:b], weight, bias, eps, out=into), x, x.shape[-1],
+                           out, workers, elementwise=True)
+
+    def add_layer_norm(x, residual, weight, bias, eps, out=None):
+        rows = residual is not None and residual.shape == x.shape   # else one row for all, or none
+        return _split_rows(lambda a, b, into: ops.add_layer_norm(x[a:b], residual[a:b] if rows else residual, weight,
+                                                                 bias, eps, out=into),
+                           x, x.shape[-1], out, workers, elementwise=True)
+
+    def gelu(x, out=None):
+        return _split_rows(lambda a, b, into: ops.gelu(x[a:b], out=into), x, x.shape[-1], out, workers,
+                           elementwise=True)
+
+    def geglu(h, out=None):
+        return _split_rows(lambda a, b, into: ops.geglu(h[a:b], out=into), h, h.shape[-1] // 2, out, workers,
+                           elementwise=True)
+
+    def apply_rotary(x, cos, sin, num_heads, out=None):
+        return _split_rows(lambda a, b, into: ops.apply_rotary(x[a:b], cos[a:b], sin[a:b], num_heads, out=into),
+                           x, x.shape[-1], out, workers, elementwise=True)
 
     def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, **mask):
         return _split_heads(ops.attention, q, k, v, offsets, num_heads, kv_heads or num_heads, workers,
@@ -58,7 +84,8 @@ def shared(ops: OpSet, workers: int) -> OpSet:
             return ops.each(fn, items)
         _run([(lambda part=items[w::workers]: ops.each(fn, part)) for w in range(min(workers, len(items)))], workers)
 
-    split = {"linear": linear, "linear_gelu": linear_gelu, "attention": attention, "each": each}
+    split = {"linear": linear, "linear_gelu": linear_gelu, "layer_norm": layer_norm, "add_layer_norm": add_layer_norm,
+             "gelu": gelu, "geglu": geglu, "apply_rotary": apply_rotary, "attention": attention, "each": each}
     return dataclasses.replace(ops, name=f"{ops.name} x{workers} threads", **split)
 
 
@@ -68,13 +95,16 @@ def ranges(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def _split_rows(op, x, width, out, workers):
-    """op(rows of x, into: rows of out) over `workers` parts of x's rows, into out [N, width] (new if None)."""
-    parts = min(workers, len(x) // MIN_PART_ROWS) if x.ndim == 2 else 1
+def _split_rows(call, x, width, out, workers, elementwise=False):
+    """call(a, b, into) for `workers` parts a .. b - 1 of x's rows, into: those rows of out [N, width] (made when
+    None); a part has MIN_PART_ROWS rows at least, or for an elementwise op MIN_PART_ELEMENTS. Not split (x not
+    [N, .], too few rows, or called from a part): call(0, N, out), which makes its own array when out is None."""
+    least = max(MIN_PART_ROWS, MIN_PART_ELEMENTS // max(1, x.shape[-1])) if elementwise else MIN_PART_ROWS
+    parts = min(workers, len(x) // least) if x.ndim == 2 else 1
     if parts < 2 or getattr(_inside, "part", False):
-        return op(x, out)
+        return call(0, len(x), out)
     out = np.empty((len(x), width), np.float32) if out is None else out
-    _run([(lambda a=a, b=b: op(x[a:b], out[a:b])) for a, b in ranges(len(x), parts)], workers)
+    _run([(lambda a=a, b=b: call(a, b, out[a:b])) for a, b in ranges(len(x), parts)], workers)
     return out
 
 
