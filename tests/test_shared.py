@@ -46,7 +46,7 @@ def test_products_split_by_rows_are_the_whole_product(ops, rows):
 
 @pytest.mark.parametrize("ops", OP_SETS)
 def test_row_ops_split_by_rows_are_the_whole_op(ops, monkeypatch):
-    """LayerNorm (with a residual of every row, of one row, or none), GELU, GeGLU, rotary: split when a part has
+    """LayerNorm (with a residual of every row, of one row, or none), GELU, the gates, rotary: split when a part has
     MIN_PART_ELEMENTS, each row the base op's."""
     base = op_set(ops)
     rng = np.random.default_rng(2)
@@ -63,6 +63,8 @@ def test_row_ops_split_by_rows_are_the_whole_op(ops, monkeypatch):
         "add_layer_norm, one row": lambda o: o.add_layer_norm(x, residual[:1], w, b, 1e-12),
         "gelu": lambda o: o.gelu(x),
         "geglu": lambda o: o.geglu(h),
+        "swiglu": lambda o: o.swiglu(x, residual),
+        "gelu_tanh_gate": lambda o: o.gelu_tanh_gate(x, residual),
         "apply_rotary": lambda o: o.apply_rotary(x, cos, sin, NH),
         "apply_rotary, strided": lambda o: o.apply_rotary(h[:, :width], cos, sin, NH),
     }

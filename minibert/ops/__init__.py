@@ -37,8 +37,8 @@ class OpSet:
     rotary_tables: Callable   # (positions [N], head_dim, theta, divisor=1) -> cos, sin [N, HD / 2]
     apply_rotary: Callable    # (x [N, H], cos, sin, num_heads, out=None) -> [N, H]
     geglu: Callable           # (h [N, 2I], out=None) -> GELU(input) * gate, [N, I]
-    swiglu: Callable          # (gate [N, I], up [N, I]) -> SiLU(gate) * up, [N, I]
-    gelu_tanh_gate: Callable  # (gate [N, I], up [N, I]) -> tanh-GELU(gate) * up, [N, I] (Gemma)
+    swiglu: Callable          # (gate [N, I], up [N, I], out=None) -> SiLU(gate) * up, [N, I]
+    gelu_tanh_gate: Callable  # (gate [N, I], up [N, I], out=None) -> tanh-GELU(gate) * up, [N, I] (Gemma)
     widen: Callable           # (stored half-precision weights: bfloat16 bits as uint16, or float16) -> float32
     each: Callable            # (fn, items) -> None: fn(item) for every item, items independent (own output rows)
 

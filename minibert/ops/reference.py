@@ -218,19 +218,19 @@ def geglu(h, out=None):
     return into(gelu(h[..., :half]) * h[..., half:], out)   # [N, 2I] -> [N, I]
 
 
-def swiglu(gate, up):
+def swiglu(gate, up, out=None):
     """SiLU(gate) * up, elementwise: a decoder's gated feed-forward (Qwen, Llama: down(silu(gate(x)) * up(x))).
     SiLU(x) = x * sigmoid(x), with the exp of -|x| only, so it cannot overflow."""
     e = np.exp(-np.abs(gate))                                                        # in (0, 1]
     sigmoid = np.where(gate >= 0, np.float32(1.0) / (np.float32(1.0) + e), e / (np.float32(1.0) + e))
-    return gate * sigmoid * up
+    return into(gate * sigmoid * up, out)
 
 
-def gelu_tanh_gate(gate, up):
+def gelu_tanh_gate(gate, up, out=None):
     """tanh-GELU(gate) * up, elementwise: Gemma's gated feed-forward (down(gelu_tanh(gate(x)) * up(x))), with
     transformers' gelu_pytorch_tanh: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), float32."""
     inner = np.float32(np.sqrt(2.0 / np.pi)) * (gate + np.float32(0.044715) * gate * gate * gate)
-    return np.float32(0.5) * gate * (np.float32(1.0) + np.tanh(inner)) * up
+    return into(np.float32(0.5) * gate * (np.float32(1.0) + np.tanh(inner)) * up, out)
 
 
 # ---------------------------------------------------------------------------------------------
