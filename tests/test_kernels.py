@@ -61,6 +61,28 @@ def test_layer_norm(shape):
                      ops.add_layer_norm(x, x[::-1].copy(), w, b, eps), f"add_layer_norm {shape} eps={eps}")
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rms_norm(shape):
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    w = (1 + 0.2 * rng.standard_normal(shape[-1])).astype(np.float32)
+    for eps in (1e-6, 1e-5):
+        assert_close(kernels.rms_norm(x, w, eps), ops.rms_norm(x, w, eps), f"rms_norm {shape} eps={eps}")
+    strided = x.reshape(-1, shape[-1])[:, ::2]
+    assert_close(kernels.rms_norm(strided, w[::2], 1e-6), ops.rms_norm(strided, w[::2], 1e-6), "rms_norm strided")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_swiglu(shape):
+    """The kernel's own exp against NumPy's: at large magnitudes too (exp(-|gate|) underflows to 0, never
+    overflows)."""
+    rng = np.random.default_rng(14)
+    gate = (rng.standard_normal(shape) * 4).astype(np.float32)
+    gate.flat[:5] = [-100.0, -30.0, 0.0, 30.0, 100.0][:gate.size]
+    up = rng.standard_normal(shape).astype(np.float32)
+    assert_close(kernels.swiglu(gate, up), ops.swiglu(gate, up), f"swiglu {shape}")
+
+
 def test_layer_norm_accepts_non_contiguous_input():
     x = np.random.default_rng(4).standard_normal((6, 40)).astype(np.float32)[:, ::2]
     w, b = np.ones(20, np.float32), np.zeros(20, np.float32)

@@ -61,6 +61,7 @@ def test_row_ops_split_by_rows_are_the_whole_op(ops, monkeypatch):
         "layer_norm": lambda o: o.layer_norm(x, w, b, 1e-5),
         "add_layer_norm": lambda o: o.add_layer_norm(x, residual, w, b, 1e-5),
         "add_layer_norm, one row": lambda o: o.add_layer_norm(x, residual[:1], w, b, 1e-12),
+        "rms_norm": lambda o: o.rms_norm(x, w, 1e-6),
         "gelu": lambda o: o.gelu(x),
         "geglu": lambda o: o.geglu(h),
         "swiglu": lambda o: o.swiglu(x, residual),

@@ -235,22 +235,20 @@ def skeleton(c: DecoderConfig, head: bool = True) -> DecoderParams:
 # The forward pass
 
 
-def rms_norm(p: RMSNorm, x, c: DecoderConfig):
-    """x / sqrt(mean(x^2) + eps) * weight over the last axis (Gemma: * (1 + weight), in float32); the mean of
-    squares in float64."""
-    x64 = x.astype(np.float64)
-    inv = 1.0 / np.sqrt((x64 * x64).mean(axis=-1, keepdims=True) + c.rms_norm_eps)   # [.., 1]
+def rms_norm(p: RMSNorm, x, c: DecoderConfig, ops):
+    """x / sqrt(mean(x^2) + eps) * weight over the last axis (Gemma: * (1 + weight), in float32): ops.rms_norm,
+    the mean of squares in float64."""
     weight = p.weight + np.float32(c.norm_offset) if c.norm_offset else p.weight       # [width]
-    return (x64 * inv).astype(np.float32) * weight                                     # [.., width]
+    return ops.rms_norm(x, weight, c.rms_norm_eps)                                     # [.., width]
 
 
-def head_norm(p: RMSNorm | None, x, heads: int, c: DecoderConfig):
+def head_norm(p: RMSNorm | None, x, heads: int, c: DecoderConfig, ops):
     """Qwen3's q_norm / k_norm: RMSNorm of each head's HD values, [n, heads * HD] -> the same; without
     (p None), x itself."""
     if p is None:
         return x
     n = len(x)
-    return rms_norm(p, x.reshape(n, heads, c.head_dim), c).reshape(n, heads * c.head_dim)
+    return rms_norm(p, x.reshape(n * heads, c.head_dim), c, ops).reshape(n, heads * c.head_dim)
 
 
 def attention(p: DecoderLayer, c: DecoderConfig, x, offsets, rotary, window, ops, last_only=False):
@@ -259,8 +257,8 @@ def attention(p: DecoderLayer, c: DecoderConfig, x, offsets, rotary, window, ops
     cos, sin = rotary                                              # [N, HD / 2] each
     last = offsets[1:] - 1
     h_q = x[last] if last_only else x                              # the queries' rows: [B or N, H]
-    q = head_norm(p.q_norm, linear(p.q, h_q, ops), NH, c)          # [B or N, NH * HD]
-    k = head_norm(p.k_norm, linear(p.k, x, ops), NKV, c)           # [N, NKV * HD]
+    q = head_norm(p.q_norm, linear(p.q, h_q, ops), NH, c, ops)     # [B or N, NH * HD]
+    k = head_norm(p.k_norm, linear(p.k, x, ops), NKV, c, ops)      # [N, NKV * HD]
     v = linear(p.v, x, ops)                                        # [N, NKV * HD]
     q = ops.apply_rotary(q, cos[last], sin[last], NH) if last_only else ops.apply_rotary(q, cos, sin, NH)
     k = ops.apply_rotary(k, cos, sin, NKV)
@@ -281,9 +279,9 @@ def mlp(p: DecoderLayer, c: DecoderConfig, x, ops):
 
 
 def decoder_layer(p: DecoderLayer, c: DecoderConfig, x, offsets, rotary, window, ops, last_only=False):
-    attended = attention(p, c, rms_norm(p.attn_norm, x, c), offsets, rotary, window, ops, last_only)  # [n, H]
+    attended = attention(p, c, rms_norm(p.attn_norm, x, c, ops), offsets, rotary, window, ops, last_only)  # [n, H]
     x = (x[offsets[1:] - 1] if last_only else x) + attended                                        # [n, H]
-    return x + mlp(p, c, rms_norm(p.mlp_norm, x, c), ops)                                          # [n, H]
+    return x + mlp(p, c, rms_norm(p.mlp_norm, x, c, ops), ops)                                          # [n, H]
 
 
 def decoder(params: DecoderParams, c: DecoderConfig, batch, ops, stages=None, last_only=False):
@@ -300,7 +298,7 @@ def decoder(params: DecoderParams, c: DecoderConfig, batch, ops, stages=None, la
     for i, (layer, window) in enumerate(zip(params.layers, c.attention_windows())):
         x = decoder_layer(layer, c, x, batch.offsets, rotary, window, ops, last_only_here and i == last)
         if i == last:
-            x = rms_norm(params.final_norm, x, c)
+            x = rms_norm(params.final_norm, x, c, ops)
         if stages is not None:
             stages[f"layer_{i}"] = x
     return x[batch.offsets[1:] - 1] if last_only and not last_only_here else x

@@ -29,6 +29,7 @@ class OpSet:
     linear: Callable          # (x [.., in], weight [out, in], bias [out] or None, out=None) -> x @ W.T + b, [.., out]
     layer_norm: Callable      # (x [.., H], weight [H], bias [H], eps, out=None) -> [.., H]
     add_layer_norm: Callable  # (x, residual, weight, bias, eps, out=None) -> LayerNorm(x + residual)
+    rms_norm: Callable        # (x [.., H], weight [H], eps, out=None) -> x / sqrt(mean(x^2) + eps) * weight
     gelu: Callable            # (x, out=None): exact erf GELU, elementwise
     linear_gelu: Callable     # (x, weight, bias, out=None) -> GELU(linear(x, weight, bias))
     relu: Callable            # max(x, 0), elementwise

@@ -28,10 +28,9 @@ import numpy as np
 # Shared with the reference, on purpose: matrix products stay with NumPy's BLAS (linear, and
 # attention's two products per block). A Numba attention that did the products in its own loops ran
 # at a quarter of BLAS's rate here (no FMA-blocked kernel without hand tiling), so attention is a loop
-# of BLAS products with this module's softmax between them. linear, relu, rotary_tables and the gates
-# of the decoders' feed-forwards (swiglu, gelu_tanh_gate):
-# ops whose NumPy version is already one vectorized pass, or runs once per batch, are the reference's
-# (the op set takes every op from this module by name).
+# of BLAS products with this module's softmax between them. linear, relu, rotary_tables, Gemma's
+# gate (gelu_tanh_gate) and `each`: ops whose NumPy version is already one vectorized pass, runs once
+# per batch, or is no arithmetic, are the reference's (the op set takes every op from this module by name).
 from minibert.ops import reference
 from minibert.ops.reference import (  # noqa: F401
     ERF_P,
@@ -42,7 +41,6 @@ from minibert.ops.reference import (  # noqa: F401
     linear,
     relu,
     rotary_tables,
-    swiglu,
 )
 
 _SQRT_HALF = np.float32(math.sqrt(0.5))
@@ -73,6 +71,20 @@ def _add_layer_norm_rows(x, residual, weight, bias, eps, out, add):
         for j in range(width):
             v = x[r, j] + residual[r, j] if add else x[r, j]
             out[r, j] = np.float32((v - mean) * inv_std) * weight[j] + bias[j]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def _rms_norm_rows(x, weight, eps, out):
+    # out = x / sqrt(mean(x^2) + eps) * weight, row by row (x, out: [R, H], contiguous); the sum of squares in
+    # float64 (reassoc: in vector lanes, as LayerNorm's), the scaled value rounded to float32 before the weight.
+    rows, width = x.shape
+    for r in range(rows):
+        squares = 0.0
+        for j in range(width):
+            squares += np.float64(x[r, j]) * x[r, j]
+        inv = 1.0 / math.sqrt(squares / width + eps)
+        for j in range(width):
+            out[r, j] = np.float32(x[r, j] * inv) * weight[j]
 
 
 @numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
@@ -121,6 +133,13 @@ def add_layer_norm(x, residual, weight, bias, eps, out=None):
     else:
         residual = _rows(np.broadcast_to(residual, x.shape))
         _add_layer_norm_rows(rows, residual, weight, bias, float(eps), out.reshape(rows.shape), True)
+    return out
+
+
+def rms_norm(x, weight, eps, out=None):
+    rows = _rows(x)
+    out = np.empty(x.shape, np.float32) if out is None else out   # given: contiguous, x's shape
+    _rms_norm_rows(rows, weight, float(eps), out.reshape(rows.shape))
     return out
 
 
@@ -197,19 +216,44 @@ _LN2_LO = np.float32(-2.12194440e-4)
 _INV_FACTORIAL = tuple(np.float32(1.0 / math.factorial(i)) for i in range(8))
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _exp_nonpositive(t):
+    # exp(t) for float32 t <= 0 (see above); in float32 lanes when inlined in a loop. Compiled with its caller's
+    # flags: fastmath "contract" alone lets LLVM fuse a multiply and an add into one FMA (one rounding instead of
+    # two: the polynomial is as accurate or more, and half the instructions); it may not reorder anything, so
+    # the Cody-Waite split stays exact.
+    c2, c3, c4, c5, c6, c7 = _INV_FACTORIAL[2:]
+    t = max(t, np.float32(-104.0))                       # -inf (a masked key) becomes -104
+    k = np.floor(t * _LOG2E + np.float32(0.5))
+    f = (t - k * _LN2_HI) - k * _LN2_LO
+    e_f = ((((((c7 * f + c6) * f + c5) * f + c4) * f + c3) * f + c2) * f + np.float32(1.0)) * f + np.float32(1.0)
+    two_k = np.int32((np.int32(max(k, np.float32(-127.0))) + 127) << 23).view(np.float32)   # 2^k; -127 gives 0.0
+    return e_f * two_k
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _exp_shifted(row, scale, top):
-    # row[j] = exp(row[j] * scale - top), in place, in float32 lanes (see above). fastmath "contract" alone: LLVM
-    # may fuse a multiply and an add into one FMA (one rounding instead of two: the polynomial is as accurate or
-    # more, and half the instructions); it may not reorder anything, so the Cody-Waite split stays exact.
-    c2, c3, c4, c5, c6, c7 = _INV_FACTORIAL[2:]
+    # row[j] = exp(row[j] * scale - top), in place, in float32 lanes (see above); top is the row's maximum.
     for j in range(row.shape[0]):
-        t = max(row[j] * scale - top, np.float32(-104.0))   # <= 0; -inf (a masked key) becomes -104
-        k = np.floor(t * _LOG2E + np.float32(0.5))
-        f = (t - k * _LN2_HI) - k * _LN2_LO
-        e_f = ((((((c7 * f + c6) * f + c5) * f + c4) * f + c3) * f + c2) * f + np.float32(1.0)) * f + np.float32(1.0)
-        two_k = np.int32((np.int32(max(k, np.float32(-127.0))) + 127) << 23).view(np.float32)   # 2^k; -127 gives 0.0
-        row[j] = e_f * two_k
+        row[j] = _exp_nonpositive(row[j] * scale - top)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _swiglu_flat(gate, up, out):
+    # out = SiLU(gate) * up = gate * sigmoid(gate) * up, as reference.swiglu: sigmoid from e = exp(-|gate|) (which
+    # cannot overflow), 1 / (1 + e) or e / (1 + e) by the sign, with this module's vectorized exp.
+    for j in range(gate.shape[0]):
+        g = gate[j]
+        e = _exp_nonpositive(-abs(g))
+        sigmoid = (np.float32(1.0) if g >= 0 else e) / (np.float32(1.0) + e)
+        out[j] = g * sigmoid * up[j]
+
+
+def swiglu(gate, up, out=None):
+    gate, up = np.ascontiguousarray(gate, dtype=np.float32), np.ascontiguousarray(up, dtype=np.float32)
+    out = np.empty_like(gate) if out is None else out
+    _swiglu_flat(gate.reshape(-1), up.reshape(-1), out.reshape(-1))
+    return out
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})

@@ -35,6 +35,15 @@ def layer_norm(x, weight, bias, eps, out=None):
     return into(normed * weight + bias, out)                           # float32
 
 
+def rms_norm(x, weight, eps, out=None):
+    """RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * weight (a decoder's norm; Gemma's arrives as
+    1 + weight). The mean of squares and the scaling in float64, rounded to float32 before the weight, as
+    transformers rounds to the input's dtype before it."""
+    x64 = x.astype(np.float64)
+    inv = 1.0 / np.sqrt((x64 * x64).mean(axis=-1, keepdims=True) + eps)   # [.., 1]
+    return into((x64 * inv).astype(np.float32) * weight, out)           # [.., width]
+
+
 def add_layer_norm(x, residual, weight, bias, eps, out=None):
     """LayerNorm(x + residual): the residual connection of a post-LN encoder layer."""
     return layer_norm(x + residual, weight, bias, eps, out)

@@ -10,7 +10,7 @@ throughout, and this op set splits the work itself, in parts that never write th
 
     linear, linear_gelu   the rows of x, `workers` contiguous parts, each its own product into its rows
                           of one output
-    layer_norm, add_layer_norm, gelu, geglu, swiglu, gelu_tanh_gate, apply_rotary
+    layer_norm, add_layer_norm, rms_norm, gelu, geglu, swiglu, gelu_tanh_gate, apply_rotary
                           the same, by rows (each row's numbers depend on that row alone)
     attention             the heads, in groups of whole key/value heads (or of query heads, when all share
                           one key/value head), each group the base op's attention on its own
@@ -18,8 +18,7 @@ throughout, and this op set splits the work itself, in parts that never write th
 
 Each part is the base op on a slice, so every number is the base op's: a row of a product does not depend
 on the other rows, nor a head of attention on the other heads (tests/test_shared.py checks it bit for bit).
-The rest (NumPy's own arithmetic in a family's code: the decoders' RMSNorm, residual sums) runs on the calling
-thread.
+The rest (NumPy's own arithmetic in a family's code: residual sums, a head's pooling) runs on the calling thread.
 """
 
 import dataclasses
@@ -63,6 +62,10 @@ def shared(ops: OpSet, workers: int) -> OpSet:
                                                                  bias, eps, out=into),
                            x, x.shape[-1], out, workers, elementwise=True)
 
+    def rms_norm(x, weight, eps, out=None):
+        return _split_rows(lambda a, b, into: ops.rms_norm(x[a:b], weight, eps, out=into), x, x.shape[-1], out,
+                           workers, elementwise=True)
+
     def gelu(x, out=None):
         return _split_rows(lambda a, b, into: ops.gelu(x[a:b], out=into), x, x.shape[-1], out, workers,
                            elementwise=True)
@@ -94,7 +97,7 @@ def shared(ops: OpSet, workers: int) -> OpSet:
         _run([(lambda part=items[w::workers]: ops.each(fn, part)) for w in range(min(workers, len(items)))], workers)
 
     split = {"linear": linear, "linear_gelu": linear_gelu, "layer_norm": layer_norm, "add_layer_norm": add_layer_norm,
-             "gelu": gelu, "geglu": geglu, "swiglu": swiglu, "gelu_tanh_gate": gelu_tanh_gate,
+             "rms_norm": rms_norm, "gelu": gelu, "geglu": geglu, "swiglu": swiglu, "gelu_tanh_gate": gelu_tanh_gate,
              "apply_rotary": apply_rotary, "attention": attention, "each": each}
     return dataclasses.replace(ops, name=f"{ops.name} x{workers} threads", **split)
 
