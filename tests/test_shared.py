@@ -81,9 +81,11 @@ def test_row_ops_split_by_rows_are_the_whole_op(ops, monkeypatch):
 @pytest.mark.parametrize("window, causal, kv_heads", [
     (None, False, None), (None, True, 2), (None, True, 1), (5, False, None), (200, True, None),
 ])
-def test_attention_split_by_heads_is_the_whole_attention(ops, window, causal, kv_heads):
+def test_attention_split_by_heads_is_the_whole_attention(ops, window, causal, kv_heads, monkeypatch):
     """Groups of whole key/value heads (or of query heads around a single key/value head), every mask, every
-    query set (all, first, last): bit for bit the base op's context."""
+    query set (all, first, last): bit for bit the base op's context. (These pairs are far below
+    MIN_PART_SCORES, under which attention is not split: lowered to split them.)"""
+    monkeypatch.setattr(shared_module, "MIN_PART_SCORES", 0)
     base = op_set(ops)
     rng = np.random.default_rng(12)
     lengths, NH, HD = [150, 1, 67], 4, 8
@@ -100,6 +102,15 @@ def test_attention_split_by_heads_is_the_whole_attention(ops, window, causal, kv
             for workers in (2, 3, 8):
                 got = shared(base, workers).attention(queries, k, v, offsets, NH, **mask, **which)
                 np.testing.assert_array_equal(got, whole, err_msg=f"workers={workers} {mask} {which}")
+
+
+def test_a_short_pairs_attention_is_not_split(monkeypatch):
+    parts = []
+    monkeypatch.setattr(shared_module, "_run", lambda work, workers: parts.append(len(work)))
+    rng = np.random.default_rng(3)
+    q = k = v = rng.standard_normal((100, 4 * 8), dtype=np.float32)
+    shared(op_set("numpy"), 2).attention(q, k, v, np.array([0, 100]), 4)   # 40,000 scores
+    assert parts == []
 
 
 def test_each_runs_every_item_once_on_the_threads_and_a_part_does_not_split_again():
@@ -124,6 +135,7 @@ def test_each_runs_every_item_once_on_the_threads_and_a_part_does_not_split_agai
 def test_one_pair_on_two_cores_is_the_pair_on_one(ops, model, monkeypatch):
     """A single pair is one pass shared between the cores (the runner's one stream): its score is the one-core
     score, bit for bit; the same pair in a batch too (every pass of a batch is serial, a core each)."""
+    monkeypatch.setattr(shared_module, "MIN_PART_SCORES", 0)   # tiny models: attention split all the same
     ce = CrossEncoder(GOLDENS / model, ops=ops)
     pair = [("what is the capital of france " * 6, "paris is the capital and largest city of france " * 12)]
     one = CrossEncoder(GOLDENS / model, ops=ops, threads=1).predict(pair)

@@ -106,7 +106,8 @@ def minibert_runner(raw, rng, threads):
 
     # the op set CrossEncoder runs one pair with (its default: the Numba kernels, shared between the cores) and
     # BLAS's threads meanwhile (one)
-    params, (ops, blas) = map_leaves(random_leaf, family_of(config).skeleton(config, True)), Runner(threads=threads).pass_ops(1)
+    params = map_leaves(random_leaf, family_of(config).skeleton(config, True))
+    ops, blas = Runner(threads=threads).pass_ops(1)
     return lambda ids: forward(params, config, Batch.pack([(ids, np.zeros(len(ids), np.int64))]), ops), ops.name, blas
 
 

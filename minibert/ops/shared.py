@@ -32,6 +32,11 @@ from minibert.ops import OpSet
 
 MIN_PART_ROWS = 32            # rows of a product per part at least: a smaller one is not worth a thread's hand-off
 MIN_PART_ELEMENTS = 1 << 16   # elements of an elementwise op's part (LayerNorm, GELU, ...) at least, likewise
+# Attention's scores per part at least (a pair of about 360 tokens at 16 heads, in two parts). Its parts run Python
+# between their kernels, and two threads that both want the GIL hand it over every 5 ms (sys.getswitchinterval):
+# split finer, a short pair's attention waited on that more than it computed (MiniLM, one pair of 25 tokens:
+# 8.0 ms a score on one core, 13.8 ms with its attention split).
+MIN_PART_SCORES = 1 << 20
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -130,7 +135,8 @@ def _split_heads(attention, q, k, v, offsets, NH, NKV, workers, **mask):
     else:         # one key/value head: groups of query heads against it, two at least (one query head's
         # product with a single query row is a matrix-vector product, which BLAS sums in another order)
         groups = [(a, b, 0, 1) for a, b in ranges(NH, min(workers, NH // 2))]
-    if len(groups) < 2 or getattr(_inside, "part", False):
+    scores = len(q) * len(k) * NH   # a pair's, at most (the shared pass is one pair)
+    if len(groups) < 2 or scores < 2 * MIN_PART_SCORES or getattr(_inside, "part", False):
         return attention(q, k, v, offsets, NH, kv_heads=NKV, **mask)
     context = np.empty((len(q), NH * HD), np.float32)
 
