@@ -3,6 +3,7 @@ bit (a row of a product does not depend on the rows beside it, nor a head of att
 for both op sets; and a single pair scored on two cores is the pair scored on one."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from minibert.ops import shared as shared_module
 from minibert.ops.shared import MIN_PART_ELEMENTS, MIN_PART_ROWS, ranges, shared
 from minibert.runtime.runner import Runner
 
-GOLDENS = __import__("pathlib").Path(__file__).parent / "fixtures" / "goldens"
+GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 
 
 def test_ranges_cover_every_row_once():
