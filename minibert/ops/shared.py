@@ -49,47 +49,20 @@ def shared(ops: OpSet, workers: int) -> OpSet:
     if workers == 1:
         return ops
 
-    def linear(x, weight, bias=None, out=None):
-        return _split_rows(lambda a, b, into: ops.linear(x[a:b], weight, bias, out=into), x, len(weight), out,
-                           workers)
+    def by_rows(name, aligned=1, width=lambda x, *rest: x.shape[-1], elementwise=True):
+        """ops.<name> split by rows (_split_rows): its first `aligned` arguments are cut alike where they are
+        [N, .] (a one-row residual, or None, is passed whole); width(*args): the output's columns."""
+        op = getattr(ops, name)
 
-    def linear_gelu(x, weight, bias, out=None):
-        return _split_rows(lambda a, b, into: ops.linear_gelu(x[a:b], weight, bias, out=into), x, len(weight), out,
-                           workers)
+        def split(*args, out=None):
+            x = args[0]
 
-    def layer_norm(x, weight, bias, eps, out=None):
-        return _split_rows(lambda a, b, into: ops.layer_norm(x[a:b], weight, bias, eps, out=into), x, x.shape[-1],
-                           out, workers, elementwise=True)
-
-    def add_layer_norm(x, residual, weight, bias, eps, out=None):
-        rows = residual is not None and residual.shape == x.shape   # else one row for all, or none
-        return _split_rows(lambda a, b, into: ops.add_layer_norm(x[a:b], residual[a:b] if rows else residual, weight,
-                                                                 bias, eps, out=into),
-                           x, x.shape[-1], out, workers, elementwise=True)
-
-    def rms_norm(x, weight, eps, out=None):
-        return _split_rows(lambda a, b, into: ops.rms_norm(x[a:b], weight, eps, out=into), x, x.shape[-1], out,
-                           workers, elementwise=True)
-
-    def gelu(x, out=None):
-        return _split_rows(lambda a, b, into: ops.gelu(x[a:b], out=into), x, x.shape[-1], out, workers,
-                           elementwise=True)
-
-    def geglu(h, out=None):
-        return _split_rows(lambda a, b, into: ops.geglu(h[a:b], out=into), h, h.shape[-1] // 2, out, workers,
-                           elementwise=True)
-
-    def swiglu(gate, up, out=None):
-        return _split_rows(lambda a, b, into: ops.swiglu(gate[a:b], up[a:b], out=into), gate, gate.shape[-1], out,
-                           workers, elementwise=True)
-
-    def gelu_tanh_gate(gate, up, out=None):
-        return _split_rows(lambda a, b, into: ops.gelu_tanh_gate(gate[a:b], up[a:b], out=into), gate, gate.shape[-1],
-                           out, workers, elementwise=True)
-
-    def apply_rotary(x, cos, sin, num_heads, out=None):
-        return _split_rows(lambda a, b, into: ops.apply_rotary(x[a:b], cos[a:b], sin[a:b], num_heads, out=into),
-                           x, x.shape[-1], out, workers, elementwise=True)
+            def call(a, b, into):
+                cut = [arg[a:b] if i < aligned and arg is not None and arg.ndim == 2 and len(arg) == len(x) else arg
+                       for i, arg in enumerate(args)]
+                return op(*cut, out=into)
+            return _split_rows(call, x, width(*args), out, workers, elementwise)
+        return split
 
     def attention(q, k, v, offsets, num_heads, window=None, first_only=False, *, kv_heads=None, **mask):
         return _split_heads(ops.attention, q, k, v, offsets, num_heads, kv_heads or num_heads, workers,
@@ -101,9 +74,13 @@ def shared(ops: OpSet, workers: int) -> OpSet:
             return ops.each(fn, items)
         _run([(lambda part=items[w::workers]: ops.each(fn, part)) for w in range(min(workers, len(items)))], workers)
 
-    split = {"linear": linear, "linear_gelu": linear_gelu, "layer_norm": layer_norm, "add_layer_norm": add_layer_norm,
-             "rms_norm": rms_norm, "gelu": gelu, "geglu": geglu, "swiglu": swiglu, "gelu_tanh_gate": gelu_tanh_gate,
-             "apply_rotary": apply_rotary, "attention": attention, "each": each}
+    products = {"width": lambda x, weight, *rest: len(weight), "elementwise": False}
+    split = {"linear": by_rows("linear", **products), "linear_gelu": by_rows("linear_gelu", **products),
+             "layer_norm": by_rows("layer_norm"), "add_layer_norm": by_rows("add_layer_norm", aligned=2),
+             "rms_norm": by_rows("rms_norm"), "gelu": by_rows("gelu"),
+             "geglu": by_rows("geglu", width=lambda h: h.shape[-1] // 2), "swiglu": by_rows("swiglu", aligned=2),
+             "gelu_tanh_gate": by_rows("gelu_tanh_gate", aligned=2), "apply_rotary": by_rows("apply_rotary", aligned=3),
+             "attention": attention, "each": each}
     return dataclasses.replace(ops, name=f"{ops.name} x{workers} threads", **split)
 
 
