@@ -280,8 +280,8 @@ def mlp(p: DecoderLayer, c: DecoderConfig, x, ops):
 
 def decoder_layer(p: DecoderLayer, c: DecoderConfig, x, offsets, rotary, window, ops, last_only=False):
     attended = attention(p, c, rms_norm(p.attn_norm, x, c, ops), offsets, rotary, window, ops, last_only)  # [n, H]
-    x = (x[offsets[1:] - 1] if last_only else x) + attended                                        # [n, H]
-    return x + mlp(p, c, rms_norm(p.mlp_norm, x, c, ops), ops)                                          # [n, H]
+    x = (x[offsets[1:] - 1] if last_only else x) + attended                                             # [n, H]
+    return x + mlp(p, c, rms_norm(p.mlp_norm, x, c, ops), ops)                                      # [n, H]
 
 
 def decoder(params: DecoderParams, c: DecoderConfig, batch, ops, stages=None, last_only=False):
