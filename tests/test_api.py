@@ -19,7 +19,7 @@ from minibert import (
     ModelFormatError,
     UnsafeCheckpointError,
 )
-from minibert.runtime.runner import limit_threads
+from minibert.runtime.runner import blas_libraries, limit_threads
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 PAIRS = [
@@ -203,16 +203,18 @@ def test_runtime_never_imports_torch():
 
 def test_threads_option_gives_the_same_scores_and_restores_settings(ce):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    def blas():  # {library: threads}; a first Numba compile may load another BLAS (scipy's) on the way
+    def blas():  # {library: threads}; importing Numba may load another BLAS (scipy's), which minibert never calls
         return {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
 
     before = blas()
     one = CrossEncoder(GOLDENS / "tiny-l1", threads=1)
     # other batch cuts (one stream or two) round the matrix products differently: float32 rounding only
     np.testing.assert_allclose(one.predict(PAIRS), ce.predict(PAIRS), atol=1e-6, rtol=1e-5)
+    controlled = {lib.filepath for lib in blas_libraries().lib_controllers}   # found once, NumPy's among them
+    assert controlled
     with limit_threads(1):
         inside = blas()
-    assert all(n == 1 for n in inside.values())
+    assert all(inside[lib] == 1 for lib in controlled)
     after = blas()
     assert {lib: after[lib] for lib in before} == before
 
@@ -232,7 +234,7 @@ def test_streams_run_at_once_in_order_with_blas_at_one_thread(monkeypatch):
     real = cross_encoder.forward
 
     def watched(*args, **kwargs):
-        blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        blas = {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
         seen.append((threading.current_thread().name, blas))
         if len(seen) <= 3:
             barrier.wait()
@@ -242,7 +244,8 @@ def test_streams_run_at_once_in_order_with_blas_at_one_thread(monkeypatch):
     got = ce.predict(pairs, batch_size=4)
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-5)   # other batch cuts: float32 rounding only
     assert len(seen) == 20 and len({name for name, _ in seen}) == 3   # passes of ceil(4 / 3) = 2 pairs
-    assert all(n == 1 for _, blas in seen for n in blas)
+    controlled = {lib.filepath for lib in blas_libraries().lib_controllers}   # NumPy's BLAS among them
+    assert controlled and all(blas[lib] == 1 for _, blas in seen for lib in controlled)
 
     def broken(*args, **kwargs):
         raise InputError("planted in a stream")

@@ -12,6 +12,7 @@ and a character budget), never by timing, so the same input always gives the sam
 """
 
 import contextlib
+import functools
 import math
 import sys
 from collections import deque
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from minibert.errors import ConfigError, InputError
 from minibert.models.batch import Batch
@@ -198,9 +199,17 @@ def stream_count(threads: int | None, n_items: int) -> int:
     return max(1, min(threads or blas_threads(), n_items))
 
 
+@functools.cache
+def blas_libraries():
+    """The BLAS libraries loaded when minibert first runs (NumPy's among them: numpy is imported before any of
+    minibert), found once: finding them scans every loaded library (0.3 ms, a tenth of a short pair's score),
+    while reading or setting their threads is a call into each (microseconds)."""
+    return ThreadpoolController().select(user_api="blas")
+
+
 def blas_threads() -> int:
     """The threads BLAS would use now (its own setting: OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, the cores)."""
-    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1)
+    return max((lib.num_threads for lib in blas_libraries().lib_controllers), default=1)
 
 
 @contextlib.contextmanager
@@ -210,7 +219,7 @@ def limit_threads(n: int | None):
     if n is None:
         yield
         return
-    with threadpool_limits(limits=n, user_api="blas"):
+    with blas_libraries().limit(limits=n):
         yield
 
 
