@@ -202,8 +202,8 @@ def stream_count(threads: int | None, n_items: int) -> int:
 @functools.cache
 def blas_libraries():
     """The BLAS libraries loaded when minibert first runs (NumPy's among them: numpy is imported before any of
-    minibert), found once: finding them scans every loaded library (0.3 ms, a tenth of a short pair's score),
-    while reading or setting their threads is a call into each (microseconds)."""
+    minibert), found once: finding them scans every loaded library (0.3 ms; a predict asked three times, 6% of
+    a short pair's score), while reading or setting their threads is a call into each (microseconds)."""
     return ThreadpoolController().select(user_api="blas")
 
 
