@@ -128,6 +128,22 @@ def test_softmax_keeps_nan_and_masked_keys_as_numpy_does():
     assert got[2, 0] == 0.0 and got[4, 0] == 0.0 and got[4, 2] == 0.0   # weight exactly 0, as exp underflows
 
 
+def test_softmax_row_maximum_is_numpys_on_every_sign_and_length():
+    """The softmax's maximum, taken over integers ordered as the floats (kernels._row_max), is np.max's: negative
+    rows, -0 beside +0, infinities, every length from 1 (the vectorized loop and its tail); a NaN makes the row
+    NaN whichever its sign bit."""
+    rng = np.random.default_rng(3)
+    for n in range(1, 70):
+        for row in (rng.standard_normal(n) * 30, -np.abs(rng.standard_normal(n)) - 1, rng.standard_normal(n) * 1e-40):
+            row = row.astype(np.float32)
+            assert kernels._row_max(row) == np.max(row), row
+    for row in ([-0.0, -0.0], [-np.inf, -3], [np.inf, 1], [-np.inf, -np.inf], [2, -np.inf, 1]):
+        assert kernels._row_max(np.array(row, np.float32)) == max(row), row
+    for nan in (np.float32(np.nan), -np.float32(np.nan)):
+        row = np.array([1, nan, 2], np.float32)
+        assert np.isnan(kernels.softmax(row[None])).all()
+
+
 @pytest.mark.parametrize("lengths, num_heads, head_dim", [
     ([1], 1, 1), ([1, 7, 2], 3, 5), ([13, 1, 40, 3], 4, 8), ([64, 65], 12, 32),
 ])
