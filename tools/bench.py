@@ -480,6 +480,28 @@ def profile(model_dir, threads, workload_name):
                       "| op | seconds (summed over streams) |", "|---|---|", *rows])
 
 
+def alternate(runners, rounds, run, say):
+    """Rounds alternating the runners (A B C A B C ...), so that a slow moment of the machine hits them all
+    alike: {runner: [run(runner) of each round]}, with a line `say(result)` printed after each run."""
+    results = {runner: [] for runner in runners}
+    for round_ in range(rounds):
+        for runner in runners:
+            results[runner].append(run(runner))
+            print(f"  round {round_ + 1} {runner}: {say(results[runner][-1])}", flush=True)
+    return results
+
+
+def agreement(results, runner, reference, group):
+    """The parity column: max |score - the reference runner's| and whether each run of `group` consecutive pairs
+    (one query's passages) ranks alike; "-" for the reference itself or without it."""
+    if reference not in results or runner == reference:
+        return "-"
+    scores, ref = np.array(results[runner][0]["scores"]), np.array(results[reference][0]["scores"])
+    same = all(np.array_equal(np.argsort(-scores[i:i + group], kind="stable"), np.argsort(-ref[i:i + group], kind="stable"))
+               for i in range(0, len(scores), group))
+    return f"{np.abs(scores - ref).max():.1e}, rankings {'identical' if same else 'DIFFER'}"
+
+
 def bench_workload(name, runners, model_dir, args, gflops):
     """One workload: rounds alternating the runners, then the table (Markdown lines)."""
     config = json.loads((model_dir / "config.json").read_text())
@@ -490,26 +512,12 @@ def bench_workload(name, runners, model_dir, args, gflops):
     flops = useful_flops(lengths, config)
     print(f"{name} workload: {len(pairs)} pairs, {sum(lengths)} tokens (mean {np.mean(lengths):.1f}, "
           f"range {min(lengths)}-{max(lengths)}), {flops / 1e9:.0f} GFLOP useful", flush=True)
-    results = {r: [] for r in runners}
-    for round_ in range(args.rounds):
-        for runner in runners:
-            result = spawn(runner, model_dir, args.threads, workload_name=name)
-            results[runner].append(result)
-            print(f"  round {round_ + 1} {runner}: {len(pairs) / result['seconds']:.1f} pairs/s", flush=True)
-
-    reference = results.get("sentence-transformers")
-    ref_scores = np.array(reference[0]["scores"]) if reference else None
+    results = alternate(runners, args.rounds, lambda runner: spawn(runner, model_dir, args.threads, workload_name=name),
+                        lambda result: f"{len(pairs) / result['seconds']:.1f} pairs/s")
     speed = {r: len(pairs) / statistics.median(x["seconds"] for x in results[r]) for r in runners}
     rows = []
     for runner in runners:
-        scores = np.array(results[runner][0]["scores"])
-        parity = "-"
-        if ref_scores is not None and runner != "sentence-transformers":
-            per_query = len(pairs) // len(QUERIES)
-            same = all((np.argsort(-scores[i:i + per_query], kind="stable")
-                        == np.argsort(-ref_scores[i:i + per_query], kind="stable")).all()
-                       for i in range(0, len(pairs), per_query))
-            parity = f"{np.abs(scores - ref_scores).max():.1e}, rankings {'identical' if same else 'DIFFER'}"
+        parity = agreement(results, runner, "sentence-transformers", len(pairs) // len(QUERIES))
         versus = " / ".join(f"{speed[runner] / speed[peer]:.2f}x {peer}" for peer in runners
                             if peer != runner and not peer.startswith("minibert"))
         rows.append([runner, f"{speed[runner]:.1f}", versus or "-", f"{speed[runner] * np.mean(lengths):,.0f}",

@@ -205,22 +205,13 @@ def main():
         flops = useful_flops(lengths, config)
         print(f"{name}: {len(pairs)} pairs, {sum(lengths)} tokens (mean {np.mean(lengths):.0f}, range "
               f"{min(lengths)}-{max(lengths)}), {flops / 1e9:.0f} GFLOP", flush=True)
-        results = {r: [] for r in runners}
-        for round_ in range(args.rounds):
-            for runner in runners:
-                results[runner].append(spawn(runner, args, name))
-                r = results[runner][-1]
-                print(f"  round {round_ + 1} {runner}: {r['seconds']:.1f} s, {len(pairs) / r['seconds']:.2f} pairs/s, "
-                      f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        results = bench.alternate(runners, args.rounds, lambda runner, name=name: spawn(runner, args, name),
+                                  lambda r, n=len(pairs): f"{r['seconds']:.1f} s, {n / r['seconds']:.2f} pairs/s, "
+                                                          f"peak RSS {r['peak_rss_mib']:.0f} MiB")
         seconds = {r: statistics.median(x["seconds"] for x in results[r]) for r in runners}
-        ref = np.array(results["st-fp32"][0]["scores"]) if "st-fp32" in results else None
         rows = []
         for runner in runners:
-            scores = np.array(results[runner][0]["scores"])
-            parity = "-"
-            if ref is not None and runner != "st-fp32":
-                same = np.array_equal(np.argsort(-scores, kind="stable"), np.argsort(-ref, kind="stable"))
-                parity = f"{np.abs(scores - ref).max():.1e}, ranking {'identical' if same else 'differs'}"
+            parity = bench.agreement(results, runner, "st-fp32", len(pairs))   # one query: one ranking
             versus = " / ".join(f"{seconds[peer] / seconds[runner]:.2f}x {peer}" for peer in runners if peer != runner)
             rss = max(x["peak_rss_mib"] for x in results[runner])
             rows.append(f"| {runner} | {seconds[runner]:.1f} | {len(pairs) / seconds[runner]:.2f} | {versus} | "
