@@ -49,6 +49,22 @@ def test_layer_norm_matches_float64_definition():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 3), (7, 5000), (3, 11, 761), (2, 40000), (5,), (0, 4)])
+def test_row_ops_in_blocks_give_the_whole_arrays_numbers(shape):
+    """GELU, LayerNorm and RMSNorm work a block of about BLOCK_ELEMENTS at a time (rows of up to 40,000, many
+    rows a block, blocks ending mid-array): bit for bit the numbers of the op on the whole array, into `out` too."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    w, b = (rng.standard_normal(shape[-1]).astype(np.float32) for _ in range(2))
+    for blocked, whole in ((ops.gelu(x), ops._gelu(x)), (ops.layer_norm(x, w, b, 1e-5), ops._layer_norm(x, w, b, 1e-5)),
+                           (ops.rms_norm(x, w, 1e-6), ops._rms_norm(x, w, 1e-6))):
+        assert blocked.dtype == np.float32 and blocked.shape == x.shape
+        np.testing.assert_array_equal(blocked, whole)
+    out = np.full(shape, np.nan, np.float32)
+    assert ops.gelu(x, out=out) is out
+    np.testing.assert_array_equal(out, ops._gelu(x))
+
+
 def test_layer_norm_eps_is_used():
     x = np.array([[0.0, 1e-3]], np.float32)
     w, b = np.ones(2, np.float32), np.zeros(2, np.float32)
