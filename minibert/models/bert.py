@@ -172,10 +172,10 @@ def self_attention(p: EncoderLayer, c, x, offsets, ops, first_only=False):
 def encoder_layer(p: EncoderLayer, c, x, offsets, ops, first_only=False):
     """[N, H] -> [N, H]; with first_only, the output at each pair's first token only, [B, H]."""
     # Post-LN: each sublayer's output is added to its input, then normalized.
-    attended = self_attention(p, c, x, offsets, ops, first_only)           # [N or B, H]
-    if first_only:
-        x = x[offsets[:-1]]                                                 # the residual: [B, H]
-    x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
+    # The attention's output is a temporary, not held through the feed-forward's [N, I].
+    residual = x[offsets[:-1]] if first_only else x                        # [N or B, H]
+    x = ops.add_layer_norm(self_attention(p, c, x, offsets, ops, first_only), residual,
+                           p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)   # [N or B, H]
     h = linear(p.ffn_in, x, ops, gelu=True)                               # [., H] -> [., I]
     h = linear(p.ffn_out, h, ops)                                         # [., I] -> [., H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, c.layer_norm_eps)

@@ -419,11 +419,10 @@ def attention_probabilities(params: DebertaV2Params, c: DebertaV2Config, layer: 
 
 def encoder_layer(p: EncoderLayer, c: DebertaV2Config, x, rel, batch, ops, first_only=False):
     # Post-LN, as BERT's layer; only the attention scores differ. first_only: [B, H] out, as bert's.
-    context = disentangled_attention(p, c, x, rel, batch, ops, first_only)           # [N or B, H]
-    attended = linear(p.attn_out, context, ops)                                    # [N or B, H]
-    if first_only:
-        x = x[batch.first_tokens]                                                    # the residual: [B, H]
-    x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
+    # The attention's output is a temporary, not held through the feed-forward's [N, I].
+    residual = x[batch.first_tokens] if first_only else x                           # [N or B, H]
+    x = ops.add_layer_norm(linear(p.attn_out, disentangled_attention(p, c, x, rel, batch, ops, first_only), ops),
+                           residual, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)   # [N or B, H]
     h = linear(p.ffn_in, x, ops, gelu=True)                                        # [N, H] -> [N, I]
     h = linear(p.ffn_out, h, ops)                                                  # [N, I] -> [N, H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, c.layer_norm_eps)

@@ -163,10 +163,9 @@ def feed_forward_in(p: Linear, c: DistilBertConfig, x, ops):
 
 def encoder_layer(p: bert.EncoderLayer, c: DistilBertConfig, x, offsets, ops, first_only=False):
     # BERT's post-LN layer (bert.encoder_layer), with the config's activation and eps 1e-12.
-    attended = bert.self_attention(p, c, x, offsets, ops, first_only)       # [N or B, H]
-    if first_only:
-        x = x[offsets[:-1]]                                                 # the residual: [B, H]
-    x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, LAYER_NORM_EPS)
+    residual = x[offsets[:-1]] if first_only else x                        # [N or B, H]
+    x = ops.add_layer_norm(bert.self_attention(p, c, x, offsets, ops, first_only), residual,
+                           p.attn_norm.weight, p.attn_norm.bias, LAYER_NORM_EPS)   # [N or B, H]
     h = feed_forward_in(p.ffn_in, c, x, ops)                                # [N, H] -> [N, I]
     h = linear(p.ffn_out, h, ops)                                         # [N, I] -> [N, H]
     return ops.add_layer_norm(h, x, p.ffn_norm.weight, p.ffn_norm.bias, LAYER_NORM_EPS)

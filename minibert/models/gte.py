@@ -252,10 +252,10 @@ def gated_mlp(p: EncoderLayer, c: GteConfig, x, ops):
 def encoder_layer(p: EncoderLayer, c: GteConfig, x, offsets, rotary, ops, first_only=False):
     """[N, H] -> [N, H]; with first_only, the output at each pair's first token only, [B, H]."""
     # Post-LN, as BERT: each sublayer's output is added to its input, then normalized.
-    attended = attention(p, c, x, offsets, rotary, ops, first_only)        # [N or B, H]
-    if first_only:
-        x = x[offsets[:-1]]                                                 # the residual: [B, H]
-    x = ops.add_layer_norm(attended, x, p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)
+    # The attention's output is a temporary, not held through the feed-forward's [N, I].
+    residual = x[offsets[:-1]] if first_only else x                        # [N or B, H]
+    x = ops.add_layer_norm(attention(p, c, x, offsets, rotary, ops, first_only), residual,
+                           p.attn_norm.weight, p.attn_norm.bias, c.layer_norm_eps)   # [N or B, H]
     h = gated_mlp(p, c, x, ops)                                             # [N or B, H]
     return ops.add_layer_norm(h, x, p.mlp_norm.weight, p.mlp_norm.bias, c.layer_norm_eps)
 
