@@ -72,6 +72,14 @@ def process_env() -> dict:
     return env
 
 
+def default_sigint():
+    """preexec_fn of a process a test sends Ctrl-C (SIGINT): the default action, so that Python turns it into
+    KeyboardInterrupt even when the test run itself was started with SIGINT ignored (a background job of a
+    non-interactive shell is), which a child inherits and Python then leaves ignored."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_process(argv, stdin: bytes = b""):
     """`python -m minibert argv` as a subprocess -> CompletedProcess (bytes)."""
     return subprocess.run([sys.executable, "-m", "minibert", *map(str, argv)], input=stdin,
@@ -825,7 +833,7 @@ def test_process_score_output_arrives_before_the_input_ends(model_l1, end):
     from minibert.runtime.runner import WINDOW_ITEMS
     proc = subprocess.Popen([sys.executable, "-m", "minibert", "score", "-m", str(model_l1)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=process_env(), cwd=REPO)
+                            env=process_env(), cwd=REPO, preexec_fn=default_sigint)
     try:
         proc.stdin.write(b"".join(f"query {i}\tpassage {i}\n".encode() for i in range(WINDOW_ITEMS + 5)))
         proc.stdin.flush()
@@ -854,7 +862,8 @@ def test_process_ctrl_c_ends_quietly_between_lines(model_l1, tmp_path, delay):
     import time
     path = write_lines(tmp_path / "pairs.tsv", [f"query {i}\t" + "passage words " * 20 for i in range(20_000)])
     proc = subprocess.Popen([sys.executable, "-m", "minibert", "score", "-m", str(model_l1), str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=process_env(), cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=process_env(), cwd=REPO,
+                            preexec_fn=default_sigint)
     try:
         assert read_available_lines(proc.stdout, 1, timeout=120)   # whole lines: it is streaming now
         time.sleep(delay)
