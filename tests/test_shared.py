@@ -14,7 +14,8 @@ from minibert import CrossEncoder
 from minibert.ops import op_set
 from minibert.ops import shared as shared_module
 from minibert.ops.shared import MIN_PART_ELEMENTS, MIN_PART_ROWS, ranges, shared
-from minibert.runtime.runner import Runner, blas_libraries
+from minibert.runtime import runner as runner_module
+from minibert.runtime.runner import SHARED_MIN_TOKENS, Runner, blas_libraries
 
 GOLDENS = Path(__file__).parent / "fixtures" / "goldens"
 
@@ -137,6 +138,7 @@ def test_one_pair_on_two_cores_is_the_pair_on_one(ops, model, monkeypatch):
     """A single pair is one pass shared between the cores (the runner's one stream): its score is the one-core
     score, bit for bit; the same pair in a batch too (every pass of a batch is serial, a core each)."""
     monkeypatch.setattr(shared_module, "MIN_PART_SCORES", 0)   # tiny models: attention split all the same
+    monkeypatch.setattr(runner_module, "SHARED_MIN_TOKENS", 1)   # and a short pair's pass shared
     ce = CrossEncoder(GOLDENS / model, ops=ops)
     pair = [("what is the capital of france " * 6, "paris is the capital and largest city of france " * 12)]
     one = CrossEncoder(GOLDENS / model, ops=ops, threads=1).predict(pair)
@@ -150,15 +152,25 @@ def test_one_pair_on_two_cores_is_the_pair_on_one(ops, model, monkeypatch):
     np.testing.assert_array_equal(batch[:1], one)
 
 
-def test_a_single_pass_keeps_blas_at_one_thread_and_shares_its_ops():
+def test_a_single_long_pass_keeps_blas_at_one_thread_and_shares_its_ops():
+    """One input from SHARED_MIN_TOKENS tokens: the shared op set, BLAS at one thread; a shorter one: the runner's
+    op set, BLAS at `threads` (2); several inputs: streams, each with BLAS at one thread. Afterwards BLAS is as
+    it was."""
     runner = Runner("numpy", threads=2)
     seen = []
 
     def work(batch, ops):
         seen.append((ops.name, [lib.num_threads for lib in blas_libraries().lib_controllers]))   # NumPy's among them
 
-    list(runner.run([1], lambda items, first: [(np.arange(3), np.zeros(3, np.int64)) for _ in items], work, 8))
-    list(runner.run([1, 2, 3], lambda items, first: [(np.arange(3), np.zeros(3, np.int64)) for _ in items], work, 1))
-    (one, blas_one), *streams = seen
-    assert one == "numpy x2 threads" and set(blas_one) == {1}
-    assert all(name == "numpy" and set(blas) == {1} for name, blas in streams)
+    def encode(n):
+        return lambda items, first: [(np.arange(n), np.zeros(n, np.int64)) for _ in items]
+
+    before = [lib.num_threads for lib in blas_libraries().lib_controllers]
+    list(runner.run([1], encode(SHARED_MIN_TOKENS), work, 8))
+    list(runner.run([1], encode(SHARED_MIN_TOKENS - 1), work, 8))
+    list(runner.run([1, 2, 3], encode(3), work, 1))
+    (long, blas_long), (short, blas_short), *streams = seen
+    assert long == "numpy x2 threads" and set(blas_long) == {1}
+    assert short == "numpy" and set(blas_short) == {2}
+    assert len(streams) == 3 and all(name == "numpy" and set(blas) == {1} for name, blas in streams)
+    assert [lib.num_threads for lib in blas_libraries().lib_controllers] == before

@@ -31,6 +31,11 @@ DEFAULT_MAX_BATCH_TOKENS = 16384  # tokens per forward pass: about 100 MB of act
 TOKENIZE_CHUNK = 1024             # sequences tokenized at a time, so memory stays bounded on long inputs
 WINDOW_ITEMS = TOKENIZE_CHUNK     # inputs a streaming method reads ahead: a window of <= this many...
 WINDOW_CHARS = 1 << 24            # ...holding <= 16M characters (or a single longer input)
+# A single pass (one input) of fewer tokens runs with BLAS's own threads, not shared between the cores by
+# minibert (ops/shared.py): on a 2-core VM, one pair of 39-209 tokens scored 1.1-1.7x sooner with BLAS at 2
+# threads (MiniLM), of 256 1.2x (XLM-R large and ModernBERT base shapes); from about 512 the shared pass was
+# as fast or faster (1.07-1.1x at 512, XLM-R large).
+SHARED_MIN_TOKENS = 512
 
 
 def windows(items, size, max_items=None, max_chars=None):
@@ -151,8 +156,9 @@ class Runner:
     threads: the cores to score on. The passes run in that many streams at once, each whole forward
     passes with BLAS at one thread: that keeps both cores busier than one pass whose every small matrix
     product is split across them (and no stream waits on another's elementwise work). A single input
-    is one pass on every core: BLAS still at one thread, its products' rows and attention's heads split
-    between `threads` threads (minibert/ops/shared.py). None: as many as BLAS's own setting.
+    is one pass on every core: from SHARED_MIN_TOKENS tokens BLAS still at one thread, its products' rows
+    and attention's heads split between `threads` threads (minibert/ops/shared.py); a shorter one with
+    BLAS at `threads`. None: as many as BLAS's own setting.
     max_batch_tokens: at most this many tokens in one forward pass; the streams share it and the batch
     size (forward_batches), so the passes held at once are bounded as one pass would be.
     """
@@ -174,21 +180,36 @@ class Runner:
         counts = np.bincount(where, minlength=len(items)) if where is not None else None   # [len(items)]
         streams = stream_count(self.threads, len(items))
         passes = forward_batches(items, encode, batch_size, self.max_batch_tokens, streams)
-        ops, blas = self.pass_ops(streams)
-        with limit_threads(blas):
-            for (start, end, _), result in run_streams(passes, lambda job: work(job[2], ops), streams):
-                yield start, end, result
-                if progress is not None:
-                    progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
+        for start, end, result in self._run_passes(passes, work, streams):
+            yield start, end, result
+            if progress is not None:
+                progress.update(int(counts[start:end].sum()) if counts is not None else end - start)
 
-    def pass_ops(self, streams: int) -> tuple[OpSet, int | None]:
-        """The op set of each pass and BLAS's threads meanwhile. Several streams: the runner's op set, BLAS at
-        one thread (a core each). One stream on several cores: the op set shared between them (ops/shared.py),
-        BLAS at one thread still. One stream on one core: the runner's op set, BLAS at `threads`."""
+    def _run_passes(self, passes, work, streams: int):
+        """(start, end, work(batch, ops)) for each pass. Streams share one setting of BLAS's threads (it is the
+        process's), made once; one stream sets it for each pass, which may be short or long."""
+        if streams > 1:
+            ops, blas = self.pass_ops(streams)
+            with limit_threads(blas):
+                for (start, end, _), result in run_streams(passes, lambda job: work(job[2], ops), streams):
+                    yield start, end, result
+            return
+        for start, end, batch in passes:
+            ops, blas = self.pass_ops(1, len(batch.input_ids))
+            with limit_threads(blas):
+                result = work(batch, ops)
+            yield start, end, result
+
+    def pass_ops(self, streams: int, tokens: int | None = None) -> tuple[OpSet, int | None]:
+        """The op set of a pass (of `tokens` tokens, when known) and BLAS's threads meanwhile. Several streams:
+        the runner's op set, BLAS at one thread (a core each). One stream on several cores: from SHARED_MIN_TOKENS
+        tokens, the op set shared between them (ops/shared.py) with BLAS at one thread still; a shorter pass, the
+        runner's op set with BLAS at `threads` (too little to split, and BLAS's own threads do it sooner). One
+        stream on one core: the runner's op set, BLAS at `threads`."""
         workers = self.threads or blas_threads()
         if streams > 1:
             return self.ops, 1
-        if workers == 1:
+        if workers == 1 or (tokens is not None and tokens < SHARED_MIN_TOKENS):
             return self.ops, self.threads
         return shared(self.ops, workers), 1
 
